@@ -1,0 +1,42 @@
+# etcd-registrator. `make test` installs (apt) and starts everything the tests need.
+SHELL := /bin/bash
+CARGO ?= cargo
+export REGISTRATOR_GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DAEMONS := tests/daemons.sh
+
+.PHONY: all build release test unit demo bench fault-test static image clean daemons-up daemons-down
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# Unit tests only: no daemons needed.
+unit:
+	$(CARGO) test --bins
+
+# Everything: unit tests, then integration tests against a real etcd and dockerd that
+# tests/daemons.sh installs from Debian's packages and starts on loopback (and stops).
+test:
+	$(DAEMONS) install
+	$(CARGO) build --tests
+	$(DAEMONS) run $(CARGO) test -- --test-threads=4
+
+# Brings up the local etcd and dockerd, starts the three README examples, runs the
+# registrator once and prints the keys. Leaves the daemons running: `make daemons-down`.
+demo:
+	$(DAEMONS) install
+	$(CARGO) build --release
+	tests/demo.sh
+
+daemons-up:
+	$(DAEMONS) up
+
+daemons-down:
+	$(DAEMONS) down
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,395 @@
+//! The plan: desired keys from services, stored keys from etcd, and the difference as ops.
+//!
+//! Pure functions over ordered maps, so a plan is stable, printable (`--dry-run`) and
+//! asserted in tests. Directories are relative to the key prefix: `<name>/<id>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::service::{Claim, Problem, Service};
+
+/// The key, under a service directory, that marks which host owns the service.
+pub const OWNER_FIELD: &str = "node";
+
+/// Field (path under the service directory) -> value.
+pub type Fields = BTreeMap<String, String>;
+
+/// A service as this host wants it in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub fields: Fields,
+    pub claim: Option<Claim>,
+    /// Container name, for messages.
+    pub container: String,
+}
+
+/// Directory (`<name>/<id>`) -> wanted service.
+pub type Desired = BTreeMap<String, Want>;
+
+/// A service directory as found in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub fields: Fields,
+    /// Lease of each key (0: none).
+    pub leases: BTreeMap<String, i64>,
+}
+
+impl Stored {
+    /// The host named by the ownership marker, if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.fields.get(OWNER_FIELD).map(String::as_str)
+    }
+}
+
+/// Directory -> stored service.
+pub type Actual = BTreeMap<String, Stored>;
+
+/// The service directory of a service.
+pub fn dir_of(name: &str, id: &str) -> String {
+    format!("{name}/{id}")
+}
+
+/// The keys each service should have, including the ownership marker.
+pub fn desired(services: &[Service], hostname: &str) -> Desired {
+    services
+        .iter()
+        .map(|s| {
+            let mut f = Fields::new();
+            f.insert("address".into(), s.address.clone());
+            f.insert("port".into(), s.port.to_string());
+            f.insert("mode".into(), s.mode.to_string());
+            for d in &s.domains {
+                f.insert(format!("domains/{d}"), d.clone());
+            }
+            if let Some(claim) = s.claim {
+                f.insert(claim.field().into(), claim.port().to_string());
+            }
+            f.insert(OWNER_FIELD.into(), hostname.into());
+            (dir_of(&s.name, &s.id), Want { fields: f, claim: s.claim, container: s.container.clone() })
+        })
+        .collect()
+}
+
+/// Groups raw `(key, value, lease)` entries under `prefix` by service directory.
+/// Keys that do not have the `<prefix>/<name>/<id>/<field>` shape are ignored.
+pub fn group(prefix: &str, kvs: impl IntoIterator<Item = (String, String, i64)>) -> Actual {
+    let mut actual = Actual::new();
+    let head = format!("{prefix}/");
+    for (key, value, lease) in kvs {
+        let Some(rest) = key.strip_prefix(&head) else { continue };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(name), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if name.is_empty() || id.is_empty() || field.is_empty() {
+            continue;
+        }
+        let stored = actual.entry(dir_of(name, id)).or_default();
+        stored.leases.insert(field.to_string(), lease);
+        stored.fields.insert(field.to_string(), value);
+    }
+    actual
+}
+
+/// One change to etcd. Each op is applied atomically and guarded by the owner marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new service: every key, only if no host owns the directory yet.
+    Register { dir: String, fields: Fields, container: String },
+    /// An existing own service: changed keys put, vanished keys deleted.
+    Update { dir: String, put: Fields, delete: Vec<String>, container: String },
+    /// An own service that should no longer exist: the whole directory.
+    Deregister { dir: String },
+}
+
+impl Op {
+    pub fn dir(&self) -> &str {
+        match self {
+            Op::Register { dir, .. } | Op::Update { dir, .. } | Op::Deregister { dir } => dir,
+        }
+    }
+
+    /// Number of etcd operations (puts and deletes) this op needs in a transaction.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Register { fields, .. } => fields.len(),
+            Op::Update { put, delete, .. } => put.len() + delete.len(),
+            Op::Deregister { .. } => 1,
+        }
+    }
+
+    /// Formats the op with absolute keys under `prefix`, one key per line (`--dry-run`).
+    pub fn display<'a>(&'a self, prefix: &'a str) -> impl fmt::Display + 'a {
+        OpDisplay { op: self, prefix }
+    }
+}
+
+struct OpDisplay<'a> {
+    op: &'a Op,
+    prefix: &'a str,
+}
+
+impl fmt::Display for OpDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.prefix;
+        match self.op {
+            Op::Register { dir, fields, .. } => {
+                let mut first = true;
+                for (k, v) in fields {
+                    if !first {
+                        writeln!(f)?;
+                    }
+                    first = false;
+                    write!(f, "put {p}/{dir}/{k} = {v}")?;
+                }
+                Ok(())
+            }
+            Op::Update { dir, put, delete, .. } => {
+                let lines = put
+                    .iter()
+                    .map(|(k, v)| format!("put {p}/{dir}/{k} = {v}"))
+                    .chain(delete.iter().map(|k| format!("delete {p}/{dir}/{k}")));
+                write!(f, "{}", lines.collect::<Vec<_>>().join("\n"))
+            }
+            Op::Deregister { dir } => write!(f, "delete {p}/{dir}/ (prefix)"),
+        }
+    }
+}
+
+/// A one-line summary of an op for the log.
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |fields: &Fields| {
+            fields
+                .iter()
+                .filter(|(k, _)| k.as_str() != OWNER_FIELD)
+                .map(|(k, v)| if k.starts_with("domains/") { format!("domain={v}") } else { format!("{k}={v}") })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match self {
+            Op::Register { dir, fields, container } => {
+                write!(f, "register {dir} (container {container}): {}", show(fields))
+            }
+            Op::Update { dir, put, delete, container } => {
+                write!(f, "update {dir} (container {container}): {}", show(put))?;
+                if !delete.is_empty() {
+                    write!(f, " removed {}", delete.join(","))?;
+                }
+                Ok(())
+            }
+            Op::Deregister { dir } => write!(f, "deregister {dir}"),
+        }
+    }
+}
+
+/// Diffs what this host wants against what etcd holds.
+///
+/// `actual` may hold other hosts' directories (from a prefix read) or only this host's
+/// (from its lease): only directories whose owner marker names `hostname` are changed
+/// or deleted. A wanted directory owned by another host is refused as a problem.
+/// `lease` is the lease this host writes with (`Some(0)`: none); keys on another lease
+/// are put again so they end up on ours. `None` accepts whatever lease a key has.
+pub fn plan(desired: &Desired, actual: &Actual, hostname: &str, lease: Option<i64>) -> (Vec<Op>, Vec<Problem>) {
+    let mut ops = Vec::new();
+    let mut problems = Vec::new();
+    for (dir, want) in desired {
+        match actual.get(dir) {
+            None => ops.push(Op::Register { dir: dir.clone(), fields: want.fields.clone(), container: want.container.clone() }),
+            Some(stored) if stored.owner() == Some(hostname) => {
+                let put: Fields = want
+                    .fields
+                    .iter()
+                    .filter(|(k, v)| {
+                        stored.fields.get(*k) != Some(*v)
+                            || lease.is_some_and(|l| stored.leases.get(*k).copied().unwrap_or(0) != l)
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let delete: Vec<String> =
+                    stored.fields.keys().filter(|k| !want.fields.contains_key(*k)).cloned().collect();
+                if !put.is_empty() || !delete.is_empty() {
+                    ops.push(Op::Update { dir: dir.clone(), put, delete, container: want.container.clone() });
+                }
+            }
+            Some(stored) => problems.push(Problem {
+                container: want.container.clone(),
+                message: format!(
+                    "service {dir} is already registered by host {}; not registered",
+                    stored.owner().unwrap_or("(unknown: no owner marker)")
+                ),
+            }),
+        }
+    }
+    for (dir, stored) in actual {
+        if stored.owner() == Some(hostname) && !desired.contains_key(dir) {
+            ops.push(Op::Deregister { dir: dir.clone() });
+        }
+    }
+    (ops, problems)
+}
+
+/// Splits ops into batches of at most `max_ops` etcd operations each (an op never
+/// straddles two batches). An op larger than `max_ops` gets a batch of its own.
+pub fn batches(ops: &[Op], max_ops: usize) -> Vec<&[Op]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, op) in ops.iter().enumerate() {
+        // Each op also carries one owner compare; etcd limits compares separately.
+        let n = op.size();
+        if i > start && (size + n > max_ops || i - start + 1 > max_ops) {
+            out.push(&ops[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += n;
+    }
+    if start < ops.len() {
+        out.push(&ops[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Mode;
+
+    fn svc(name: &str, id: &str, port: u16) -> Service {
+        Service {
+            name: name.into(),
+            id: id.into(),
+            address: "10.0.0.5".into(),
+            port,
+            mode: Mode::Tcp,
+            domains: vec![],
+            claim: None,
+            container: format!("c-{id}"),
+        }
+    }
+
+    fn stored(owner: &str, fields: &[(&str, &str)], lease: i64) -> Stored {
+        let mut s = Stored::default();
+        for (k, v) in fields.iter().copied().chain([(OWNER_FIELD, owner)]) {
+            s.fields.insert(k.into(), v.into());
+            s.leases.insert(k.into(), lease);
+        }
+        s
+    }
+
+    #[test]
+    fn desired_keys_are_exactly_the_documented_layout() {
+        let mut http = svc("web", "node1:web.0:80", 32768);
+        http.mode = Mode::Http;
+        http.domains = vec!["a.example.com".into(), "b.example.com".into()];
+        let mut tcp = svc("db", "node1:db:5432", 5432);
+        tcp.claim = Some(Claim::External(15432));
+        let d = desired(&[http, tcp], "node1");
+        let keys: Vec<String> =
+            d.iter().flat_map(|(dir, w)| w.fields.iter().map(move |(k, v)| format!("{dir}/{k}={v}"))).collect();
+        assert_eq!(
+            keys,
+            [
+                "db/node1:db:5432/address=10.0.0.5",
+                "db/node1:db:5432/external_port=15432",
+                "db/node1:db:5432/mode=tcp",
+                "db/node1:db:5432/node=node1",
+                "db/node1:db:5432/port=5432",
+                "web/node1:web.0:80/address=10.0.0.5",
+                "web/node1:web.0:80/domains/a.example.com=a.example.com",
+                "web/node1:web.0:80/domains/b.example.com=b.example.com",
+                "web/node1:web.0:80/mode=http",
+                "web/node1:web.0:80/node=node1",
+                "web/node1:web.0:80/port=32768",
+            ]
+        );
+    }
+
+    #[test]
+    fn group_parses_keys_and_ignores_foreign_shapes() {
+        let a = group(
+            "/services",
+            [
+                ("/services/web/id1/address".to_string(), "1.2.3.4".to_string(), 7),
+                ("/services/web/id1/domains/a.com".into(), "a.com".into(), 7),
+                ("/services/web/id1".into(), "x".into(), 0),
+                ("/servicesX/web/id1/port".into(), "1".into(), 0),
+                ("/services//id/port".into(), "1".into(), 0),
+            ],
+        );
+        assert_eq!(a.len(), 1);
+        let s = &a["web/id1"];
+        assert_eq!(s.fields["domains/a.com"], "a.com");
+        assert_eq!(s.leases["address"], 7);
+    }
+
+    #[test]
+    fn plan_table() {
+        let want = desired(&[svc("web", "n1:w:80", 1000)], "n1");
+        let same = stored("n1", &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")], 0);
+        let cases: Vec<(&str, Desired, Vec<(&str, Stored)>, i64, Vec<&str>, usize)> = vec![
+            ("nothing to do", want.clone(), vec![("web/n1:w:80", same.clone())], 0, vec![], 0),
+            ("new service", want.clone(), vec![], 0, vec!["register web/n1:w:80"], 0),
+            (
+                "changed port, stale key",
+                want.clone(),
+                vec![("web/n1:w:80", stored("n1", &[("address", "10.0.0.5"), ("port", "999"), ("mode", "tcp"), ("external_port", "1")], 0))],
+                0,
+                vec!["update web/n1:w:80 (container c-n1:w:80): port=1000 removed external_port"],
+                0,
+            ),
+            ("own stale service", Desired::new(), vec![("web/n1:w:80", same.clone())], 0, vec!["deregister web/n1:w:80"], 0),
+            ("other host's service untouched", Desired::new(), vec![("web/n2:w:80", stored("n2", &[], 0))], 0, vec![], 0),
+            ("dir owned by another host", want.clone(), vec![("web/n1:w:80", stored("n2", &[], 0))], 0, vec![], 1),
+            (
+                "keys on an old lease are put again",
+                want.clone(),
+                vec![("web/n1:w:80", stored("n1", &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")], 5))],
+                9,
+                vec!["update web/n1:w:80 (container c-n1:w:80): address=10.0.0.5 mode=tcp port=1000"],
+                0,
+            ),
+        ];
+        for (case, desired, actual, lease, want_ops, want_problems) in cases {
+            let actual: Actual = actual.into_iter().map(|(d, s)| (d.to_string(), s)).collect();
+            let (ops, problems) = plan(&desired, &actual, "n1", Some(lease));
+            let full: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
+            assert_eq!(full.len(), want_ops.len(), "{case}: {full:?}");
+            for (g, w) in full.iter().zip(&want_ops) {
+                assert!(g.starts_with(w), "{case}: {g:?} does not start with {w:?}");
+            }
+            assert_eq!(problems.len(), want_problems, "{case}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn dry_run_display_lists_absolute_keys() {
+        let op = Op::Update {
+            dir: "web/n1:w:80".into(),
+            put: [("port".to_string(), "1".to_string())].into(),
+            delete: vec!["domains/a.com".into()],
+            container: "w".into(),
+        };
+        assert_eq!(
+            op.display("/services").to_string(),
+            "put /services/web/n1:w:80/port = 1\ndelete /services/web/n1:w:80/domains/a.com"
+        );
+        assert_eq!(Op::Deregister { dir: "a/b".into() }.display("/s").to_string(), "delete /s/a/b/ (prefix)");
+    }
+
+    #[test]
+    fn batches_respect_the_op_limit() {
+        let reg = |n: usize| Op::Register {
+            dir: format!("s/{n}"),
+            fields: (0..n).map(|i| (i.to_string(), String::new())).collect(),
+            container: String::new(),
+        };
+        let ops = vec![reg(5), reg(5), reg(5), reg(20), reg(1)];
+        let sizes: Vec<usize> = batches(&ops, 10).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![2, 1, 1, 1]);
+        let many: Vec<Op> = (0..300).map(|_| Op::Deregister { dir: "x".into() }).collect();
+        assert!(batches(&many, 128).iter().all(|b| b.len() <= 128));
+        assert_eq!(batches(&many, 128).iter().map(|b| b.len()).sum::<usize>(), 300);
+    }
+}

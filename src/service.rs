@@ -1,0 +1,743 @@
+//! The service model: turns one host's containers into the services it should register.
+//!
+//! Everything here is pure: no network, clock or DNS. The Docker client builds
+//! [`Container`]s, the caller resolves addresses beforehand and passes them in
+//! [`Settings`], and [`services`] returns the services plus the problems it refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Transport protocol of a container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    /// Parses Docker's spelling (`tcp`, `udp`, `sctp`).
+    pub fn parse(s: &str) -> Option<Proto> {
+        match s {
+            "tcp" => Some(Proto::Tcp),
+            "udp" => Some(Proto::Udp),
+            "sctp" => Some(Proto::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        })
+    }
+}
+
+/// A port inside the container (`80/tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    pub number: u16,
+    pub proto: Proto,
+}
+
+impl Port {
+    /// Parses Docker's `80/tcp` form (a bare number means tcp).
+    pub fn parse(s: &str) -> Option<Port> {
+        let (n, p) = s.split_once('/').unwrap_or((s, "tcp"));
+        Some(Port { number: n.parse().ok()?, proto: Proto::parse(p)? })
+    }
+}
+
+/// One published binding of a container port on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub port: Port,
+    /// Host address the port is bound to: `0.0.0.0`, `::` or a specific one.
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+/// Whether the container runs, and whether its healthcheck (if any) passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No healthcheck configured.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// What the registrator knows of one container, from Docker's list and inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// Name without Docker's leading `/`.
+    pub name: String,
+    pub image: String,
+    /// Creation time as `(seconds since epoch, nanoseconds)`: the older container wins
+    /// a conflict.
+    pub created: (i64, u32),
+    pub running: bool,
+    pub paused: bool,
+    pub health: Health,
+    /// `KEY=value` entries of the container's environment.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports (from the image and `--expose`), published or not.
+    pub exposed: Vec<Port>,
+    /// Published bindings; IPv4 and IPv6 bindings of one port appear separately.
+    pub bindings: Vec<Binding>,
+    /// The container's own address on its network, if it has one.
+    pub ip: Option<String>,
+    /// `--net=host`: the container's ports are the host's ports.
+    pub host_network: bool,
+}
+
+/// How the proxy mesh serves a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        })
+    }
+}
+
+/// A cluster-wide TCP port a service claims on the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Claim {
+    External(u16),
+    Internal(u16),
+}
+
+impl Claim {
+    /// The key under the service directory that records the claim.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Claim::External(_) => "external_port",
+            Claim::Internal(_) => "internal_port",
+        }
+    }
+    pub fn port(&self) -> u16 {
+        match self {
+            Claim::External(p) | Claim::Internal(p) => *p,
+        }
+    }
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Claim::External(p) => write!(f, "external port {p}"),
+            Claim::Internal(p) => write!(f, "internal port {p}"),
+        }
+    }
+}
+
+/// One service to register: what ends up under `<prefix>/<name>/<id>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub id: String,
+    pub address: String,
+    pub port: u16,
+    pub mode: Mode,
+    /// Sorted and de-duplicated; only for `http`.
+    pub domains: Vec<String>,
+    pub claim: Option<Claim>,
+    /// Name of the container it came from, for messages.
+    pub container: String,
+}
+
+/// A container or port that was refused, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub container: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container {}: {}", self.container, self.message)
+    }
+}
+
+/// Host-level inputs of the mapping, resolved by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// This host's identity, used in default service IDs.
+    pub hostname: String,
+    /// `--ip`: the address registered for every published port.
+    pub ip: Option<String>,
+    /// What the hostname resolved to, when `--ip` is not given (None: unresolvable).
+    pub host_address: Option<String>,
+    /// `--internal`: register the container's own IP and exposed ports.
+    pub internal: bool,
+    /// `--explicit`: only containers that set `SERVICE_NAME`.
+    pub explicit: bool,
+}
+
+/// Maps containers to services. Problems name the container, variable and value; each
+/// skips only the service (or container) it concerns.
+///
+/// Conflicts on this host are settled by age: for a service directory or a claimed
+/// external/internal port taken by two containers, the older container keeps it.
+pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>, Vec<Problem>) {
+    let mut ordered: Vec<&Container> = containers.iter().collect();
+    ordered.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    // (name, id) -> container, claim -> (service name, container)
+    let mut dirs: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut claims: BTreeMap<Claim, (String, String)> = BTreeMap::new();
+    for c in ordered {
+        for result in container_services(c, settings) {
+            let svc = match result {
+                Ok(svc) => svc,
+                Err(message) => {
+                    problems.push(Problem { container: c.name.clone(), message });
+                    continue;
+                }
+            };
+            let dir = (svc.name.clone(), svc.id.clone());
+            if let Some(holder) = dirs.get(&dir) {
+                problems.push(Problem {
+                    container: c.name.clone(),
+                    message: format!(
+                        "service {}/{} is already registered by older container {holder}; not registered",
+                        svc.name, svc.id
+                    ),
+                });
+                continue;
+            }
+            if let Some(claim) = svc.claim {
+                if let Some((holder_name, holder)) = claims.get(&claim) {
+                    if *holder_name != svc.name {
+                        problems.push(Problem {
+                            container: c.name.clone(),
+                            message: format!(
+                                "SERVICE_{}={}: {claim} is already held by service {holder_name} (older container {holder}); service {} not registered",
+                                claim.field().to_uppercase(),
+                                claim.port(),
+                                svc.name
+                            ),
+                        });
+                        continue;
+                    }
+                } else {
+                    claims.insert(claim, (svc.name.clone(), c.name.clone()));
+                }
+            }
+            dirs.insert(dir, c.name.clone());
+            out.push(svc);
+        }
+    }
+    (out, problems)
+}
+
+/// The `SERVICE_*` metadata of a container: environment first, labels override.
+struct Meta<'a> {
+    vars: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> Meta<'a> {
+    fn of(c: &'a Container) -> Meta<'a> {
+        let mut vars = BTreeMap::new();
+        for e in &c.env {
+            if let Some((k, v)) = e.split_once('=') {
+                if k.starts_with("SERVICE_") {
+                    vars.insert(k, v);
+                }
+            }
+        }
+        for (k, v) in &c.labels {
+            if k.starts_with("SERVICE_") {
+                vars.insert(k.as_str(), v.as_str());
+            }
+        }
+        Meta { vars }
+    }
+
+    /// `SERVICE_<port>_<key>` if set, else `SERVICE_<key>`; returns the variable's name too.
+    fn get(&self, port: u16, key: &str) -> Option<(String, &'a str)> {
+        let specific = format!("SERVICE_{port}_{key}");
+        if let Some(v) = self.vars.get(specific.as_str()) {
+            return Some((specific, v));
+        }
+        let general = format!("SERVICE_{key}");
+        self.vars.get(general.as_str()).map(|v| (general, *v))
+    }
+
+    fn has_specific(&self, port: u16, key: &str) -> bool {
+        self.vars.contains_key(format!("SERVICE_{port}_{key}").as_str())
+    }
+}
+
+/// A port to register, with the address and port number the mesh should use.
+struct Candidate {
+    port: Port,
+    address: Option<String>,
+    number: u16,
+}
+
+fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, String>> {
+    if !c.running || c.paused || !matches!(c.health, Health::None | Health::Healthy) {
+        return Vec::new();
+    }
+    let meta = Meta::of(c);
+    if meta.vars.get("SERVICE_IGNORE").is_some_and(|v| !v.is_empty()) {
+        return Vec::new();
+    }
+    if s.explicit && !meta.vars.contains_key("SERVICE_NAME") {
+        return Vec::new();
+    }
+    let candidates = candidates(c, s);
+    let several = candidates.len() > 1;
+    candidates
+        .into_iter()
+        .filter(|cand| meta.get(cand.port.number, "IGNORE").is_none_or(|(_, v)| v.is_empty()))
+        .map(|cand| build(c, s, &meta, cand, several))
+        .collect()
+}
+
+/// One candidate per exposed port: published bindings normally, exposed ports with
+/// `--net=host` or `--internal`. IPv4 and IPv6 bindings of one port collapse to one.
+fn candidates(c: &Container, s: &Settings) -> Vec<Candidate> {
+    let mut by_port: BTreeMap<Port, Candidate> = BTreeMap::new();
+    if s.internal || c.host_network {
+        let mut ports: Vec<Port> = c.exposed.clone();
+        ports.extend(c.bindings.iter().map(|b| b.port));
+        for port in ports {
+            let address = if s.internal && !c.host_network { c.ip.clone() } else { None };
+            by_port.entry(port).or_insert(Candidate { port, address, number: port.number });
+        }
+        return by_port.into_values().collect();
+    }
+    for b in &c.bindings {
+        let rank = |ip: &str| match ip {
+            "" | "0.0.0.0" => 1,
+            "::" => 2,
+            _ if ip.contains(':') => 3,
+            _ => 0,
+        };
+        let specific = !matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::");
+        let cand = Candidate {
+            port: b.port,
+            address: specific.then(|| b.host_ip.clone()),
+            number: b.host_port,
+        };
+        match by_port.get(&b.port) {
+            Some(existing) if rank(existing_ip(existing)) <= rank(&b.host_ip) => {}
+            _ => {
+                by_port.insert(b.port, cand);
+            }
+        }
+    }
+    fn existing_ip(c: &Candidate) -> &str {
+        c.address.as_deref().unwrap_or("0.0.0.0")
+    }
+    by_port.into_values().collect()
+}
+
+fn build(
+    c: &Container,
+    s: &Settings,
+    meta: &Meta,
+    cand: Candidate,
+    several: bool,
+) -> Result<Service, String> {
+    let p = cand.port.number;
+    let (name, name_var) = match meta.get(p, "NAME") {
+        Some((var, v)) if several && !meta.has_specific(p, "NAME") => (format!("{v}-{p}"), var),
+        Some((var, v)) => (v.to_string(), var),
+        None if several => (format!("{}-{p}", image_base(&c.image)), "image".to_string()),
+        None => (image_base(&c.image).to_string(), "image".to_string()),
+    };
+    check_segment(&name).map_err(|why| {
+        if name_var == "image" {
+            format!("service name {name:?} derived from image {:?} {why}", c.image)
+        } else {
+            format!("{name_var}={name:?} {why}")
+        }
+    })?;
+    let id = match meta.get(p, "ID") {
+        Some((var, v)) => {
+            check_segment(v).map_err(|why| format!("{var}={v:?} {why}"))?;
+            v.to_string()
+        }
+        None => {
+            let mut id = format!("{}:{}:{}", s.hostname, c.name, p);
+            if cand.port.proto != Proto::Tcp {
+                id = format!("{id}:{}", cand.port.proto);
+            }
+            check_segment(&id).map_err(|why| format!("service ID {id:?} {why}"))?;
+            id
+        }
+    };
+    let mode = match meta.get(p, "MODE") {
+        None => Mode::Tcp,
+        Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Mode::Tcp,
+            "http" => Mode::Http,
+            _ => return Err(format!("{var}={v:?} is not http or tcp; service {name} not registered")),
+        },
+    };
+    let mut domains = Vec::new();
+    if let Some((var, v)) = meta.get(p, "DOMAINS") {
+        if mode != Mode::Http {
+            return Err(format!("{var}={v:?} applies only to SERVICE_MODE=http; service {name} not registered"));
+        }
+        for d in v.split(',').map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty()) {
+            if !valid_domain(&d) {
+                return Err(format!("{var}={v:?}: {d:?} is not a valid DNS name; service {name} not registered"));
+            }
+            domains.push(d);
+        }
+        domains.sort();
+        domains.dedup();
+    }
+    if mode == Mode::Http && domains.is_empty() {
+        return Err(format!("SERVICE_MODE=http needs SERVICE_DOMAINS; service {name} not registered"));
+    }
+    let external = port_var(meta, p, "EXTERNAL_PORT", &name)?;
+    let internal = port_var(meta, p, "INTERNAL_PORT", &name)?;
+    let claim = match (external, internal) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "SERVICE_EXTERNAL_PORT and SERVICE_INTERNAL_PORT are both set; choose one; service {name} not registered"
+            ))
+        }
+        (Some((var, e)), None) | (None, Some((var, e))) if mode == Mode::Http => {
+            return Err(format!("{var}={e} applies only to SERVICE_MODE=tcp; service {name} not registered"))
+        }
+        (Some((_, e)), None) => Some(Claim::External(e)),
+        (None, Some((_, i))) => Some(Claim::Internal(i)),
+        (None, None) => None,
+    };
+    let address = match (&s.ip, cand.address, &s.host_address) {
+        (Some(ip), _, _) if !s.internal => ip.clone(),
+        (_, Some(a), _) => a,
+        (_, None, Some(h)) => h.clone(),
+        (_, None, None) if s.internal && !c.host_network => {
+            return Err(format!("has no IP address on its network; service {name} not registered (--internal)"))
+        }
+        (_, None, None) => {
+            return Err(format!(
+                "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
+                s.hostname
+            ))
+        }
+    };
+    Ok(Service {
+        name,
+        id,
+        address,
+        port: cand.number,
+        mode,
+        domains,
+        claim,
+        container: c.name.clone(),
+    })
+}
+
+fn port_var(meta: &Meta, p: u16, key: &str, name: &str) -> Result<Option<(String, u16)>, String> {
+    match meta.get(p, key) {
+        None => Ok(None),
+        Some((var, v)) => match v.trim().parse::<u16>() {
+            Ok(n) if n >= 1 => Ok(Some((var, n))),
+            _ => Err(format!("{var}={v:?} is not a port number in 1-65535; service {name} not registered")),
+        },
+    }
+}
+
+/// A service name or ID becomes one key segment: it must not escape its directory.
+fn check_segment(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        Err("is empty")
+    } else if s == "." || s == ".." {
+        Err("is not a usable key segment")
+    } else if s.contains('/') {
+        Err("contains '/'")
+    } else if s.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else {
+        Ok(())
+    }
+}
+
+/// A DNS name, lower-case, with an optional leading `*.` wildcard.
+fn valid_domain(d: &str) -> bool {
+    let rest = d.strip_prefix("*.").unwrap_or(d);
+    !rest.is_empty()
+        && d.len() <= 253
+        && rest.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The image's base name: no registry, path, tag or digest.
+/// `registry:5000/team/nginx:1.25` -> `nginx`.
+pub fn image_base(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            hostname: "node1".into(),
+            ip: None,
+            host_address: Some("10.0.0.5".into()),
+            internal: false,
+            explicit: false,
+        }
+    }
+
+    fn container(name: &str, env: &[&str], ports: &[(u16, &str, &str, u16)]) -> Container {
+        Container {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "registry:5000/team/nginx:1.25".into(),
+            created: (100, 0),
+            running: true,
+            paused: false,
+            health: Health::None,
+            env: env.iter().map(|s| s.to_string()).collect(),
+            labels: BTreeMap::new(),
+            exposed: Vec::new(),
+            bindings: ports
+                .iter()
+                .map(|&(port, proto, ip, host_port)| Binding {
+                    port: Port { number: port, proto: Proto::parse(proto).unwrap() },
+                    host_ip: ip.into(),
+                    host_port,
+                })
+                .collect(),
+            ip: Some("172.17.0.2".into()),
+            host_network: false,
+        }
+    }
+
+    fn one(c: Container) -> Result<Service, String> {
+        let (mut svcs, mut problems) = services(&[c], &settings());
+        match (svcs.len(), problems.len()) {
+            (1, 0) => Ok(svcs.remove(0)),
+            (0, 1) => Err(problems.remove(0).message),
+            n => panic!("expected one service or one problem, got {n:?}: {svcs:?} {problems:?}"),
+        }
+    }
+
+    #[test]
+    fn image_base_names() {
+        for (image, base) in [
+            ("nginx", "nginx"),
+            ("nginx:1.25", "nginx"),
+            ("registry:5000/team/nginx:1.25", "nginx"),
+            ("team/nginx@sha256:abcd", "nginx"),
+            ("localhost:5000/a/b/c:latest@sha256:00", "c"),
+        ] {
+            assert_eq!(image_base(image), base, "{image}");
+        }
+    }
+
+    #[test]
+    fn defaults_from_image_host_and_binding() {
+        let s = one(container("nginx.0", &[], &[(80, "tcp", "0.0.0.0", 32768), (80, "tcp", "::", 32768)])).unwrap();
+        assert_eq!(
+            s,
+            Service {
+                name: "nginx".into(),
+                id: "node1:nginx.0:80".into(),
+                address: "10.0.0.5".into(),
+                port: 32768,
+                mode: Mode::Tcp,
+                domains: vec![],
+                claim: None,
+                container: "nginx.0".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn table_of_single_service_cases() {
+        // (case, env, label, expected Ok(fields) or Err(substring))
+        type Check = fn(&Service) -> bool;
+        let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, Result<Check, &str>)> = vec![
+            ("name from env", vec!["SERVICE_NAME=web"], vec![], Ok(|s| s.name == "web")),
+            ("label wins over env", vec!["SERVICE_NAME=web"], vec![("SERVICE_NAME", "api")], Ok(|s| s.name == "api")),
+            ("port-specific wins", vec!["SERVICE_NAME=web", "SERVICE_80_NAME=front"], vec![], Ok(|s| s.name == "front")),
+            ("explicit id", vec!["SERVICE_ID=abc"], vec![], Ok(|s| s.id == "abc")),
+            (
+                "http domains trimmed lowered deduped",
+                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS= B.example.com,a.example.com , b.example.com,*.c.io"],
+                vec![],
+                Ok(|s| s.mode == Mode::Http && s.domains == ["*.c.io", "a.example.com", "b.example.com"]),
+            ),
+            ("mode is case-insensitive", vec!["SERVICE_MODE=TCP"], vec![], Ok(|s| s.mode == Mode::Tcp)),
+            ("external port", vec!["SERVICE_EXTERNAL_PORT=8080"], vec![], Ok(|s| s.claim == Some(Claim::External(8080)))),
+            ("internal port", vec!["SERVICE_INTERNAL_PORT= 8090 "], vec![], Ok(|s| s.claim == Some(Claim::Internal(8090)))),
+            ("unknown mode", vec!["SERVICE_MODE=ftp"], vec![], Err("SERVICE_MODE=\"ftp\" is not http or tcp")),
+            ("http without domains", vec!["SERVICE_MODE=http"], vec![], Err("SERVICE_MODE=http needs SERVICE_DOMAINS")),
+            (
+                "bad domain",
+                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=ok.com,bad_domain.com"],
+                vec![],
+                Err("\"bad_domain.com\" is not a valid DNS name"),
+            ),
+            ("wildcard only in front", vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=a.*.com"], vec![], Err("not a valid DNS name")),
+            ("domains on tcp", vec!["SERVICE_DOMAINS=a.com"], vec![], Err("applies only to SERVICE_MODE=http")),
+            ("port not a number", vec!["SERVICE_EXTERNAL_PORT=http"], vec![], Err("SERVICE_EXTERNAL_PORT=\"http\" is not a port number")),
+            ("port zero", vec!["SERVICE_INTERNAL_PORT=0"], vec![], Err("SERVICE_INTERNAL_PORT=\"0\" is not a port number")),
+            ("port too big", vec!["SERVICE_EXTERNAL_PORT=65536"], vec![], Err("is not a port number in 1-65535")),
+            (
+                "both ports",
+                vec!["SERVICE_EXTERNAL_PORT=1", "SERVICE_INTERNAL_PORT=2"],
+                vec![],
+                Err("both set"),
+            ),
+            (
+                "external port on http",
+                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=a.com", "SERVICE_EXTERNAL_PORT=81"],
+                vec![],
+                Err("applies only to SERVICE_MODE=tcp"),
+            ),
+            ("empty name", vec!["SERVICE_NAME="], vec![], Err("SERVICE_NAME=\"\" is empty")),
+            ("dot-dot name", vec!["SERVICE_NAME=.."], vec![], Err("not a usable key segment")),
+            ("slash in name", vec!["SERVICE_NAME=a/b"], vec![], Err("contains '/'")),
+            ("slash in id", vec!["SERVICE_ID=../../etc"], vec![], Err("SERVICE_ID=\"../../etc\" contains '/'")),
+            ("control char in id", vec!["SERVICE_ID=a\u{7}b"], vec![], Err("control character")),
+        ];
+        for (case, env, labels, want) in cases {
+            let mut c = container("web.0", &env, &[(80, "tcp", "0.0.0.0", 32768)]);
+            for (k, v) in labels {
+                c.labels.insert(k.into(), v.into());
+            }
+            match (one(c), want) {
+                (Ok(s), Ok(check)) => assert!(check(&s), "{case}: {s:?}"),
+                (Err(e), Err(want)) => {
+                    assert!(e.contains(want), "{case}: {e:?} lacks {want:?}");
+                }
+                (got, _) => panic!("{case}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn several_ports_get_suffixed_names_and_udp_ids() {
+        let mut c = container(
+            "dns",
+            &["SERVICE_NAME=dns", "SERVICE_8080_NAME=admin"],
+            &[(53, "udp", "0.0.0.0", 5353), (53, "tcp", "0.0.0.0", 5353), (8080, "tcp", "127.0.0.1", 18080)],
+        );
+        c.labels.insert("SERVICE_9_IGNORE".into(), "".into());
+        let (svcs, problems) = services(&[c], &settings());
+        assert!(problems.is_empty(), "{problems:?}");
+        let got: Vec<(&str, &str, &str, u16)> =
+            svcs.iter().map(|s| (s.name.as_str(), s.id.as_str(), s.address.as_str(), s.port)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("dns-53", "node1:dns:53", "10.0.0.5", 5353),
+                ("dns-53", "node1:dns:53:udp", "10.0.0.5", 5353),
+                ("admin", "node1:dns:8080", "127.0.0.1", 18080),
+            ]
+        );
+    }
+
+    #[test]
+    fn ignore_skips_container_or_port() {
+        let c = container("a", &["SERVICE_IGNORE=1"], &[(80, "tcp", "", 1)]);
+        assert_eq!(services(&[c], &settings()).0.len(), 0);
+        let c = container("a", &["SERVICE_IGNORE="], &[(80, "tcp", "", 1)]);
+        assert_eq!(services(&[c], &settings()).0.len(), 1, "empty SERVICE_IGNORE does not ignore");
+        let c = container("a", &["SERVICE_443_IGNORE=yes"], &[(80, "tcp", "", 1), (443, "tcp", "", 2)]);
+        let (svcs, _) = services(&[c], &settings());
+        assert_eq!(svcs.iter().map(|s| s.port).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn state_and_health_gate_registration() {
+        let base = container("a", &[], &[(80, "tcp", "", 1)]);
+        for (case, change, registered) in [
+            ("running", (|_: &mut Container| {}) as fn(&mut Container), true),
+            ("paused", |c| c.paused = true, false),
+            ("stopped", |c| c.running = false, false),
+            ("healthy", |c| c.health = Health::Healthy, true),
+            ("starting", |c| c.health = Health::Starting, false),
+            ("unhealthy", |c| c.health = Health::Unhealthy, false),
+        ] {
+            let mut c = base.clone();
+            change(&mut c);
+            assert_eq!(services(&[c], &settings()).0.len() == 1, registered, "{case}");
+        }
+    }
+
+    #[test]
+    fn explicit_needs_service_name() {
+        let s = Settings { explicit: true, ..settings() };
+        assert!(services(&[container("a", &[], &[(80, "tcp", "", 1)])], &s).0.is_empty());
+        assert_eq!(services(&[container("a", &["SERVICE_NAME=x"], &[(80, "tcp", "", 1)])], &s).0.len(), 1);
+    }
+
+    #[test]
+    fn addresses_ip_flag_binding_host_internal() {
+        let c = container("a", &[], &[(80, "tcp", "127.0.0.1", 8080)]);
+        assert_eq!(one(c.clone()).unwrap().address, "127.0.0.1");
+        let s = Settings { ip: Some("192.0.2.1".into()), ..settings() };
+        assert_eq!(services(&[c.clone()], &s).0[0].address, "192.0.2.1");
+        let s = Settings { internal: true, ..settings() };
+        let svc = &services(&[c.clone()], &s).0[0];
+        assert_eq!((svc.address.as_str(), svc.port), ("172.17.0.2", 80));
+        let s = Settings { host_address: None, ..settings() };
+        let c = container("a", &[], &[(80, "tcp", "0.0.0.0", 8080)]);
+        let (_, problems) = services(&[c], &s);
+        assert!(problems[0].message.contains("cannot resolve host name \"node1\""), "{problems:?}");
+    }
+
+    #[test]
+    fn host_network_registers_exposed_ports() {
+        let mut c = container("h", &[], &[]);
+        c.host_network = true;
+        c.ip = None;
+        c.exposed = vec![Port::parse("9999/tcp").unwrap()];
+        let svc = one(c).unwrap();
+        assert_eq!((svc.address.as_str(), svc.port, svc.id.as_str()), ("10.0.0.5", 9999, "node1:h:9999"));
+    }
+
+    #[test]
+    fn older_container_keeps_claimed_port_and_directory() {
+        let mut old = container("old", &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 1)]);
+        old.created = (100, 5);
+        let mut new = container("new", &["SERVICE_NAME=b", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 2)]);
+        new.created = (100, 7);
+        let mut replica = container("rep", &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 3)]);
+        replica.created = (200, 0);
+        let mut dup = container("dup", &["SERVICE_NAME=a", "SERVICE_ID=node1:old:80"], &[(80, "tcp", "", 4)]);
+        dup.created = (300, 0);
+        let (svcs, problems) = services(&[dup, replica, new, old], &settings());
+        assert_eq!(svcs.iter().map(|s| s.container.as_str()).collect::<Vec<_>>(), ["old", "rep"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.container == "new"
+            && p.message.contains("external port 9000 is already held by service a (older container old)")));
+        assert!(problems.iter().any(|p| p.container == "dup" && p.message.contains("already registered by older container old")));
+    }
+}

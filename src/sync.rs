@@ -1,0 +1,504 @@
+//! The reconciler: one level-triggered pass (Docker -> desired -> plan -> etcd), and
+//! the loop around it (interval, wake-ups from events and signals, lease, backoff).
+//!
+//! Every pass recomputes both sides: the desired set from Docker, the actual set from
+//! etcd itself. An in-memory picture of etcd is never trusted over etcd.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::docker::{Docker, DockerError};
+use crate::etcd::{Compare, Etcd, EtcdError, Kv, Request};
+use crate::plan::{self, Actual, Desired, Op, OWNER_FIELD};
+use crate::service::{self, Claim, Container, Problem, Settings};
+
+/// Reads the containers of this host.
+pub trait Source {
+    fn containers(&mut self) -> Result<Vec<Container>, DockerError>;
+}
+
+impl Source for Docker {
+    fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
+        Docker::containers(self)
+    }
+}
+
+/// The etcd operations the reconciler needs.
+pub trait Store {
+    fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError>;
+    fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError>;
+    fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError>;
+    fn grant(&mut self, ttl: u64) -> Result<i64, EtcdError>;
+    fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError>;
+    fn revoke(&mut self, id: i64) -> Result<(), EtcdError>;
+    fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError>;
+}
+
+impl Store for Etcd {
+    fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+        Etcd::range_prefix(self, prefix)
+    }
+    fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError> {
+        Etcd::range_prefixes(self, prefixes)
+    }
+    fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError> {
+        Etcd::txn(self, compares, requests)
+    }
+    fn grant(&mut self, ttl: u64) -> Result<i64, EtcdError> {
+        Etcd::grant(self, ttl)
+    }
+    fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
+        Etcd::keepalive(self, id)
+    }
+    fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
+        Etcd::revoke(self, id)
+    }
+    fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError> {
+        Etcd::lease_keys(self, id)
+    }
+}
+
+/// Why a pass changed nothing.
+#[derive(Debug)]
+pub enum SyncError {
+    /// Docker could not be read: the desired set is unknown, so nothing is touched.
+    Docker(DockerError),
+    Etcd(EtcdError),
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyncError::Docker(e) => write!(f, "{e} (etcd left unchanged)"),
+            SyncError::Etcd(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SyncError::Docker(e) => Some(e),
+            SyncError::Etcd(e) => Some(e),
+        }
+    }
+}
+
+impl From<EtcdError> for SyncError {
+    fn from(e: EtcdError) -> Self {
+        SyncError::Etcd(e)
+    }
+}
+
+/// How the reconciler writes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Key prefix, `/services`.
+    pub prefix: String,
+    pub hostname: String,
+    pub dry_run: bool,
+    /// Lease TTL in seconds; 0: keys carry no lease.
+    pub ttl: u64,
+    /// Take over a predecessor's live lease (the loop does; `--once` does not).
+    pub adopt: bool,
+    /// Whether keys already on some other lease are left there (`--once` without `--ttl`).
+    pub keep_foreign_leases: bool,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The planned ops (printed by `--dry-run`).
+    pub ops: Vec<Op>,
+    pub applied: usize,
+    /// Ops that another writer made impossible meanwhile; retried on the next pass.
+    pub failed: usize,
+}
+
+/// Reconciles one host's containers with its services in etcd.
+pub struct Reconciler<S, K> {
+    source: S,
+    store: K,
+    settings: Settings,
+    opts: Options,
+    /// The lease our keys carry (0: none yet or none at all).
+    lease: i64,
+    /// The first pass reads the whole prefix (to adopt and to clean up after a
+    /// predecessor); later passes read only this host's services when a lease allows.
+    started: bool,
+    reported: BTreeSet<Problem>,
+}
+
+impl<S: Source, K: Store> Reconciler<S, K> {
+    pub fn new(source: S, store: K, settings: Settings, opts: Options) -> Self {
+        Reconciler { source, store, settings, opts, lease: 0, started: false, reported: BTreeSet::new() }
+    }
+
+    /// The lease in use (0: none).
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    fn key(&self, dir: &str, field: &str) -> String {
+        format!("{}/{dir}/{field}", self.opts.prefix)
+    }
+
+    /// One full pass. Docker is read first: if that fails, etcd is not touched.
+    pub fn sync(&mut self) -> Result<Outcome, SyncError> {
+        let containers = self.source.containers().map_err(SyncError::Docker)?;
+        let (services, mut problems) = service::services(&containers, &self.settings);
+        let desired = plan::desired(&services, &self.opts.hostname);
+
+        let (mut actual, mut revision) = self.read_actual(&desired)?;
+        if self.opts.ttl > 0 && self.lease == 0 {
+            self.take_lease(&actual)?;
+        }
+        self.started = true;
+        let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease) };
+        let (mut ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
+        problems.extend(plan_problems);
+
+        // Cluster-wide port claims need the whole prefix, but only when a service is
+        // about to claim a port: never on a quiet pass.
+        let claiming: Vec<usize> = (0..ops.len()).filter(|&i| claim_of(&ops[i], &desired).is_some()).collect();
+        if !claiming.is_empty() && revision.is_none() {
+            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
+            actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
+            revision = Some(rev);
+        }
+        let mut claim_ops = Vec::new();
+        for &i in claiming.iter().rev() {
+            let op = ops.remove(i);
+            let claim = claim_of(&op, &desired).expect("filtered above");
+            match holder(&actual, op.dir(), claim) {
+                Some(h) => problems.push(claim_problem(&op, &desired, claim, &h)),
+                None => claim_ops.push(op),
+            }
+        }
+        claim_ops.reverse();
+
+        self.report(problems);
+        let mut outcome = Outcome::default();
+        if self.opts.dry_run {
+            outcome.ops = ops;
+            outcome.ops.extend(claim_ops);
+            return Ok(outcome);
+        }
+        self.apply(&ops, &mut outcome)?;
+        for op in claim_ops {
+            self.apply_claim(op, &desired, revision.unwrap_or(0), &mut outcome)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Reads what etcd holds for this host. Returns the revision when the whole prefix
+    /// was read (which also shows other hosts' claims).
+    fn read_actual(&mut self, desired: &Desired) -> Result<(Actual, Option<i64>), SyncError> {
+        if self.started && self.lease != 0 {
+            match self.store.lease_keys(self.lease)? {
+                Some(keys) => {
+                    // Our keys (from the lease) plus every directory we want (which may
+                    // belong to another host): one request, O(own services).
+                    let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
+                    let head = format!("{}/", self.opts.prefix);
+                    for k in keys {
+                        if let Some(rest) = k.strip_prefix(&head) {
+                            let mut parts = rest.splitn(3, '/');
+                            if let (Some(n), Some(i), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+                                dirs.insert(plan::dir_of(n, i));
+                            }
+                        }
+                    }
+                    let prefixes: Vec<String> = dirs.iter().map(|d| format!("{head}{d}/")).collect();
+                    let kvs = if prefixes.is_empty() { Vec::new() } else { self.store.range_prefixes(&prefixes)? };
+                    let actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
+                    return Ok((actual, None));
+                }
+                None => {
+                    log::warn!("lease {:x} is gone (expired or revoked); granting a new one and registering again", self.lease);
+                    self.lease = 0;
+                }
+            }
+        }
+        let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
+        Ok((plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease))), Some(rev)))
+    }
+
+    /// Adopts the live lease a predecessor on this hostname left on its keys, or grants
+    /// a new one.
+    fn take_lease(&mut self, actual: &Actual) -> Result<(), SyncError> {
+        if self.opts.adopt && !self.started {
+            let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+            for stored in actual.values().filter(|s| s.owner() == Some(self.opts.hostname.as_str())) {
+                for &l in stored.leases.values().filter(|&&l| l != 0) {
+                    *counts.entry(l).or_default() += 1;
+                }
+            }
+            let mut candidates: Vec<(usize, i64)> = counts.into_iter().map(|(l, n)| (n, l)).collect();
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, l) in candidates {
+                if self.store.keepalive(l)?.is_some() {
+                    log::info!("adopted lease {l:x} left by the previous registrator of host {}", self.opts.hostname);
+                    self.lease = l;
+                    return Ok(());
+                }
+            }
+        }
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        self.lease = self.store.grant(self.opts.ttl)?;
+        log::debug!("granted lease {:x} (TTL {} s)", self.lease, self.opts.ttl);
+        Ok(())
+    }
+
+    /// Refreshes the lease. Returns true when it was lost (the next pass re-registers).
+    pub fn keepalive(&mut self) -> Result<bool, EtcdError> {
+        if self.lease == 0 {
+            return Ok(false);
+        }
+        match self.store.keepalive(self.lease)? {
+            Some(_) => Ok(false),
+            None => {
+                log::warn!("lease {:x} expired; granting a new one and registering again", self.lease);
+                self.lease = 0;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `--deregister-on-exit`: removes this host's services (revokes the lease, or
+    /// deletes the keys when there is none).
+    pub fn deregister_all(&mut self) -> Result<usize, SyncError> {
+        if self.lease != 0 {
+            self.store.revoke(self.lease)?;
+            log::info!("revoked lease {:x}: this host's services are deregistered", self.lease);
+            self.lease = 0;
+        }
+        let (actual, _) = {
+            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
+            (plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease))), rev)
+        };
+        let (ops, _) = plan::plan(&Desired::new(), &actual, &self.opts.hostname, None);
+        let mut outcome = Outcome::default();
+        self.apply(&ops, &mut outcome)?;
+        Ok(outcome.applied)
+    }
+
+    /// Logs each problem once while it persists.
+    fn report(&mut self, problems: Vec<Problem>) {
+        let now: BTreeSet<Problem> = problems.into_iter().collect();
+        for p in now.difference(&self.reported) {
+            log::error!("{p}");
+        }
+        self.reported = now;
+    }
+
+    fn txn_parts(&self, op: &Op, compares: &mut Vec<Compare>, requests: &mut Vec<Request>) {
+        let owner_key = self.key(op.dir(), OWNER_FIELD);
+        let lease = self.lease;
+        match op {
+            Op::Register { dir, fields, .. } => {
+                compares.push(Compare::Missing(owner_key));
+                for (f, v) in fields {
+                    requests.push(Request::Put { key: self.key(dir, f), value: v.clone(), lease });
+                }
+            }
+            Op::Update { dir, put, delete, .. } => {
+                compares.push(Compare::ValueEquals(owner_key, self.opts.hostname.clone()));
+                for (f, v) in put {
+                    requests.push(Request::Put { key: self.key(dir, f), value: v.clone(), lease });
+                }
+                for f in delete {
+                    requests.push(Request::Delete { key: self.key(dir, f) });
+                }
+            }
+            Op::Deregister { dir } => {
+                compares.push(Compare::ValueEquals(owner_key, self.opts.hostname.clone()));
+                requests.push(Request::DeletePrefix { prefix: format!("{}/{dir}/", self.opts.prefix) });
+            }
+        }
+    }
+
+    /// Applies ops in as few transactions as etcd's op limit allows. A batch whose
+    /// guard fails is retried op by op, so one contested service does not block others.
+    fn apply(&mut self, ops: &[Op], outcome: &mut Outcome) -> Result<(), SyncError> {
+        for batch in plan::batches(ops, MAX_TXN_OPS) {
+            let (mut compares, mut requests) = (Vec::new(), Vec::new());
+            for op in batch {
+                self.txn_parts(op, &mut compares, &mut requests);
+            }
+            if self.store.txn(&compares, &requests)? {
+                for op in batch {
+                    log::info!("{op}");
+                }
+                outcome.applied += batch.len();
+                continue;
+            }
+            for op in batch {
+                let (mut compares, mut requests) = (Vec::new(), Vec::new());
+                self.txn_parts(op, &mut compares, &mut requests);
+                if batch.len() > 1 && self.store.txn(&compares, &requests)? {
+                    log::info!("{op}");
+                    outcome.applied += 1;
+                } else {
+                    log::warn!("{} changed under us (another host wrote it); retrying on the next pass", op.dir());
+                    outcome.failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a service that claims a cluster-wide port, in one transaction with the
+    /// check: it only succeeds if nothing under the prefix changed since the read that
+    /// found the port free. On a lost race, reads again and re-checks.
+    fn apply_claim(&mut self, op: Op, desired: &Desired, mut revision: i64, outcome: &mut Outcome) -> Result<(), SyncError> {
+        let claim = claim_of(&op, desired).expect("claim ops only");
+        for _ in 0..5 {
+            let (mut compares, mut requests) = (Vec::new(), Vec::new());
+            self.txn_parts(&op, &mut compares, &mut requests);
+            compares.push(Compare::Unchanged { prefix: format!("{}/", self.opts.prefix), revision });
+            if self.store.txn(&compares, &requests)? {
+                log::info!("{op}");
+                outcome.applied += 1;
+                return Ok(());
+            }
+            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
+            let actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
+            if let Some(h) = holder(&actual, op.dir(), claim) {
+                let p = claim_problem(&op, desired, claim, &h);
+                if self.reported.insert(p.clone()) {
+                    log::error!("{p}");
+                }
+                return Ok(());
+            }
+            revision = rev;
+        }
+        log::warn!("{}: the prefix kept changing; retrying on the next pass", op.dir());
+        outcome.failed += 1;
+        Ok(())
+    }
+
+    /// The loop: a pass at start, on every wake-up and every `interval`; the lease kept
+    /// alive at a third of its TTL. Returns on shutdown.
+    pub fn run(&mut self, wake: &Receiver<Wake>, interval: Duration) -> Shutdown {
+        let keep_every = Duration::from_secs_f64((self.opts.ttl as f64 / 3.0).max(0.2));
+        let mut next_sync = Instant::now();
+        let mut next_keep = Instant::now() + keep_every;
+        let mut backoff = Duration::from_millis(200);
+        let mut failing: Option<String> = None;
+        let mut keep_failing = false;
+        loop {
+            let now = Instant::now();
+            if now >= next_sync {
+                match self.sync() {
+                    Ok(_) => {
+                        if failing.take().is_some() {
+                            log::info!("sync succeeded again");
+                        }
+                        backoff = Duration::from_millis(200);
+                        next_sync = Instant::now() + interval;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if failing.as_ref() != Some(&msg) {
+                            log::error!("sync failed: {msg}; retrying");
+                        }
+                        failing = Some(msg);
+                        next_sync = Instant::now() + backoff.min(interval);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            if self.opts.ttl > 0 && Instant::now() >= next_keep {
+                match self.keepalive() {
+                    Ok(lost) => {
+                        if keep_failing {
+                            log::info!("etcd answers again; lease kept alive");
+                        }
+                        keep_failing = false;
+                        next_keep = Instant::now() + keep_every;
+                        if lost {
+                            next_sync = Instant::now();
+                        }
+                    }
+                    Err(e) => {
+                        if !keep_failing {
+                            log::warn!("lease keepalive failed: {e}");
+                        }
+                        keep_failing = true;
+                        next_keep = Instant::now() + Duration::from_millis(500).min(keep_every);
+                    }
+                }
+            }
+            let deadline = if self.opts.ttl > 0 { next_sync.min(next_keep) } else { next_sync };
+            match wake.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Shutdown,
+                Ok(Wake::Changed) => {
+                    // Coalesce a burst into one pass.
+                    while let Ok(w) = wake.try_recv() {
+                        if matches!(w, Wake::Shutdown) {
+                            return Shutdown;
+                        }
+                    }
+                    next_sync = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
+/// Returned by [`Reconciler::run`] when a signal asked it to stop.
+#[derive(Debug)]
+pub struct Shutdown;
+
+/// Why the loop wakes up before its interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Docker reported a container change (or the event stream reconnected).
+    Changed,
+    /// SIGTERM or SIGINT.
+    Shutdown,
+}
+
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// The claim an op would newly write, if any.
+fn claim_of(op: &Op, desired: &Desired) -> Option<Claim> {
+    match op {
+        Op::Register { dir, .. } => desired.get(dir)?.claim,
+        Op::Update { dir, put, .. } => {
+            let claim = desired.get(dir)?.claim?;
+            put.contains_key(claim.field()).then_some(claim)
+        }
+        Op::Deregister { .. } => None,
+    }
+}
+
+/// Another service (by name) that holds the same claim, as `name/id on host`.
+fn holder(actual: &Actual, dir: &str, claim: Claim) -> Option<String> {
+    let name = dir.split('/').next().unwrap_or("");
+    actual.iter().find_map(|(d, stored)| {
+        let other = d.split('/').next().unwrap_or("");
+        let holds = stored.fields.get(claim.field()).is_some_and(|v| v.trim() == claim.port().to_string());
+        (other != name && holds).then(|| format!("{d} on host {}", stored.owner().unwrap_or("?")))
+    })
+}
+
+fn claim_problem(op: &Op, desired: &Desired, claim: Claim, holder: &str) -> Problem {
+    let container = desired.get(op.dir()).map(|w| w.container.clone()).unwrap_or_default();
+    Problem {
+        container,
+        message: format!(
+            "SERVICE_{}={}: {claim} is already held by {holder}; {} not registered (retried every sync)",
+            claim.field().to_uppercase(),
+            claim.port(),
+            op.dir()
+        ),
+    }
+}

@@ -1,0 +1,265 @@
+//! The core registrator against the real etcd and dockerd: the README examples, stop and
+//! removal, restarts, two hosts on one prefix, bad input, unreachable daemons.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+#[test]
+fn readme_examples_register_exactly_the_documented_keys() {
+    let p = prefix("examples");
+    let host = unique("node");
+    let (wn, dn, cn) = (unique("web"), unique("db"), unique("cache"));
+    let web = Container::httpd(&wn, 80, &["SERVICE_NAME=web", "SERVICE_MODE=http", "SERVICE_DOMAINS=Example.com, www.example.com,example.com"]);
+    let db = Container::httpd(&dn, 5432, &["SERVICE_NAME=db", "SERVICE_EXTERNAL_PORT=25432"]);
+    let cache = Container::httpd(&cn, 6379, &["SERVICE_NAME=cache", "SERVICE_INTERNAL_PORT=26379"]);
+
+    let out = once(&["--hostname", &host, &uri(&p)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let w = format!("/web/{host}:{wn}:80");
+    let d = format!("/db/{host}:{dn}:5432");
+    let c = format!("/cache/{host}:{cn}:6379");
+    let mut want = BTreeMap::new();
+    want.extend(map(&[
+        (&format!("{w}/address"), "127.0.0.1".into()),
+        (&format!("{w}/port"), web.host_port(80).to_string()),
+        (&format!("{w}/mode"), "http".into()),
+        (&format!("{w}/domains/example.com"), "example.com".into()),
+        (&format!("{w}/domains/www.example.com"), "www.example.com".into()),
+        (&format!("{w}/node"), host.clone()),
+        (&format!("{d}/address"), "127.0.0.1".into()),
+        (&format!("{d}/port"), db.host_port(5432).to_string()),
+        (&format!("{d}/mode"), "tcp".into()),
+        (&format!("{d}/external_port"), "25432".into()),
+        (&format!("{d}/node"), host.clone()),
+        (&format!("{c}/address"), "127.0.0.1".into()),
+        (&format!("{c}/port"), cache.host_port(6379).to_string()),
+        (&format!("{c}/mode"), "tcp".into()),
+        (&format!("{c}/internal_port"), "26379".into()),
+        (&format!("{c}/node"), host.clone()),
+    ]));
+    let mut got = keys_with(&p, &wn);
+    got.extend(keys_with(&p, &dn));
+    got.extend(keys_with(&p, &cn));
+    assert_eq!(got, want);
+
+    // A second pass changes nothing and says nothing at info level.
+    let out = once(&["--hostname", &host, &uri(&p)]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("INFO"), "{}", stderr(&out));
+}
+
+#[test]
+fn stopped_and_removed_containers_are_deregistered() {
+    let p = prefix("stop");
+    let host = unique("node");
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let b = Container::httpd(&unique("b"), 80, &["SERVICE_NAME=b"]);
+    assert!(once(&["--hostname", &host, &uri(&p)]).status.success());
+    assert_eq!(keys_with(&p, &a.name).len(), 4);
+    assert_eq!(keys_with(&p, &b.name).len(), 4);
+
+    a.stop();
+    docker(&["rm", "-f", &b.name]);
+    let out = once(&["--hostname", &host, &uri(&p)]);
+    assert!(out.status.success());
+    assert!(keys_with(&p, &a.name).is_empty(), "stopped container still registered");
+    assert!(keys_with(&p, &b.name).is_empty(), "removed container still registered");
+    assert!(stderr(&out).contains(&format!("deregister a/{host}:{}:80", a.name)), "{}", stderr(&out));
+}
+
+#[test]
+fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
+    let p = prefix("restart");
+    let host = unique("node");
+    let sid = unique("explicit-id");
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let b = Container::httpd(&unique("b"), 80, &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")]);
+    let keep = Container::httpd(&unique("keep"), 80, &["SERVICE_NAME=keep"]);
+    let mut r = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4 && keys_with(&p, &a.name).len() == 4), "{}", r.log());
+    r.signal("KILL");
+    r.wait(Duration::from_secs(2));
+
+    a.stop();
+    b.stop();
+    let r2 = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty()),
+        "stale services left behind: {:?}\n{}",
+        etcd_get(&p),
+        r2.log()
+    );
+    assert_eq!(keys_with(&p, &keep.name).len(), 4, "the running container stays registered");
+}
+
+#[test]
+fn two_hosts_share_a_prefix_without_touching_each_other() {
+    let p = prefix("twohosts");
+    let (h1, h2) = (unique("h1"), unique("h2"));
+    let sid = unique("shared-id");
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let x = Container::httpd(&unique("x"), 80, &["SERVICE_NAME=x", &format!("SERVICE_ID={sid}")]);
+
+    assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
+    let out = once(&["--hostname", &h2, &uri(&p)]);
+    assert!(out.status.success());
+    // Both hosts registered the container under their own IDs...
+    assert_eq!(keys_with(&p, &format!("{h1}:{}", a.name)).len(), 4);
+    assert_eq!(keys_with(&p, &format!("{h2}:{}", a.name)).len(), 4);
+    // ...but the explicit ID belongs to the first host; the second refuses to take it.
+    assert_eq!(etcd_get(&format!("{p}/x/{sid}/node")).values().next(), Some(&h1));
+    assert!(stderr(&out).contains(&format!("service x/{sid} is already registered by host {h1}")), "{}", stderr(&out));
+
+    // The container goes away: h2's pass removes only h2's services.
+    x.stop();
+    a.stop();
+    assert!(once(&["--hostname", &h2, &uri(&p)]).status.success());
+    assert!(keys_with(&p, &format!("{h2}:{}", a.name)).is_empty());
+    assert_eq!(keys_with(&p, &format!("{h1}:{}", a.name)).len(), 4, "h2 deleted h1's service");
+    assert_eq!(keys_with(&p, &sid).len(), 4, "h2 deleted h1's explicit-ID service");
+    assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
+    assert!(keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty(), "{:?}", etcd_get(&p));
+}
+
+#[test]
+fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
+    let p = prefix("bad");
+    let host = unique("node");
+    let tag = unique("bad");
+    let good = Container::httpd(&format!("{tag}-good"), 80, &["SERVICE_NAME=good"]);
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("mode", vec!["SERVICE_MODE=ftp"], "SERVICE_MODE=\"ftp\" is not http or tcp"),
+        ("nodomains", vec!["SERVICE_MODE=http"], "SERVICE_MODE=http needs SERVICE_DOMAINS"),
+        ("domain", vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=ok.com,no_way.com"], "\"no_way.com\" is not a valid DNS name"),
+        ("port", vec!["SERVICE_EXTERNAL_PORT=70000"], "SERVICE_EXTERNAL_PORT=\"70000\" is not a port number in 1-65535"),
+        ("both", vec!["SERVICE_EXTERNAL_PORT=1", "SERVICE_INTERNAL_PORT=2"], "both set"),
+        ("dotdot", vec!["SERVICE_NAME=.."], "SERVICE_NAME=\"..\" is not a usable key segment"),
+        ("slash", vec!["SERVICE_ID=../../escape"], "SERVICE_ID=\"../../escape\" contains '/'"),
+        ("empty", vec!["SERVICE_NAME="], "SERVICE_NAME=\"\" is empty"),
+    ];
+    let mut containers = Vec::new();
+    for (case, env, _) in &cases {
+        containers.push(Container::httpd(&format!("{tag}-{case}"), 80, env));
+    }
+    let out = once(&["--hostname", &host, &uri(&p)]);
+    assert!(out.status.success(), "bad input is not a failed sync: {}", stderr(&out));
+    let err = stderr(&out);
+    for (case, _, want) in &cases {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("container {tag}-{case}:")))
+            .unwrap_or_else(|| panic!("{case}: no error line in\n{err}"));
+        assert!(line.contains(want), "{case}: {line}");
+        assert!(line.contains("ERROR"), "{case}: {line}");
+        assert!(keys_with(&p, &format!("{tag}-{case}")).is_empty(), "{case} was registered");
+    }
+    assert_eq!(keys_with(&p, &good.name).len(), 4, "the good service is registered");
+    assert!(etcd_get(&p).keys().all(|k| !k.contains("escape")));
+}
+
+#[test]
+fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated() {
+    let p = prefix("claim");
+    let host = unique("node");
+    let port = format!("SERVICE_EXTERNAL_PORT={}", 30000 + std::process::id() % 1000);
+    let old = Container::httpd(&unique("old"), 80, &["SERVICE_NAME=first", &port]);
+    std::thread::sleep(Duration::from_millis(50));
+    let new = Container::httpd(&unique("new"), 80, &["SERVICE_NAME=second", &port]);
+    let mut r = Running::start(&["--hostname", &host, "--interval", "0.2", &uri(&p)]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &old.name).len() == 5), "{}", r.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    r.signal("TERM");
+    r.wait(Duration::from_secs(2));
+    assert!(keys_with(&p, &new.name).is_empty());
+    let log = r.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("container {}:", new.name))).collect();
+    assert_eq!(lines.len(), 1, "one error, not one per cycle: {log}");
+    assert!(lines[0].contains("is already held by service first"), "{}", lines[0]);
+}
+
+#[test]
+fn docker_unreachable_changes_nothing_and_once_exits_1() {
+    let p = prefix("nodocker");
+    let host = unique("node");
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    assert!(once(&["--hostname", &host, &uri(&p)]).status.success());
+    let before = etcd_get(&p);
+    assert!(!before.is_empty());
+    let out = registrator(&["--once", "--hostname", &host, &uri(&p)])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/nonexistent/docker.sock"), "{}", stderr(&out));
+    assert_eq!(etcd_get(&p), before, "an unknown desired set must not count as empty");
+    drop(a);
+}
+
+#[test]
+fn etcd_unreachable_once_exits_1_with_one_line() {
+    let out = once(&["--hostname", "n", "etcd://127.0.0.1:1/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for args in [
+        vec![],
+        vec!["zookeeper://h/s"],
+        vec!["etcd://h"],
+        vec!["--bogus", "etcd:///s"],
+        vec!["--interval", "x", "etcd:///s"],
+    ] {
+        let out = registrator(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let out = registrator(&["zookeeper://h/s"]).output().unwrap();
+    assert!(stderr(&out).contains("not supported"));
+    let help = registrator(&["--help"]).output().unwrap();
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("Example:"));
+    let v = registrator(&["--version"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("registrator "));
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let p = prefix("dry");
+    let host = unique("node");
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let out = registrator(&["--dry-run", "--hostname", &host, &uri(&p)]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("put {p}/a/{host}:{}:80/port = {}", a.name, a.host_port(80))), "{stdout}");
+    assert!(etcd_get(&p).is_empty());
+}
+
+#[test]
+fn loop_follows_docker_events_start_stop_pause() {
+    let p = prefix("events");
+    let host = unique("node");
+    let r = Running::start(&["--hostname", &host, "--interval", "60", &uri(&p)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4), "not registered on start: {}", r.log());
+    docker(&["pause", &a.name]);
+    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()), "paused still registered: {}", r.log());
+    docker(&["unpause", &a.name]);
+    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4), "not registered on unpause: {}", r.log());
+    a.stop();
+    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()), "not deregistered on stop: {}", r.log());
+}

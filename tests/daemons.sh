@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Installs and runs the real daemons the tests need: etcd 3.4 and dockerd 20.10 from
+# Debian's packages, on loopback and a private unix socket, plus a local busybox image.
+#
+#   tests/daemons.sh install      apt-get install what is missing
+#   tests/daemons.sh up           start etcd + dockerd (idempotent), import the image
+#   tests/daemons.sh down         stop what `up` started, by PID; remove leftovers
+#   tests/daemons.sh env          print the exports the tests read
+#   tests/daemons.sh run CMD...   up (unless already up), run CMD, down (if it started them)
+#
+# Everything lives under $REG_TEST_DIR (default /tmp/registrator-test). Ports:
+# etcd client 127.0.0.1:$REG_ETCD_PORT (23790), peer $REG_ETCD_PEER_PORT (23800).
+set -euo pipefail
+
+DIR=${REG_TEST_DIR:-/tmp/registrator-test}
+ETCD_PORT=${REG_ETCD_PORT:-23790}
+ETCD_PEER_PORT=${REG_ETCD_PEER_PORT:-23800}
+IMAGE=local/busybox:latest
+PACKAGES="etcd-server etcd-client docker.io busybox-static curl iproute2 ca-certificates"
+
+log() { echo "daemons: $*" >&2; }
+
+install() {
+    local missing=""
+    command -v etcd >/dev/null || missing=1
+    command -v etcdctl >/dev/null || missing=1
+    command -v dockerd >/dev/null || missing=1
+    command -v docker >/dev/null || missing=1
+    [ -x /bin/busybox ] || command -v busybox >/dev/null || missing=1
+    command -v curl >/dev/null || missing=1
+    command -v ip >/dev/null || missing=1
+    if [ -n "$missing" ]; then
+        log "installing $PACKAGES"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+    fi
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # what, command...
+    local what=$1; shift
+    for _ in $(seq 1 200); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.05
+    done
+    log "$what did not become ready"; return 1
+}
+
+start_etcd() {
+    if alive "$DIR/etcd.pid"; then return 0; fi
+    mkdir -p "$DIR"
+    rm -rf "$DIR/etcd-data"
+    etcd --name t --data-dir "$DIR/etcd-data" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "t=http://127.0.0.1:$ETCD_PEER_PORT" \
+        >"$DIR/etcd.log" 2>&1 &
+    echo $! >"$DIR/etcd.pid"
+    wait_for etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+    log "etcd up on 127.0.0.1:$ETCD_PORT (pid $(cat "$DIR/etcd.pid"))"
+}
+
+start_dockerd() {
+    if alive "$DIR/dockerd.pid"; then return 0; fi
+    mkdir -p "$DIR/docker-data" "$DIR/docker-exec"
+    rm -f "$DIR/docker.sock"
+    dockerd -H "unix://$DIR/docker.sock" --data-root "$DIR/docker-data" \
+        --exec-root "$DIR/docker-exec" --pidfile "$DIR/dockerd.pid" \
+        --storage-driver=overlay2 --iptables=false --ip-forward=false --ip-masq=false \
+        >"$DIR/dockerd.log" 2>&1 &
+    echo $! >"$DIR/dockerd.pid.launch"
+    wait_for dockerd curl -sf --unix-socket "$DIR/docker.sock" http://docker/_ping
+    echo "$(cat "$DIR/dockerd.pid.launch")" >"$DIR/dockerd.pid"
+    log "dockerd up on unix://$DIR/docker.sock (pid $(cat "$DIR/dockerd.pid"))"
+}
+
+import_image() {
+    export DOCKER_HOST="unix://$DIR/docker.sock"
+    if docker image inspect "$IMAGE" >/dev/null 2>&1; then return 0; fi
+    local rootfs="$DIR/rootfs"
+    local bb
+    bb=$(command -v busybox || echo /bin/busybox)
+    rm -rf "$rootfs"
+    mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp" "$rootfs/etc"
+    cp "$bb" "$rootfs/bin/busybox"
+    for applet in $("$rootfs/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+    done
+    echo "root:x:0:0:root:/:/bin/sh" >"$rootfs/etc/passwd"
+    echo "hello from busybox" >"$rootfs/www/index.html"
+    tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+    log "imported $IMAGE"
+}
+
+up() {
+    install
+    mkdir -p "$DIR"
+    start_etcd
+    start_dockerd
+    import_image
+}
+
+stop_pid() { # pidfile
+    local f=$1
+    if alive "$f"; then
+        local pid
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+down() {
+    if alive "$DIR/dockerd.pid"; then
+        export DOCKER_HOST="unix://$DIR/docker.sock"
+        local ids
+        ids=$(docker ps -aq 2>/dev/null || true)
+        [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+    fi
+    stop_pid "$DIR/dockerd.pid"
+    stop_pid "$DIR/etcd.pid"
+    # dockerd leaves its netns bind mount and the docker0 bridge behind.
+    for m in "$DIR"/docker-exec/netns/*; do
+        [ -e "$m" ] || continue
+        umount "$m" 2>/dev/null || true
+    done
+    if mountpoint -q "$DIR/docker-data/overlay2" 2>/dev/null; then umount "$DIR/docker-data/overlay2" || true; fi
+    ip link delete docker0 2>/dev/null || true
+    rm -rf "$DIR/etcd-data" "$DIR/docker-exec" "$DIR/docker.sock"
+    log "down"
+}
+
+env_exports() {
+    echo "export REG_TEST_DIR=$DIR"
+    echo "export REG_ETCD=http://127.0.0.1:$ETCD_PORT"
+    echo "export ETCDCTL_API=3"
+    echo "export DOCKER_HOST=unix://$DIR/docker.sock"
+    echo "export REG_IMAGE=$IMAGE"
+}
+
+case "${1:-}" in
+    install) install ;;
+    up) up; env_exports ;;
+    down) down ;;
+    env) env_exports ;;
+    run)
+        shift
+        started=""
+        if ! alive "$DIR/etcd.pid" || ! alive "$DIR/dockerd.pid"; then started=1; fi
+        up >/dev/null
+        if [ -n "$started" ]; then trap down EXIT; fi
+        eval "$(env_exports)"
+        "$@"
+        ;;
+    *) echo "usage: $0 install|up|down|env|run CMD..." >&2; exit 2 ;;
+esac
