@@ -32,6 +32,26 @@ demo:
 	$(CARGO) build --release
 	tests/demo.sh
 
+# Benchmark (not a timed test): prints one table of latency, bursts, idle cost, size.
+bench:
+	$(DAEMONS) install
+	$(CARGO) build --release
+	$(DAEMONS) run tests/bench.sh
+
+# Fault-injection suite with its own etcd/dockerd instances; prints a summary table.
+fault-test:
+	$(DAEMONS) install
+	$(CARGO) build --tests
+	$(DAEMONS) run $(CARGO) test --test faults -- --test-threads=1 --nocapture
+
+# A statically linked x86_64 musl binary: target/x86_64-unknown-linux-musl/release/registrator
+static:
+	tests/build-static.sh
+
+# The scratch image from the static binary, built against the running dockerd.
+image: static
+	$(DAEMONS) run tests/build-image.sh
+
 daemons-up:
 	$(DAEMONS) up
 

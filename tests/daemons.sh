@@ -16,6 +16,10 @@ DIR=${REG_TEST_DIR:-/tmp/registrator-test}
 ETCD_PORT=${REG_ETCD_PORT:-23790}
 ETCD_PEER_PORT=${REG_ETCD_PEER_PORT:-23800}
 IMAGE=local/busybox:latest
+# A second set of daemons (fault tests) needs its own bridge: REG_BRIDGE=name and
+# REG_BRIDGE_CIDR=172.31.0.1/24. Default: dockerd's own docker0.
+BRIDGE=${REG_BRIDGE:-}
+BRIDGE_CIDR=${REG_BRIDGE_CIDR:-172.31.0.1/24}
 PACKAGES="etcd-server etcd-client docker.io busybox-static curl iproute2 ca-certificates"
 
 log() { echo "daemons: $*" >&2; }
@@ -67,7 +71,16 @@ start_dockerd() {
     if alive "$DIR/dockerd.pid"; then return 0; fi
     mkdir -p "$DIR/docker-data" "$DIR/docker-exec"
     rm -f "$DIR/docker.sock"
-    dockerd -H "unix://$DIR/docker.sock" --data-root "$DIR/docker-data" \
+    local bridge_args=()
+    if [ -n "$BRIDGE" ]; then
+        if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+            ip link add "$BRIDGE" type bridge
+            ip addr add "$BRIDGE_CIDR" dev "$BRIDGE"
+            ip link set "$BRIDGE" up
+        fi
+        bridge_args=(--bridge "$BRIDGE")
+    fi
+    dockerd "${bridge_args[@]}" -H "unix://$DIR/docker.sock" --data-root "$DIR/docker-data" \
         --exec-root "$DIR/docker-exec" --pidfile "$DIR/dockerd.pid" \
         --storage-driver=overlay2 --iptables=false --ip-forward=false --ip-masq=false \
         >"$DIR/dockerd.log" 2>&1 &
@@ -130,7 +143,7 @@ down() {
         umount "$m" 2>/dev/null || true
     done
     if mountpoint -q "$DIR/docker-data/overlay2" 2>/dev/null; then umount "$DIR/docker-data/overlay2" || true; fi
-    ip link delete docker0 2>/dev/null || true
+    ip link delete "${BRIDGE:-docker0}" 2>/dev/null || true
     rm -rf "$DIR/etcd-data" "$DIR/docker-exec" "$DIR/docker.sock"
     log "down"
 }
