@@ -20,7 +20,7 @@ IMAGE=local/busybox:latest
 # REG_BRIDGE_CIDR=172.31.0.1/24. Default: dockerd's own docker0.
 BRIDGE=${REG_BRIDGE:-}
 BRIDGE_CIDR=${REG_BRIDGE_CIDR:-172.31.0.1/24}
-PACKAGES="etcd-server etcd-client docker.io busybox-static curl iproute2 ca-certificates"
+PACKAGES="etcd-server etcd-client docker.io busybox-static curl iproute2 ca-certificates haproxy"
 
 log() { echo "daemons: $*" >&2; }
 
@@ -33,6 +33,7 @@ install() {
     [ -x /bin/busybox ] || command -v busybox >/dev/null || missing=1
     command -v curl >/dev/null || missing=1
     command -v ip >/dev/null || missing=1
+    command -v haproxy >/dev/null || missing=1
     if [ -n "$missing" ]; then
         log "installing $PACKAGES"
         apt-get update -qq
