@@ -45,7 +45,7 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
                     match stream.next_event() {
                         Ok(Some(ev)) if relevant(&ev.action) => {
                             log::debug!("docker event {} {}", ev.action, &ev.id[..ev.id.len().min(12)]);
-                            if tx.send(Wake::Changed).is_err() {
+                            if tx.send(Wake::Event { action: ev.action, id: ev.id }).is_err() {
                                 return;
                             }
                         }

@@ -17,11 +17,16 @@ use crate::service::{self, Claim, Container, Problem, Settings};
 /// Reads the containers of this host.
 pub trait Source {
     fn containers(&mut self) -> Result<Vec<Container>, DockerError>;
+    /// One container, fresh; None when it no longer exists.
+    fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError>;
 }
 
 impl Source for Docker {
     fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
         Docker::containers(self)
+    }
+    fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
+        Docker::inspect(self, id)
     }
 }
 
@@ -129,11 +134,25 @@ pub struct Reconciler<S, K> {
     /// predecessor); later passes read only this host's services when a lease allows.
     started: bool,
     reported: BTreeSet<Problem>,
+    /// The containers and desired services of the last pass: only the event fast path
+    /// uses them, to know what a container had registered; the next full pass checks.
+    containers: Vec<Container>,
+    last_desired: Desired,
 }
 
 impl<S: Source, K: Store> Reconciler<S, K> {
     pub fn new(source: S, store: K, settings: Settings, opts: Options) -> Self {
-        Reconciler { source, store, settings, opts, lease: 0, started: false, reported: BTreeSet::new() }
+        Reconciler {
+            source,
+            store,
+            settings,
+            opts,
+            lease: 0,
+            started: false,
+            reported: BTreeSet::new(),
+            containers: Vec::new(),
+            last_desired: Desired::new(),
+        }
     }
 
     /// The lease in use (0: none).
@@ -180,6 +199,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         claim_ops.reverse();
 
         self.report(problems);
+        self.containers = containers;
+        self.last_desired = desired.clone();
         let mut outcome = Outcome::default();
         if self.opts.dry_run {
             outcome.ops = ops;
@@ -325,6 +346,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Applies ops in as few transactions as etcd's op limit allows. A batch whose
     /// guard fails is retried op by op, so one contested service does not block others.
     fn apply(&mut self, ops: &[Op], outcome: &mut Outcome) -> Result<(), SyncError> {
+        self.apply_ops(ops, outcome, false)
+    }
+
+    /// `quiet`: a failed guard is expected (the event fast path guesses) and only logged
+    /// at debug; the full pass that follows settles it.
+    fn apply_ops(&mut self, ops: &[Op], outcome: &mut Outcome, quiet: bool) -> Result<(), SyncError> {
         for batch in plan::batches(ops, MAX_TXN_OPS) {
             let (mut compares, mut requests) = (Vec::new(), Vec::new());
             for op in batch {
@@ -344,7 +371,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     log::info!("{op}");
                     outcome.applied += 1;
                 } else {
-                    log::warn!("{} changed under us (another host wrote it); retrying on the next pass", op.dir());
+                    if quiet {
+                        log::debug!("{}: fast path skipped (state differs); the full pass decides", op.dir());
+                    } else {
+                        log::warn!("{} changed under us (another host wrote it); retrying on the next pass", op.dir());
+                    }
                     outcome.failed += 1;
                 }
             }
@@ -380,6 +411,48 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         log::warn!("{}: the prefix kept changing; retrying on the next pass", op.dir());
         outcome.failed += 1;
         Ok(())
+    }
+
+    /// The fast path for one container event: inspects only that container and writes
+    /// only its services (or deletes them), in one transaction, so a change is visible
+    /// in milliseconds. It reuses the last pass's container list for host-level
+    /// conflicts and leaves anything subtle (cluster-wide port claims, changed
+    /// services) to the full pass that always follows.
+    pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
+        if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease == 0) {
+            return Ok(());
+        }
+        let gone = matches!(action, "die" | "stop" | "kill" | "destroy" | "pause" | "oom");
+        let fresh = if gone { None } else { self.source.inspect(id).map_err(SyncError::Docker)? };
+        let Some(name) = fresh
+            .as_ref()
+            .map(|c| c.name.clone())
+            .or_else(|| self.containers.iter().find(|c| c.id == id).map(|c| c.name.clone()))
+        else {
+            return Ok(());
+        };
+        self.containers.retain(|c| c.id != id);
+        self.containers.extend(fresh);
+        let (services, _) = service::services(&self.containers, &self.settings);
+        let mine: Desired = plan::desired(&services, &self.opts.hostname)
+            .into_iter()
+            .filter(|(_, w)| w.container == name)
+            .collect();
+        let mut ops = Vec::new();
+        for (dir, want) in &self.last_desired {
+            if want.container == name && !mine.contains_key(dir) {
+                ops.push(Op::Deregister { dir: dir.clone() });
+            }
+        }
+        for (dir, want) in &mine {
+            if want.claim.is_none() && !self.last_desired.contains_key(dir) {
+                ops.push(Op::Register { dir: dir.clone(), fields: want.fields.clone(), container: name.clone() });
+            }
+        }
+        self.last_desired.retain(|_, w| w.container != name);
+        self.last_desired.extend(mine);
+        let mut outcome = Outcome::default();
+        self.apply_ops(&ops, &mut outcome, true)
     }
 
     /// The loop: a pass at start, on every wake-up and every `interval`; the lease kept
@@ -437,14 +510,25 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             let deadline = if self.opts.ttl > 0 { next_sync.min(next_keep) } else { next_sync };
             match wake.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Shutdown,
-                Ok(Wake::Changed) => {
-                    // Coalesce a burst into one pass.
-                    while let Ok(w) = wake.try_recv() {
-                        if matches!(w, Wake::Shutdown) {
-                            return Shutdown;
+                Ok(Wake::Changed) => next_sync = Instant::now(),
+                Ok(Wake::Event { action, id }) => {
+                    // Each event takes the fast path; a burst then coalesces into one
+                    // full pass shortly after the last event.
+                    let mut pending = vec![(action, id)];
+                    loop {
+                        for (action, id) in pending.drain(..) {
+                            if let Err(e) = self.on_event(&action, &id) {
+                                log::debug!("event fast path for {id}: {e}");
+                            }
+                        }
+                        match wake.try_recv() {
+                            Ok(Wake::Shutdown) => return Shutdown,
+                            Ok(Wake::Event { action, id }) => pending.push((action, id)),
+                            Ok(Wake::Changed) => {}
+                            Err(_) => break,
                         }
                     }
-                    next_sync = Instant::now();
+                    next_sync = next_sync.min(Instant::now() + EVENT_SETTLE);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -459,11 +543,16 @@ pub struct Shutdown;
 /// Why the loop wakes up before its interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
-    /// Docker reported a container change (or the event stream reconnected).
+    /// Docker reported a change to this container.
+    Event { action: String, id: String },
+    /// Something may have changed (the event stream reconnected): run a full pass.
     Changed,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
+
+/// How long after an event burst the confirming full pass runs.
+const EVENT_SETTLE: Duration = Duration::from_millis(50);
 
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
