@@ -155,10 +155,12 @@ fn lost_lease_is_replaced_and_everything_re_put_within_an_interval() {
     let lease = lease_of(&key);
     // Revoking the lease is what etcd does when it expired during an outage.
     run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "lease", "revoke", &format!("{lease:x}")]));
-    assert!(keys_with(&p, &c.name).is_empty());
-    assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4), "not re-registered: {}", r.log());
-    let new = lease_of(&key);
-    assert!(new != 0 && new != lease, "keys must be on a new lease");
+    // (A pass may already have re-registered them: other tests' containers wake it.)
+    assert!(
+        wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4 && ![0, lease].contains(&lease_of(&key))),
+        "not re-registered on a new lease: {}",
+        r.log()
+    );
 }
 
 #[test]
