@@ -20,6 +20,9 @@ use crate::transport;
 
 /// Newest API version this client knows; the daemon's own version caps it.
 const MAX_API: (u32, u32) = (1, 47);
+/// Per-connection I/O buffers. ureq's default (128 KiB each way) dominated resident
+/// memory; responses stream through, so a small buffer only costs a few more reads.
+pub const BUFFER: usize = 16 * 1024;
 /// Largest response body we read (a list of many thousands of containers fits).
 const BODY_LIMIT: u64 = 256 * 1024 * 1024;
 
@@ -131,6 +134,8 @@ impl Docker {
             .timeout_connect(Some(timeout))
             .timeout_global(Some(timeout))
             .max_idle_age(Duration::from_secs(50))
+            .input_buffer_size(BUFFER)
+            .output_buffer_size(BUFFER)
             .build();
         Docker {
             agent: agent_for(host, config),
@@ -243,6 +248,8 @@ impl Docker {
             .timeout_connect(Some(self.timeout))
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(idle))
+            .input_buffer_size(BUFFER)
+            .output_buffer_size(BUFFER)
             .build();
         let agent = agent_for(&self.host, config);
         let filters = r#"{"type":["container"]}"#;
