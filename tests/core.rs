@@ -264,3 +264,46 @@ fn loop_follows_docker_events_start_stop_pause() {
     a.stop();
     assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()), "not deregistered on stop: {}", r.log());
 }
+
+#[test]
+fn healthcheck_gates_registration() {
+    let p = prefix("health");
+    let host = unique("node");
+    let r = Running::start(&["--hostname", &host, "--interval", "60", &uri(&p)]);
+    std::thread::sleep(Duration::from_millis(300));
+    let c = Container::run(
+        &unique("hc"),
+        &["-p", "127.0.0.1::80", "-e", "SERVICE_NAME=hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "300ms", "--health-retries", "1"],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(keys_with(&p, &c.name).is_empty(), "registered before it was healthy");
+    docker(&["exec", &c.name, "touch", "/tmp/ok"]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4), "healthy but not registered: {}", r.log());
+    docker(&["exec", &c.name, "rm", "/tmp/ok"]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).is_empty()), "unhealthy but still registered: {}", r.log());
+}
+
+#[test]
+fn internal_host_network_and_udp_ports() {
+    let p = prefix("modes");
+    let host = unique("node");
+    let web = Container::httpd(&unique("web"), 80, &["SERVICE_NAME=web"]);
+    let hostnet = Container::run(&unique("hostnet"), &["--net", "host", "--expose", "9999", "-e", "SERVICE_NAME=hn"], &["sleep", "600"]);
+    let udp = Container::run(&unique("udp"), &["-p", "127.0.0.1::53/udp", "-e", "SERVICE_NAME=dns"], &["sleep", "600"]);
+
+    assert!(once(&["--hostname", &host, "--ip", "127.0.0.1", &uri(&p)]).status.success());
+    let hn = keys_with(&p, &hostnet.name);
+    assert_eq!(hn.get(&format!("/hn/{host}:{}:9999/port", hostnet.name)).map(String::as_str), Some("9999"), "{hn:?}");
+    assert_eq!(hn.get(&format!("/hn/{host}:{}:9999/address", hostnet.name)).map(String::as_str), Some("127.0.0.1"));
+    let dns = keys_with(&p, &udp.name);
+    assert!(dns.contains_key(&format!("/dns/{host}:{}:53:udp/port", udp.name)), "{dns:?}");
+
+    // --internal: the container's own address and exposed port.
+    let p2 = prefix("internal");
+    assert!(once(&["--hostname", &host, "--internal", &uri(&p2)]).status.success());
+    let ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &web.name]);
+    let w = keys_with(&p2, &web.name);
+    assert_eq!(w.get(&format!("/web/{host}:{}:80/address", web.name)), Some(&ip), "{w:?}");
+    assert_eq!(w.get(&format!("/web/{host}:{}:80/port", web.name)).map(String::as_str), Some("80"));
+}
