@@ -85,6 +85,16 @@ fn snippet(body: &str) -> String {
     }
 }
 
+/// An error as a failed connection produces, for tests of callers.
+#[cfg(test)]
+pub fn test_error() -> DockerError {
+    DockerError {
+        op: "list containers".into(),
+        endpoint: "unix:///nonexistent".into(),
+        kind: Kind::Transport(ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::NotFound))),
+    }
+}
+
 /// What a container event means for the registrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

@@ -591,3 +591,240 @@ fn claim_problem(op: &Op, desired: &Desired, claim: Claim, holder: &str) -> Prob
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler against an in-memory etcd and a scripted Docker: what each pass
+    //! asks of them, and what it writes.
+    use super::*;
+    use crate::service::{Binding, Health, Port, Proto};
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    struct FakeDocker {
+        containers: Vec<Container>,
+        down: bool,
+        lists: usize,
+    }
+
+    impl Source for FakeDocker {
+        fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
+            self.lists += 1;
+            if self.down {
+                return Err(crate::docker::test_error());
+            }
+            Ok(self.containers.clone())
+        }
+        fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
+            Ok(self.containers.iter().find(|c| c.id == id).cloned())
+        }
+    }
+
+    /// etcd semantics that matter here: revisions, leases, guarded txns.
+    #[derive(Default)]
+    struct FakeEtcd {
+        kv: BTreeMap<String, (String, i64, i64)>,
+        rev: i64,
+        leases: BTreeSet<i64>,
+        next_lease: i64,
+        calls: BTreeMap<&'static str, usize>,
+    }
+
+    impl FakeEtcd {
+        fn count(&mut self, what: &'static str) {
+            *self.calls.entry(what).or_default() += 1;
+        }
+        fn under(&self, prefix: &str) -> Vec<Kv> {
+            self.kv
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, (v, l, _))| Kv { key: k.clone(), value: v.clone(), lease: *l })
+                .collect()
+        }
+        fn expire(&mut self, lease: i64) {
+            self.leases.remove(&lease);
+            self.kv.retain(|_, (_, l, _)| *l != lease);
+        }
+    }
+
+    impl Store for FakeEtcd {
+        fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+            self.count("range_prefix");
+            Ok((self.under(prefix), self.rev))
+        }
+        fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError> {
+            self.count("range_prefixes");
+            Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
+        }
+        fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError> {
+            self.count("txn");
+            let ok = compares.iter().all(|c| match c {
+                Compare::ValueEquals(k, v) => self.kv.get(k).is_some_and(|(x, _, _)| x == v),
+                Compare::Missing(k) => !self.kv.contains_key(k),
+                Compare::Unchanged { prefix, revision } => {
+                    self.kv.iter().filter(|(k, _)| k.starts_with(prefix.as_str())).all(|(_, (_, _, m))| m <= revision)
+                }
+            });
+            if !ok {
+                return Ok(false);
+            }
+            self.rev += 1;
+            for r in requests {
+                match r {
+                    Request::Put { key, value, lease } => {
+                        self.kv.insert(key.clone(), (value.clone(), *lease, self.rev));
+                    }
+                    Request::Delete { key } => {
+                        self.kv.remove(key);
+                    }
+                    Request::DeletePrefix { prefix } => self.kv.retain(|k, _| !k.starts_with(prefix.as_str())),
+                }
+            }
+            Ok(true)
+        }
+        fn grant(&mut self, _ttl: u64) -> Result<i64, EtcdError> {
+            self.count("grant");
+            self.next_lease += 1;
+            self.leases.insert(self.next_lease);
+            Ok(self.next_lease)
+        }
+        fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
+            self.count("keepalive");
+            Ok(self.leases.contains(&id).then_some(30))
+        }
+        fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
+            self.count("revoke");
+            self.expire(id);
+            Ok(())
+        }
+        fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError> {
+            self.count("lease_keys");
+            if !self.leases.contains(&id) {
+                return Ok(None);
+            }
+            Ok(Some(self.kv.iter().filter(|(_, (_, l, _))| *l == id).map(|(k, _)| k.clone()).collect()))
+        }
+    }
+
+    fn container(n: usize, env: &[&str]) -> Container {
+        Container {
+            id: format!("id{n}"),
+            name: format!("c{n}"),
+            image: "img".into(),
+            created: (n as i64, 0),
+            running: true,
+            paused: false,
+            health: Health::None,
+            env: env.iter().map(|s| s.to_string()).collect(),
+            labels: BTreeMap::new(),
+            exposed: vec![],
+            bindings: vec![Binding { port: Port { number: 80, proto: Proto::Tcp }, host_ip: "127.0.0.1".into(), host_port: 30000 + n as u16 }],
+            ip: None,
+            host_network: false,
+        }
+    }
+
+    fn reconciler(docker: FakeDocker, etcd: FakeEtcd, host: &str, ttl: u64) -> Reconciler<FakeDocker, FakeEtcd> {
+        let settings = Settings { hostname: host.into(), ip: None, host_address: Some("10.0.0.5".into()), internal: false, explicit: false };
+        let opts = Options { prefix: "/s".into(), hostname: host.into(), dry_run: false, ttl, adopt: true, keep_foreign_leases: false };
+        Reconciler::new(docker, etcd, settings, opts)
+    }
+
+    #[test]
+    fn cold_pass_writes_each_service_once_in_few_txns_and_quiet_pass_reads_only_own_keys() {
+        let docker = FakeDocker { containers: (0..100).map(|n| container(n, &[])).collect(), ..Default::default() };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 100);
+        // 100 services x 4 keys = 400 puts: 4 txns of at most 128 ops.
+        assert_eq!(r.store.calls["txn"], 4, "{:?}", r.store.calls);
+        assert_eq!(r.store.kv.len(), 400);
+        r.store.calls.clear();
+        r.source.lists = 0;
+        let out = r.sync().unwrap();
+        assert_eq!((out.applied, out.ops.len()), (0, 0));
+        assert_eq!(r.source.lists, 1);
+        let calls: Vec<_> = r.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(calls, [("lease_keys", 1), ("range_prefixes", 1)], "a quiet pass: no prefix read, no write");
+    }
+
+    #[test]
+    fn docker_down_touches_nothing() {
+        let docker = FakeDocker { containers: vec![container(1, &[])], ..Default::default() };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 0);
+        r.sync().unwrap();
+        let before = r.store.kv.clone();
+        r.source.down = true;
+        r.store.calls.clear();
+        assert!(matches!(r.sync(), Err(SyncError::Docker(_))));
+        assert!(r.store.calls.is_empty(), "{:?}", r.store.calls);
+        assert_eq!(r.store.kv, before);
+    }
+
+    #[test]
+    fn expired_lease_is_replaced_and_everything_re_put() {
+        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        let old = r.lease();
+        r.store.expire(old);
+        assert!(r.store.kv.is_empty());
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 2);
+        assert_ne!(r.lease(), old);
+        assert!(r.store.kv.values().all(|(_, l, _)| *l == r.lease()));
+    }
+
+    #[test]
+    fn successor_adopts_a_live_lease_without_rewriting_and_drops_stale_services() {
+        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let mut first = reconciler(docker, FakeEtcd::default(), "h", 30);
+        first.sync().unwrap();
+        let lease = first.lease();
+        let mut etcd = std::mem::take(&mut first.store);
+        etcd.calls.clear();
+        let rev = etcd.rev;
+        let docker = FakeDocker { containers: vec![container(1, &[])], ..Default::default() };
+        let mut second = reconciler(docker, etcd, "h", 30);
+        let out = second.sync().unwrap();
+        assert_eq!(second.lease(), lease, "adopted");
+        assert_eq!(out.applied, 1, "only the stale service is deleted");
+        assert_eq!(second.store.rev, rev + 1);
+        assert!(!second.store.calls.contains_key("grant"));
+    }
+
+    #[test]
+    fn claim_is_checked_against_other_hosts_and_lost_races_re_check() {
+        let mut etcd = FakeEtcd::default();
+        for (k, v) in [("external_port", "8080"), ("node", "other"), ("port", "1"), ("address", "x"), ("mode", "tcp")] {
+            etcd.kv.insert(format!("/s/theirs/o:1:80/{k}"), (v.into(), 0, 1));
+        }
+        etcd.rev = 1;
+        let docker = FakeDocker { containers: vec![container(1, &["SERVICE_NAME=mine", "SERVICE_EXTERNAL_PORT=8080"])], ..Default::default() };
+        let mut r = reconciler(docker, etcd, "h", 0);
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 0);
+        assert!(r.reported.iter().any(|p| p.message.contains("external port 8080 is already held by theirs/o:1:80 on host other")));
+        r.store.kv.retain(|k, _| !k.starts_with("/s/theirs/"));
+        assert_eq!(r.sync().unwrap().applied, 1, "registers once the holder is gone");
+        // A stale revision (someone wrote meanwhile) makes the guarded write fail and re-check.
+        let mut o = Outcome::default();
+        let desired = r.last_desired.clone();
+        let op = Op::Register { dir: "mine/x".into(), fields: desired.values().next().unwrap().fields.clone(), container: "c1".into() };
+        let mut d = desired.clone();
+        d.insert("mine/x".into(), desired.values().next().unwrap().clone());
+        r.apply_claim(op, &d, 0, &mut o).unwrap();
+        assert_eq!(o.applied, 1, "after the re-read shows the port is ours (same name), the write goes through");
+    }
+
+    #[test]
+    fn another_hosts_services_are_never_changed() {
+        let mut etcd = FakeEtcd::default();
+        etcd.kv.insert("/s/img/other:c9:80/node".into(), ("other".into(), 0, 1));
+        etcd.kv.insert("/s/img/other:c9:80/port".into(), ("1".into(), 0, 1));
+        let mut r = reconciler(FakeDocker::default(), etcd, "h", 0);
+        r.sync().unwrap();
+        assert_eq!(r.store.kv.len(), 2);
+        assert!(!r.store.calls.contains_key("txn"));
+    }
+}
