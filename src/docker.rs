@@ -317,9 +317,11 @@ impl Events {
 }
 
 fn is_idle_timeout(e: &std::io::Error) -> bool {
+    // ureq reports its per-read timeout as an io::Error wrapping ureq::Error::Timeout.
     matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-        || matches!(ureq::Error::from(std::io::Error::new(e.kind(), e.to_string())), ureq::Error::Timeout(_))
-        || e.to_string().contains("timeout")
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }
 
 /// Parses one line of `/events`. Reads `Action` (Docker 29 no longer sends `status`).
