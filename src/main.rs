@@ -166,7 +166,10 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
             }
         }
     } else {
-        log::info!("exiting; services stay registered until their lease expires or the next registrator adopts them");
+        log::info!(
+            "exiting; services stay registered until lease {:x} expires or the next registrator adopts it",
+            reconciler.lease()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

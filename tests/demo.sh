@@ -10,15 +10,15 @@ for n in demo-web demo-db demo-cache; do docker rm -f "$n" >/dev/null 2>&1 || tr
 # 1. Public HTTP, routed by domain.
 docker run -d --pull never --init --name demo-web -p 127.0.0.1::80 \
     -e SERVICE_NAME=web -e SERVICE_MODE=http -e SERVICE_DOMAINS=example.com,www.example.com \
-    "$REG_IMAGE" httpd -f -p 80 -h /www >/dev/null
+    "$REG_IMAGE" httpd -f -p 80 -h /www 2> >(grep -v "IPv4 forwarding" >&2) >/dev/null
 # 2. Public TCP on external port 15432.
 docker run -d --pull never --init --name demo-db -p 127.0.0.1::5432 \
     -e SERVICE_NAME=db -e SERVICE_EXTERNAL_PORT=15432 \
-    "$REG_IMAGE" httpd -f -p 5432 -h /www >/dev/null
+    "$REG_IMAGE" httpd -f -p 5432 -h /www 2> >(grep -v "IPv4 forwarding" >&2) >/dev/null
 # 3. Private TCP on internal port 16379.
 docker run -d --pull never --init --name demo-cache -p 127.0.0.1::6379 \
     -e SERVICE_NAME=cache -e SERVICE_INTERNAL_PORT=16379 \
-    "$REG_IMAGE" httpd -f -p 6379 -h /www >/dev/null
+    "$REG_IMAGE" httpd -f -p 6379 -h /www 2> >(grep -v "IPv4 forwarding" >&2) >/dev/null
 
 echo "+ $BIN --once $URI"
 "$BIN" --once "$URI"
