@@ -324,30 +324,26 @@ fn candidates(c: &Container, s: &Settings) -> Vec<Candidate> {
         }
         return by_port.into_values().collect();
     }
+    // Preference when one port has several bindings: a specific IPv4 address, then
+    // the wildcards, then a specific IPv6 address.
+    let rank = |ip: &str| match ip {
+        "" | "0.0.0.0" | "::" => 1,
+        _ if ip.contains(':') => 2,
+        _ => 0,
+    };
+    let mut best: BTreeMap<Port, &Binding> = BTreeMap::new();
     for b in &c.bindings {
-        let rank = |ip: &str| match ip {
-            "" | "0.0.0.0" => 1,
-            "::" => 2,
-            _ if ip.contains(':') => 3,
-            _ => 0,
-        };
-        let specific = !matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::");
-        let cand = Candidate {
-            port: b.port,
-            address: specific.then(|| b.host_ip.clone()),
-            number: b.host_port,
-        };
-        match by_port.get(&b.port) {
-            Some(existing) if rank(existing_ip(existing)) <= rank(&b.host_ip) => {}
-            _ => {
-                by_port.insert(b.port, cand);
-            }
+        if best.get(&b.port).is_none_or(|held| rank(&b.host_ip) < rank(&held.host_ip)) {
+            best.insert(b.port, b);
         }
     }
-    fn existing_ip(c: &Candidate) -> &str {
-        c.address.as_deref().unwrap_or("0.0.0.0")
-    }
-    by_port.into_values().collect()
+    best.into_values()
+        .map(|b| Candidate {
+            port: b.port,
+            address: (rank(&b.host_ip) != 1).then(|| b.host_ip.clone()),
+            number: b.host_port,
+        })
+        .collect()
 }
 
 fn build(
@@ -425,14 +421,16 @@ fn build(
         (None, Some((_, i))) => Some(Claim::Internal(i)),
         (None, None) => None,
     };
-    let address = match (&s.ip, cand.address, &s.host_address) {
-        (Some(ip), _, _) if !s.internal => ip.clone(),
-        (_, Some(a), _) => a,
-        (_, None, Some(h)) => h.clone(),
-        (_, None, None) if s.internal && !c.host_network => {
+    let address = match (cand.address, &s.ip, &s.host_address) {
+        // --internal: the container's own address, whatever --ip says.
+        (Some(a), _, _) if s.internal => a,
+        (None, _, _) if s.internal && !c.host_network => {
             return Err(format!("has no IP address on its network; service {name} not registered (--internal)"))
         }
-        (_, None, None) => {
+        (_, Some(ip), _) => ip.clone(),
+        (Some(a), None, _) => a,
+        (None, None, Some(h)) => h.clone(),
+        (None, None, None) => {
             return Err(format!(
                 "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
                 s.hostname
@@ -707,6 +705,15 @@ mod tests {
         let s = Settings { internal: true, ..settings() };
         let svc = &services(&[c.clone()], &s).0[0];
         assert_eq!((svc.address.as_str(), svc.port), ("172.17.0.2", 80));
+        let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
+        assert_eq!(services(&[c.clone()], &s).0[0].address, "172.17.0.2", "--internal wins over --ip");
+        let mut hostnet = container("h", &[], &[]);
+        (hostnet.host_network, hostnet.ip, hostnet.exposed) = (true, None, vec![Port::parse("9000").unwrap()]);
+        let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
+        assert_eq!(services(&[hostnet], &s).0[0].address, "192.0.2.1", "host network uses the host's address");
+        let both = container("b", &[], &[(80, "tcp", "::", 8080), (80, "tcp", "0.0.0.0", 8080), (80, "tcp", "127.0.0.1", 9090)]);
+        let (svcs, _) = services(&[both], &settings());
+        assert_eq!((svcs.len(), svcs[0].address.as_str(), svcs[0].port), (1, "127.0.0.1", 9090));
         let s = Settings { host_address: None, ..settings() };
         let c = container("a", &[], &[(80, "tcp", "0.0.0.0", 8080)]);
         let (_, problems) = services(&[c], &s);
