@@ -157,6 +157,11 @@ impl Docker {
         }
     }
 
+    /// A handle whose `shutdown()` interrupts requests blocked in another thread.
+    pub fn agent(&self) -> Agent {
+        self.agent.clone()
+    }
+
     fn err(&self, op: &str, kind: Kind) -> DockerError {
         DockerError { op: op.to_string(), endpoint: self.host.to_string(), kind }
     }

@@ -252,6 +252,11 @@ impl Etcd {
         })
     }
 
+    /// A handle whose `shutdown()` interrupts requests blocked in another thread.
+    pub fn agent(&self) -> Agent {
+        self.agent.clone()
+    }
+
     /// The endpoint in use, for messages.
     pub fn endpoint(&self) -> &str {
         &self.endpoints[self.current]

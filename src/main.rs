@@ -120,6 +120,7 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
     };
     let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
     let docker = Docker::new(&config.docker, Duration::from_secs(10));
+    let agents = (docker.agent(), etcd.agent());
     let mut reconciler = Reconciler::new(docker, etcd, settings, opts);
 
     if config.once {
@@ -147,7 +148,10 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
 
     signals::block()?;
     let (tx, rx) = mpsc::channel();
-    signals::forward(tx.clone())?;
+    signals::forward(tx.clone(), move || {
+        agents.0.shutdown();
+        agents.1.shutdown();
+    })?;
     events::spawn(config.docker.clone(), tx)?;
     log::info!(
         "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",

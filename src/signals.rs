@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use crate::sync::Wake;
 
@@ -31,19 +32,25 @@ pub fn block() -> io::Result<()> {
     Ok(())
 }
 
-/// Spawns the thread that turns a signal into [`Wake::Shutdown`].
-pub fn forward(tx: Sender<Wake>) -> io::Result<()> {
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+/// How long the loop gets to notice a shutdown before blocked requests are interrupted.
+const GRACE: Duration = Duration::from_millis(700);
+
+/// Spawns the thread that turns a signal into [`Wake::Shutdown`]. If the loop is still
+/// busy after a short grace period (a request hanging on a slow endpoint), `interrupt`
+/// runs to abort blocked I/O, so the process still exits within a second.
+pub fn forward(tx: Sender<Wake>, interrupt: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
         let set = set();
         let mut sig: libc::c_int = 0;
         // SAFETY: a valid set and an out pointer to a local.
-        let rc = unsafe { libc::sigwait(&set, &mut sig) };
-        if rc == 0 {
-            log::debug!("signal {sig}: shutting down");
-            if tx.send(Wake::Shutdown).is_err() {
-                return;
-            }
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        log::debug!("signal {sig}: shutting down");
+        if tx.send(Wake::Shutdown).is_err() {
+            return;
         }
+        std::thread::sleep(GRACE);
+        log::warn!("still busy {GRACE:?} after signal {sig}: interrupting pending requests");
+        interrupt();
     })?;
     Ok(())
 }
