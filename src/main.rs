@@ -169,11 +169,13 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
                 return Ok(ExitCode::from(1));
             }
         }
-    } else {
+    } else if reconciler.lease() != 0 {
         log::info!(
             "exiting; services stay registered until lease {:x} expires or the next registrator adopts it",
             reconciler.lease()
         );
+    } else {
+        log::info!("exiting; services stay registered");
     }
     Ok(ExitCode::SUCCESS)
 }
