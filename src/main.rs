@@ -5,6 +5,7 @@ mod cli;
 mod docker;
 mod etcd;
 mod events;
+mod lease;
 mod plan;
 mod service;
 mod signals;
@@ -152,7 +153,10 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
         agents.0.shutdown();
         agents.1.shutdown();
     })?;
-    events::spawn(config.docker.clone(), tx)?;
+    events::spawn(config.docker.clone(), tx.clone())?;
+    if ttl > 0 {
+        lease::spawn(Etcd::new(&config.registry, Duration::from_secs(5))?, reconciler.lease_cell(), ttl, tx)?;
+    }
     log::info!(
         "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",
         config.docker,

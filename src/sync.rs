@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::docker::{Docker, DockerError};
@@ -128,8 +130,9 @@ pub struct Reconciler<S, K> {
     store: K,
     settings: Settings,
     opts: Options,
-    /// The lease our keys carry (0: none yet or none at all).
-    lease: i64,
+    /// The lease our keys carry (0: none yet or none at all), shared with the
+    /// keepalive thread.
+    lease: Arc<AtomicI64>,
     /// The first pass reads the whole prefix (to adopt and to clean up after a
     /// predecessor); later passes read only this host's services when a lease allows.
     started: bool,
@@ -147,7 +150,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             store,
             settings,
             opts,
-            lease: 0,
+            lease: Arc::new(AtomicI64::new(0)),
             started: false,
             reported: BTreeSet::new(),
             containers: Vec::new(),
@@ -157,7 +160,16 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// The lease in use (0: none).
     pub fn lease(&self) -> i64 {
-        self.lease
+        self.lease.load(Ordering::SeqCst)
+    }
+
+    fn set_lease(&self, id: i64) {
+        self.lease.store(id, Ordering::SeqCst);
+    }
+
+    /// The lease cell, for the keepalive thread.
+    pub fn lease_cell(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.lease)
     }
 
     fn key(&self, dir: &str, field: &str) -> String {
@@ -171,11 +183,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let desired = plan::desired(&services, &self.opts.hostname);
 
         let (mut actual, mut revision) = self.read_actual(&desired)?;
-        if self.opts.ttl > 0 && self.lease == 0 {
+        if self.opts.ttl > 0 && self.lease() == 0 {
             self.take_lease(&actual)?;
         }
         self.started = true;
-        let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease) };
+        let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease()) };
         let (mut ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
         problems.extend(plan_problems);
 
@@ -217,8 +229,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Reads what etcd holds for this host. Returns the revision when the whole prefix
     /// was read (which also shows other hosts' claims).
     fn read_actual(&mut self, desired: &Desired) -> Result<(Actual, Option<i64>), SyncError> {
-        if self.started && self.lease != 0 {
-            match self.store.lease_keys(self.lease)? {
+        if self.started && self.lease() != 0 {
+            match self.store.lease_keys(self.lease())? {
                 Some(keys) => {
                     // Our keys (from the lease) plus every directory we want (which may
                     // belong to another host): one request, O(own services).
@@ -238,8 +250,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     return Ok((actual, None));
                 }
                 None => {
-                    log::warn!("lease {:x} is gone (expired or revoked); granting a new one and registering again", self.lease);
-                    self.lease = 0;
+                    log::warn!("lease {:x} is gone (expired or revoked); granting a new one and registering again", self.lease());
+                    self.set_lease(0);
                 }
             }
         }
@@ -262,7 +274,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             for (_, l) in candidates {
                 if self.store.keepalive(l)?.is_some() {
                     log::info!("adopted lease {l:x} left by the previous registrator of host {}", self.opts.hostname);
-                    self.lease = l;
+                    self.set_lease(l);
                     return Ok(());
                 }
             }
@@ -270,33 +282,29 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.opts.dry_run {
             return Ok(());
         }
-        self.lease = self.store.grant(self.opts.ttl)?;
-        log::debug!("granted lease {:x} (TTL {} s)", self.lease, self.opts.ttl);
+        let granted = self.store.grant(self.opts.ttl)?;
+        self.set_lease(granted);
+        log::debug!("granted lease {:x} (TTL {} s)", self.lease(), self.opts.ttl);
         Ok(())
     }
 
-    /// Refreshes the lease. Returns true when it was lost (the next pass re-registers).
-    pub fn keepalive(&mut self) -> Result<bool, EtcdError> {
-        if self.lease == 0 {
-            return Ok(false);
-        }
-        match self.store.keepalive(self.lease)? {
-            Some(_) => Ok(false),
-            None => {
-                log::warn!("lease {:x} expired; granting a new one and registering again", self.lease);
-                self.lease = 0;
-                Ok(true)
-            }
+    /// The keepalive thread found `id` gone: the next pass grants a new lease and
+    /// writes everything again.
+    pub fn lease_lost(&mut self, id: i64) {
+        if self.lease() == id {
+            log::warn!("lease {id:x} expired; granting a new one and registering again");
+            self.set_lease(0);
         }
     }
 
     /// `--deregister-on-exit`: removes this host's services (revokes the lease, or
     /// deletes the keys when there is none).
     pub fn deregister_all(&mut self) -> Result<usize, SyncError> {
-        if self.lease != 0 {
-            self.store.revoke(self.lease)?;
-            log::info!("revoked lease {:x}: this host's services are deregistered", self.lease);
-            self.lease = 0;
+        let lease = self.lease();
+        if lease != 0 {
+            self.store.revoke(lease)?;
+            log::info!("revoked lease {lease:x}: this host's services are deregistered");
+            self.set_lease(0);
         }
         let (actual, _) = {
             let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
@@ -319,7 +327,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     fn txn_parts(&self, op: &Op, compares: &mut Vec<Compare>, requests: &mut Vec<Request>) {
         let owner_key = self.key(op.dir(), OWNER_FIELD);
-        let lease = self.lease;
+        let lease = self.lease();
         match op {
             Op::Register { dir, fields, .. } => {
                 compares.push(Compare::Missing(owner_key));
@@ -419,7 +427,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
     pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
-        if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease == 0) {
+        if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
             return Ok(());
         }
         let gone = matches!(action, "die" | "stop" | "kill" | "destroy" | "pause" | "oom");
@@ -455,18 +463,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         self.apply_ops(&ops, &mut outcome, true)
     }
 
-    /// The loop: a pass at start, on every wake-up and every `interval`; the lease kept
-    /// alive at a third of its TTL. Returns on shutdown.
+    /// The loop: a pass at start, on every wake-up and every `interval`. Returns on
+    /// shutdown. (The lease is kept alive by its own thread: see `lease.rs`.)
     pub fn run(&mut self, wake: &Receiver<Wake>, interval: Duration) -> Shutdown {
-        let keep_every = Duration::from_secs_f64((self.opts.ttl as f64 / 3.0).max(0.2));
         let mut next_sync = Instant::now();
-        let mut next_keep = Instant::now() + keep_every;
         let mut backoff = Duration::from_millis(200);
         let mut failing: Option<String> = None;
-        let mut keep_failing = false;
         loop {
-            let now = Instant::now();
-            if now >= next_sync {
+            if Instant::now() >= next_sync {
                 match self.sync() {
                     Ok(_) => {
                         if failing.take().is_some() {
@@ -486,31 +490,13 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     }
                 }
             }
-            if self.opts.ttl > 0 && Instant::now() >= next_keep {
-                match self.keepalive() {
-                    Ok(lost) => {
-                        if keep_failing {
-                            log::info!("etcd answers again; lease kept alive");
-                        }
-                        keep_failing = false;
-                        next_keep = Instant::now() + keep_every;
-                        if lost {
-                            next_sync = Instant::now();
-                        }
-                    }
-                    Err(e) => {
-                        if !keep_failing {
-                            log::warn!("lease keepalive failed: {e}");
-                        }
-                        keep_failing = true;
-                        next_keep = Instant::now() + Duration::from_millis(500).min(keep_every);
-                    }
-                }
-            }
-            let deadline = if self.opts.ttl > 0 { next_sync.min(next_keep) } else { next_sync };
-            match wake.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            match wake.recv_timeout(next_sync.saturating_duration_since(Instant::now())) {
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Shutdown,
                 Ok(Wake::Changed) => next_sync = Instant::now(),
+                Ok(Wake::LeaseLost(id)) => {
+                    self.lease_lost(id);
+                    next_sync = Instant::now();
+                }
                 Ok(Wake::Event { action, id }) => {
                     // Each event takes the fast path; a burst then coalesces into one
                     // full pass shortly after the last event.
@@ -524,6 +510,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                         match wake.try_recv() {
                             Ok(Wake::Shutdown) => return Shutdown,
                             Ok(Wake::Event { action, id }) => pending.push((action, id)),
+                            Ok(Wake::LeaseLost(id)) => self.lease_lost(id),
                             Ok(Wake::Changed) => {}
                             Err(_) => break,
                         }
@@ -547,6 +534,8 @@ pub enum Wake {
     Event { action: String, id: String },
     /// Something may have changed (the event stream reconnected): run a full pass.
     Changed,
+    /// The keepalive thread found this lease gone.
+    LeaseLost(i64),
     /// SIGTERM or SIGINT.
     Shutdown,
 }
