@@ -70,23 +70,27 @@ pub fn desired(services: &[Service], hostname: &str) -> Desired {
         .collect()
 }
 
+/// Splits `<prefix>/<name>/<id>/<field>` into the directory `<name>/<id>` and the field;
+/// None for keys of any other shape.
+pub fn split_key(prefix: &str, key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    let mut parts = rest.splitn(3, '/');
+    let (name, id, field) = (parts.next()?, parts.next()?, parts.next()?);
+    if name.is_empty() || id.is_empty() || field.is_empty() {
+        return None;
+    }
+    Some((dir_of(name, id), field.to_string()))
+}
+
 /// Groups raw `(key, value, lease)` entries under `prefix` by service directory.
 /// Keys that do not have the `<prefix>/<name>/<id>/<field>` shape are ignored.
 pub fn group(prefix: &str, kvs: impl IntoIterator<Item = (String, String, i64)>) -> Actual {
     let mut actual = Actual::new();
-    let head = format!("{prefix}/");
     for (key, value, lease) in kvs {
-        let Some(rest) = key.strip_prefix(&head) else { continue };
-        let mut parts = rest.splitn(3, '/');
-        let (Some(name), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if name.is_empty() || id.is_empty() || field.is_empty() {
-            continue;
-        }
-        let stored = actual.entry(dir_of(name, id)).or_default();
-        stored.leases.insert(field.to_string(), lease);
-        stored.fields.insert(field.to_string(), value);
+        let Some((dir, field)) = split_key(prefix, &key) else { continue };
+        let stored = actual.entry(dir).or_default();
+        stored.leases.insert(field.clone(), lease);
+        stored.fields.insert(field, value);
     }
     actual
 }

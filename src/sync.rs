@@ -195,8 +195,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         // about to claim a port: never on a quiet pass.
         let claiming: Vec<usize> = (0..ops.len()).filter(|&i| claim_of(&ops[i], &desired).is_some()).collect();
         if !claiming.is_empty() && revision.is_none() {
-            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
-            actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
+            let (all, rev) = self.read_prefix()?;
+            actual = all;
             revision = Some(rev);
         }
         let mut claim_ops = Vec::new();
@@ -235,19 +235,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     // Our keys (from the lease) plus every directory we want (which may
                     // belong to another host): one request, O(own services).
                     let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
-                    let head = format!("{}/", self.opts.prefix);
-                    for k in keys {
-                        if let Some(rest) = k.strip_prefix(&head) {
-                            let mut parts = rest.splitn(3, '/');
-                            if let (Some(n), Some(i), Some(_)) = (parts.next(), parts.next(), parts.next()) {
-                                dirs.insert(plan::dir_of(n, i));
-                            }
-                        }
-                    }
-                    let prefixes: Vec<String> = dirs.iter().map(|d| format!("{head}{d}/")).collect();
+                    dirs.extend(keys.iter().filter_map(|k| plan::split_key(&self.opts.prefix, k)).map(|(dir, _)| dir));
+                    let prefixes: Vec<String> = dirs.iter().map(|d| format!("{}/{d}/", self.opts.prefix)).collect();
                     let kvs = if prefixes.is_empty() { Vec::new() } else { self.store.range_prefixes(&prefixes)? };
-                    let actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
-                    return Ok((actual, None));
+                    return Ok((self.group(kvs), None));
                 }
                 None => {
                     log::warn!("lease {:x} is gone (expired or revoked); granting a new one and registering again", self.lease());
@@ -255,8 +246,18 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 }
             }
         }
+        let (actual, rev) = self.read_prefix()?;
+        Ok((actual, Some(rev)))
+    }
+
+    /// Every service under the prefix (all hosts), and the revision of the read.
+    fn read_prefix(&mut self) -> Result<(Actual, i64), EtcdError> {
         let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
-        Ok((plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease))), Some(rev)))
+        Ok((self.group(kvs), rev))
+    }
+
+    fn group(&self, kvs: Vec<Kv>) -> Actual {
+        plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)))
     }
 
     /// Adopts the live lease a predecessor on this hostname left on its keys, or grants
@@ -302,14 +303,13 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     pub fn deregister_all(&mut self) -> Result<usize, SyncError> {
         let lease = self.lease();
         if lease != 0 {
+            // Every key this process wrote (or adopted) is on the lease: one request.
             self.store.revoke(lease)?;
             log::info!("revoked lease {lease:x}: this host's services are deregistered");
             self.set_lease(0);
+            return Ok(self.last_desired.len());
         }
-        let (actual, _) = {
-            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
-            (plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease))), rev)
-        };
+        let (actual, _) = self.read_prefix()?;
         let (ops, _) = plan::plan(&Desired::new(), &actual, &self.opts.hostname, None);
         let mut outcome = Outcome::default();
         self.apply(&ops, &mut outcome)?;
@@ -405,8 +405,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 outcome.applied += 1;
                 return Ok(());
             }
-            let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
-            let actual = plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)));
+            let (actual, rev) = self.read_prefix()?;
             if let Some(h) = holder(&actual, op.dir(), claim) {
                 let p = claim_problem(&op, desired, claim, &h);
                 if self.reported.insert(p.clone()) {
