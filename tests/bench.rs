@@ -1,0 +1,895 @@
+//! The benchmark of issue 4 (`make bench`): latency, bursts, idle cost, CPU, memory,
+//! size and cold `--once`, against the real etcd and dockerd that `tests/daemons.sh run`
+//! started, plus a replay Docker API for 1,000 and 10,000 containers.
+//!
+//! Every scenario is an `#[ignore]`d test, so `cargo test` skips them; `tests/bench.sh`
+//! runs them in order (`-- --ignored --test-threads=1`). They print progress on stderr
+//! and append rows (`what \t figure \t target \t daemons`) to `$BENCH_RESULTS`, which
+//! the script prints as one table. No figure is a pass/fail check: a scenario fails only
+//! when it cannot measure (a command fails, a registrator dies).
+//!
+//! Knobs (environment): `BENCH_RUNS` (latency runs, 20), `BENCH_CPU_SECS` (60),
+//! `BENCH_QUIET_SECS` (quiet-cycle window, 10), `BENCH_REPLAY` (sizes, `1000,10000`).
+
+#[path = "bench/http.rs"]
+mod http;
+#[path = "bench/proxy.rs"]
+mod proxy;
+#[path = "bench/replay.rs"]
+mod replay;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use proxy::{Counter, Counts};
+
+// ---------------------------------------------------------------------------------
+// Environment
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)"))
+}
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn docker_host() -> String {
+    env("DOCKER_HOST")
+}
+
+fn docker_socket() -> PathBuf {
+    let host = docker_host();
+    PathBuf::from(host.strip_prefix("unix://").unwrap_or_else(|| panic!("DOCKER_HOST {host} is not a unix socket")))
+}
+
+fn image() -> String {
+    env("REG_IMAGE")
+}
+
+/// etcd's client address (from `REG_ETCD`, `http://127.0.0.1:25790`).
+fn etcd_addr() -> SocketAddr {
+    let url = env("REG_ETCD");
+    url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
+}
+
+/// The key prefix of this bench run: nothing else writes under it.
+fn root() -> String {
+    format!("/bench-{}", std::process::id())
+}
+
+fn uri(etcd: &str, prefix: &str) -> String {
+    format!("etcd://{etcd}{prefix}")
+}
+
+/// The service directory prefix of container `name`'s port 80 (`--hostname bench`).
+fn service_dir(prefix: &str, service: &str, name: &str) -> String {
+    format!("{prefix}/{service}/bench:{name}:80/")
+}
+
+/// Keys a busybox httpd container with only `SERVICE_NAME` registers: address, port,
+/// mode, node.
+const KEYS_PER_HTTPD: u64 = 4;
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: u64 = 128;
+
+/// The fewest transactions that can write `services` services of `keys` keys each when
+/// a service is never split across transactions.
+fn fewest_txns(services: u64, keys: u64) -> u64 {
+    services.div_ceil(MAX_TXN_OPS / keys)
+}
+
+/// A scratch directory for sockets and logs, removed at the end of a scenario.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("registrator-bench-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Results
+
+/// Appends one row of the table (and says it on stderr).
+fn row(what: &str, figure: &str, target: &str, daemons: &str) {
+    eprintln!("bench: {what}: {figure}");
+    let path = std::env::var("BENCH_RESULTS").unwrap_or_else(|_| {
+        format!("{}/bench-results.tsv", std::env::temp_dir().display())
+    });
+    let clean = |s: &str| s.replace(['\t', '\n'], " ");
+    let mut f = OpenOptions::new().create(true).append(true).open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    writeln!(f, "{}\t{}\t{}\t{}", clean(what), clean(figure), clean(target), clean(daemons)).unwrap();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The median of sorted, non-empty samples.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// `min / median / max` in ms, and how many runs never got there.
+fn stats(samples: &[Option<Duration>], limit: Duration) -> String {
+    let mut ok: Vec<f64> = samples.iter().flatten().map(|&d| ms(d)).collect();
+    ok.sort_by(|a, b| a.total_cmp(b));
+    let missed = samples.len() - ok.len();
+    let mut out = if ok.is_empty() {
+        "no run finished".to_string()
+    } else {
+        format!("{:.1} / {:.1} / {:.1} ms", ok[0], median(&ok), ok[ok.len() - 1])
+    };
+    if missed > 0 {
+        out.push_str(&format!(" ({missed} of {} runs not done within {} s)", samples.len(), limit.as_secs()));
+    }
+    out
+}
+
+/// A number of requests per cycle: whole numbers plain, others with two decimals.
+fn per(n: u64, cycles: f64) -> String {
+    let x = n as f64 / cycles;
+    if (x - x.round()).abs() < 0.005 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// `1 list, 0 inspect` style: the `always` kinds first (even at zero), then the rest.
+fn describe(c: &Counts, cycles: f64, always: &[&str], skip: &[&str]) -> String {
+    let mut parts: Vec<String> = always.iter().map(|k| format!("{} {k}", per(c.get(k), cycles))).collect();
+    for (k, &v) in &c.by_kind {
+        if v > 0 && !always.contains(&k.as_str()) && !skip.contains(&k.as_str()) {
+            parts.push(format!("{} {k}", per(v, cycles)));
+        }
+    }
+    parts.join(", ")
+}
+
+fn kib(bytes: u64) -> String {
+    let k = bytes as f64 / 1024.0;
+    if k < 10.0 {
+        format!("{k:.1} KiB")
+    } else {
+        format!("{k:.0} KiB")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+// ---------------------------------------------------------------------------------
+// etcd, read directly (not through the registrator's client)
+
+struct Etcd(http::Client);
+
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Etcd {
+    fn new() -> Etcd {
+        Etcd(http::Client::new(etcd_addr()))
+    }
+
+    fn post(&mut self, path: &str, body: Value) -> Value {
+        let (status, text) = self.0.post(path, &body.to_string()).unwrap_or_else(|e| panic!("etcd {path}: {e}"));
+        let v: Value = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {}", String::from_utf8_lossy(&text)));
+        assert_eq!(status, 200, "etcd {path}: {v}");
+        v
+    }
+
+    /// How many keys start with `prefix`: one range request with `count_only`.
+    fn count(&mut self, prefix: &str) -> u64 {
+        let v = self.post(
+            "/v3/kv/range",
+            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)), "count_only": true}),
+        );
+        match &v["count"] {
+            Value::String(s) => s.parse().unwrap_or(0),
+            Value::Number(n) => n.as_u64().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// The keys under `prefix` (one range request with `keys_only`).
+    fn keys(&mut self, prefix: &str) -> Vec<String> {
+        let v = self.post(
+            "/v3/kv/range",
+            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)), "keys_only": true}),
+        );
+        let kvs = v["kvs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        kvs.iter()
+            .filter_map(|kv| B64.decode(kv["key"].as_str()?).ok())
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect()
+    }
+
+    fn delete_prefix(&mut self, prefix: &str) {
+        self.post("/v3/kv/deleterange", json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}));
+    }
+
+    /// Polls `prefix` every 2 ms from `t0` until `done(count)`; returns when the answer
+    /// that showed it arrived, or None after `limit`.
+    fn poll_until(&mut self, prefix: &str, t0: Instant, limit: Duration, done: impl Fn(u64) -> bool) -> Option<Duration> {
+        let tick = Duration::from_millis(2);
+        let mut k = 0u32;
+        loop {
+            if done(self.count(prefix)) {
+                return Some(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                return None;
+            }
+            k += 1;
+            let next = t0 + tick * k;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+    }
+
+    /// Waits (polling every 50 ms) until `done(count)`; false after `limit`.
+    fn wait_for(&mut self, prefix: &str, limit: Duration, done: impl Fn(u64) -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if done(self.count(prefix)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The registrator under test
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_registrator")
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// CPU time of a process: utime+stime (clock ticks) and the sum of its threads' run
+/// time from schedstat (ns, exact).
+#[derive(Clone, Copy)]
+struct Cpu {
+    ticks: u64,
+    sched_ns: u64,
+}
+
+/// A registrator started by this bench, killed (by its PID) when dropped.
+struct Reg {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Reg {
+    fn start(docker_host: &str, args: &[&str], log: PathBuf) -> Reg {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin())
+            .args(args)
+            .env("DOCKER_HOST", docker_host)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn registrator");
+        Reg { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Panics (with its log) if it exited.
+    fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("registrator exited ({status}):\n{}", self.log_tail());
+        }
+    }
+
+    fn cpu(&mut self) -> Cpu {
+        self.check_alive();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc/PID/stat");
+        // Fields after the `(comm)`: state is field 3, utime 14 and stime 15.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let mut sched_ns = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("read /proc/PID/task").flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                sched_ns += s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        Cpu { ticks, sched_ns }
+    }
+
+    /// VmRSS and VmHWM in KiB.
+    fn memory(&mut self) -> (u64, u64) {
+        self.check_alive();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Reg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU milliseconds between two readings: (from ticks, from schedstat).
+fn cpu_ms(a: Cpu, b: Cpu) -> (f64, f64) {
+    ((b.ticks - a.ticks) as f64 * 1000.0 / clock_ticks_per_sec() as f64, (b.sched_ns - a.sched_ns) as f64 / 1e6)
+}
+
+/// `registrator --once ...`: wall time and whether it exited 0.
+fn once(docker_host: &str, args: &[&str]) -> (Duration, bool, String) {
+    let mut all = vec!["--once"];
+    all.extend_from_slice(args);
+    let start = Instant::now();
+    let out = Command::new(bin()).args(&all).env("DOCKER_HOST", docker_host).env("RUST_LOG", "warn").output().expect("run registrator --once");
+    (start.elapsed(), out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+// ---------------------------------------------------------------------------------
+// Docker, through its own CLI
+
+/// Runs `docker ARGS`; panics with its output when it fails.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).env("DOCKER_HOST", docker_host()).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The arguments after `docker run -d` / `docker create` for a busybox httpd on port 80,
+/// published on 127.0.0.1, named `name`, registered as `service`.
+fn httpd(name: &str, service: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["--init", "--pull", "never", "--name", name, "-p", "127.0.0.1::80", "-e"].map(String::from).to_vec();
+    v.push(format!("SERVICE_NAME={service}"));
+    v.push(image());
+    v.extend(["httpd", "-f", "-p", "80", "-h", "/www"].map(String::from));
+    v
+}
+
+/// Containers this bench made: `docker rm -f` when dropped.
+#[derive(Default)]
+struct Pool(Vec<String>);
+
+impl Pool {
+    /// `docker <verb> ...` (`run -d` or `create`) for each name, four at a time.
+    fn add(&mut self, verb: &[&str], names: &[String], service: &str) {
+        self.0.extend(names.iter().cloned());
+        std::thread::scope(|s| {
+            for chunk in names.chunks(names.len().div_ceil(4).max(1)) {
+                s.spawn(move || {
+                    for n in chunk {
+                        let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
+                        args.extend(httpd(n, service));
+                        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                        docker(&refs);
+                    }
+                });
+            }
+        });
+    }
+
+    fn forget(&mut self, names: &[String]) {
+        self.0.retain(|n| !names.contains(n));
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for chunk in self.0.chunks(50) {
+            let _ = Command::new("docker").arg("rm").arg("-f").args(chunk).env("DOCKER_HOST", docker_host()).output();
+        }
+    }
+}
+
+fn names(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("bench-{tag}-{i}")).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Quiet cycles
+
+struct Quiet {
+    cycles: f64,
+    docker: Counts,
+    etcd: Counts,
+    cpu_ms_per_cycle: f64,
+}
+
+/// Waits for a sync to start (a container list), lets it finish, then counts what the
+/// next `secs` seconds cost. Cycles are counted by container lists (one per pass).
+fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, secs: u64) -> Quiet {
+    let lists = docker.snapshot().get("list");
+    let start = Instant::now();
+    while docker.snapshot().get("list") == lists {
+        assert!(start.elapsed() < Duration::from_secs(60), "no sync within 60 s:\n{}", reg.log_tail());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (d0, e0, c0) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
+    std::thread::sleep(Duration::from_secs(secs));
+    let (d1, e1, c1) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
+    let d = d1.since(&d0);
+    let cycles = d.get("list").max(1) as f64;
+    Quiet { cycles, docker: d, etcd: e1.since(&e0), cpu_ms_per_cycle: cpu_ms(c0, c1).1 / cycles }
+}
+
+fn quiet_figure(q: &Quiet) -> String {
+    format!(
+        "Docker: {}; etcd: {}; {} from etcd, {:.2} ms CPU per cycle ({} cycles)",
+        describe(&q.docker, q.cycles, &["list", "inspect"], &[]),
+        describe(&q.etcd, q.cycles, &["txn write"], &["put op", "delete op"]),
+        kib((q.etcd.down as f64 / q.cycles) as u64),
+        q.cpu_ms_per_cycle,
+        q.cycles
+    )
+}
+
+const QUIET_TARGET: &str = "Docker: 1 list, 0 inspect; etcd: no write, a read O(own services) or none";
+
+// ---------------------------------------------------------------------------------
+// Scenarios, run in name order by tests/bench.sh
+
+/// Registration and deregistration latency of single containers, polling every 2 ms.
+#[test]
+#[ignore]
+fn b1_latency() {
+    let scratch = Scratch::new("latency");
+    let p = format!("{}/lat", root());
+    let etcd_s = etcd_addr().to_string();
+    let mut reg = Reg::start(&docker_host(), &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)], scratch.path("registrator.log"));
+    std::thread::sleep(Duration::from_secs(1));
+    reg.check_alive();
+
+    let runs = knob("BENCH_RUNS", 20) as usize;
+    let limit = Duration::from_secs(10);
+    let mut etcd = Etcd::new();
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let mut pool = Pool::default();
+    for name in names("lat", 0..runs) {
+        let dir = service_dir(&p, "lat", &name);
+        let mut args = vec!["run".to_string(), "-d".to_string()];
+        args.extend(httpd(&name, "lat"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        pool.0.push(name.clone());
+        docker(&refs);
+        let t0 = Instant::now();
+        up.push(etcd.poll_until(&dir, t0, limit, |n| n >= KEYS_PER_HTTPD));
+        std::thread::sleep(Duration::from_millis(300));
+
+        docker(&["stop", "-t", "5", &name]);
+        let t0 = Instant::now();
+        down.push(etcd.poll_until(&dir, t0, limit, |n| n == 0));
+        std::thread::sleep(Duration::from_millis(100));
+        docker(&["rm", &name]);
+        pool.forget(std::slice::from_ref(&name));
+        std::thread::sleep(Duration::from_millis(300));
+        reg.check_alive();
+    }
+    row(
+        &format!("registration: `docker run -d` returns → last key readable, {runs} runs (min / median / max)"),
+        &stats(&up, limit),
+        "median ≤ 2 ms, max ≤ 10 ms (Go registrator: ~1 ms, max 4 ms)",
+        "real",
+    );
+    row(
+        &format!("deregistration: `docker stop` returns → keys gone, {runs} runs (min / median / max)"),
+        &stats(&down, limit),
+        "median ≤ 2 ms, max ≤ 10 ms (Go registrator: ~1 ms)",
+        "real",
+    );
+    etcd.delete_prefix(&format!("{p}/"));
+}
+
+/// Polls `prefix` every 2 ms on its own connection until `done(count)`.
+fn watch_for(prefix: String, done: fn(u64) -> bool, limit: Duration) -> std::thread::JoinHandle<Option<Instant>> {
+    std::thread::spawn(move || {
+        let mut etcd = Etcd::new();
+        let t0 = Instant::now();
+        etcd.poll_until(&prefix, t0, limit, done).map(|d| t0 + d)
+    })
+}
+
+/// `POST /containers/{name}/start` on the Docker socket; returns the HTTP status.
+fn docker_start_api(name: &str) -> u16 {
+    let mut conn = std::os::unix::net::UnixStream::connect(docker_socket()).expect("connect to the Docker socket");
+    let request = format!("POST /containers/{name}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n");
+    conn.write_all(request.as_bytes()).expect("send start");
+    let mut r = std::io::BufReader::new(conn);
+    let head = http::read_head(&mut r).expect("read start answer").expect("an answer to start");
+    head.status()
+}
+
+/// Starts every container at once, one thread each; returns each name with when its
+/// call was sent and when it returned.
+fn start_all(names: &[String]) -> Vec<(String, Instant, Instant)> {
+    let gate = std::sync::Barrier::new(names.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let gate = &gate;
+                s.spawn(move || {
+                    gate.wait();
+                    let t = Instant::now();
+                    let status = docker_start_api(n);
+                    assert!(status == 204 || status == 304, "start {n}: HTTP {status}");
+                    (n.clone(), t, Instant::now())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Polls the keys under `prefix` every 2 ms on its own connection and records when
+/// each container's service (all its keys) first shows up, until `n` have.
+fn watch_services(prefix: String, n: usize, limit: Duration) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Instant>> {
+    std::thread::spawn(move || {
+        let mut etcd = Etcd::new();
+        let mut seen = std::collections::BTreeMap::new();
+        let t0 = Instant::now();
+        let mut k = 0u32;
+        while seen.len() < n && t0.elapsed() < limit {
+            let keys = etcd.keys(&prefix);
+            let now = Instant::now();
+            let mut per: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            for key in &keys {
+                // <prefix>bench:<container>:80/<field>
+                if let Some(name) = key.strip_prefix(&prefix).and_then(|r| r.strip_prefix("bench:")).and_then(|r| r.split(':').next()) {
+                    *per.entry(name.to_string()).or_default() += 1;
+                }
+            }
+            for (name, count) in per {
+                if count >= KEYS_PER_HTTPD {
+                    seen.entry(name).or_insert(now);
+                }
+            }
+            k += 1;
+            let next = t0 + Duration::from_millis(2) * k;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+        seen
+    })
+}
+
+/// `at` minus `reference`, in ms (negative when `at` came first).
+fn signed(at: Instant, reference: Instant) -> f64 {
+    match at.checked_duration_since(reference) {
+        Some(d) => ms(d),
+        None => -ms(reference - at),
+    }
+}
+
+/// `+12 ms` / `-3 ms`: `at` relative to `reference`.
+fn signed_ms(at: Instant, reference: Instant) -> String {
+    match at.checked_duration_since(reference) {
+        Some(d) => format!("{:.0} ms", ms(d)),
+        None => format!("-{:.0} ms", ms(reference - at)),
+    }
+}
+
+/// 50 containers started at once, CPU with them at `--interval 10`, then removed at once.
+#[test]
+#[ignore]
+fn b2_bursts_and_cpu() {
+    const N: u64 = 50;
+    let scratch = Scratch::new("burst");
+    let p = format!("{}/burst", root());
+    let etcd_s = etcd_addr().to_string();
+    let mut reg = Reg::start(&docker_host(), &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)], scratch.path("registrator.log"));
+    std::thread::sleep(Duration::from_secs(1));
+    reg.check_alive();
+    let mut etcd = Etcd::new();
+    let all = format!("{p}/burst/");
+    let want = N * KEYS_PER_HTTPD;
+    let limit = Duration::from_secs(60);
+
+    let burst = names("burst", 0..N as usize);
+    let mut pool = Pool::default();
+    eprintln!("bench: creating {N} containers");
+    pool.add(&["create"], &burst, "burst");
+
+    // All 50 started at once: concurrent start calls on the Docker API (the CLI's
+    // `docker start a b ...` would start them one after another). A watcher records
+    // when each container's keys first show up.
+    let watcher = watch_services(all.clone(), N as usize, limit);
+    let calls = start_all(&burst);
+    let seen = watcher.join().unwrap();
+    let began = calls.iter().map(|c| c.1).min().unwrap();
+    let returned = calls.iter().map(|c| c.2).max().unwrap();
+    let figure = if seen.len() == N as usize {
+        let done = *seen.values().max().unwrap();
+        let mut lags: Vec<f64> = calls.iter().map(|(n, _, r)| signed(seen[n], *r)).collect();
+        lags.sort_by(|a, b| a.total_cmp(b));
+        format!(
+            "all registered {} after the last start call returned; the {N} calls took {:.2} s (dockerd serializes them); each container registered {:.1} / {:.1} / {:.1} ms (min / median / max) after its own start call returned",
+            signed_ms(done, returned),
+            (returned - began).as_secs_f64(),
+            lags[0],
+            median(&lags),
+            lags[lags.len() - 1]
+        )
+    } else {
+        format!("only {} of {N} registered after {} s", seen.len(), limit.as_secs())
+    };
+    row(&format!("burst: {N} created containers started at once ({N} concurrent start calls) → all registered"), &figure, "< 2 s", "real");
+
+    // A quiet minute with 50 containers at the default 10 s interval.
+    assert!(etcd.wait_for(&all, limit, |n| n == want), "burst not registered:\n{}", reg.log_tail());
+    std::thread::sleep(Duration::from_secs(2));
+    let secs = knob("BENCH_CPU_SECS", 60);
+    eprintln!("bench: measuring CPU for {secs} s");
+    let c0 = reg.cpu();
+    std::thread::sleep(Duration::from_secs(secs));
+    let c1 = reg.cpu();
+    let (by_ticks, by_sched) = cpu_ms(c0, c1);
+    let scale = 60.0 / secs as f64;
+    row(
+        &format!("CPU time per minute, {N} containers, `--interval 10` (over {secs} s)"),
+        &format!(
+            "{:.0} ms (utime+stime, {} ms ticks; {:.1} ms by schedstat)",
+            by_ticks * scale,
+            1000 / clock_ticks_per_sec(),
+            by_sched * scale
+        ),
+        "< 30 ms (Go registrator: 330-440 ms)",
+        "real",
+    );
+    let (rss, hwm) = reg.memory();
+    row(&format!("resident memory, {N} containers"), &format!("{} (VmRSS; peak VmHWM {})", mib(rss), mib(hwm)), "(Go registrator: 13 MB)", "real");
+
+    // All 50 removed by one `docker rm -f` (the CLI removes them in parallel).
+    let watcher = watch_for(all.clone(), |n| n == 0, limit);
+    let began = Instant::now();
+    let mut args = vec!["rm", "-f"];
+    args.extend(burst.iter().map(String::as_str));
+    docker(&args);
+    let returned = Instant::now();
+    pool.forget(&burst);
+    let figure = match watcher.join().unwrap() {
+        Some(done) => format!(
+            "{} after it returned ({:.2} s after it began; the command took {:.2} s)",
+            signed_ms(done, returned),
+            (done - began).as_secs_f64(),
+            (returned - began).as_secs_f64()
+        ),
+        None => format!("{} of {want} keys still there after {} s", etcd.count(&all), limit.as_secs()),
+    };
+    row(
+        &format!("burst: {N} containers removed by one `docker rm -f` → all deregistered"),
+        &figure,
+        "< 1 s (Go registrator: about half left registered)",
+        "real",
+    );
+    reg.check_alive();
+    etcd.delete_prefix(&format!("{p}/"));
+}
+
+/// Requests per quiet cycle at 0, 10 and 100 real containers through counting proxies,
+/// memory at 100, and a cold `--once` at 100.
+#[test]
+#[ignore]
+fn b3_idle_cost() {
+    let scratch = Scratch::new("idle");
+    let docker_proxy = proxy::unix(&scratch.path("docker.sock"), &docker_socket(), proxy::docker_kind).unwrap();
+    let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
+    let secs = knob("BENCH_QUIET_SECS", 10);
+    let mut etcd = Etcd::new();
+    let mut pool = Pool::default();
+    for n in [0usize, 10, 100] {
+        let have = pool.0.len();
+        if n > have {
+            eprintln!("bench: starting {} containers", n - have);
+            pool.add(&["run", "-d"], &names("idle", have..n), "idle");
+        }
+        let p = format!("{}/quiet{n}", root());
+        let mut reg = Reg::start(
+            &docker_proxy.address,
+            &["--interval", "1", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            scratch.path(&format!("registrator-{n}.log")),
+        );
+        let want = n as u64 * KEYS_PER_HTTPD;
+        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
+        std::thread::sleep(Duration::from_secs(2));
+        let q = measure_quiet(&mut reg, &docker_proxy.counter, &etcd_proxy.counter, secs);
+        row(&format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"), &quiet_figure(&q), QUIET_TARGET, "real");
+        if n == 100 {
+            let (rss, hwm) = reg.memory();
+            row("resident memory, 100 containers", &format!("{} (VmRSS; peak VmHWM {})", mib(rss), mib(hwm)), "< 4 MiB", "real");
+        }
+        drop(reg);
+        etcd.delete_prefix(&format!("{p}/"));
+    }
+
+    // Cold `--once` at 100: timed on the direct sockets, counted through the proxies.
+    let n = pool.0.len() as u64;
+    let p = format!("{}/cold", root());
+    let (wall, ok, err) = once(&docker_host(), &["--hostname", "bench", &uri(&etcd_addr().to_string(), &p)]);
+    assert!(ok, "--once failed: {err}");
+    assert_eq!(etcd.count(&format!("{p}/")), n * KEYS_PER_HTTPD);
+    etcd.delete_prefix(&format!("{p}/"));
+    let (d0, e0) = (docker_proxy.counter.snapshot(), etcd_proxy.counter.snapshot());
+    let (_, ok, err) = once(&docker_proxy.address, &["--hostname", "bench", &uri(&etcd_proxy.address, &p)]);
+    assert!(ok, "--once through the proxies failed: {err}");
+    let (d, e) = (docker_proxy.counter.snapshot().since(&d0), etcd_proxy.counter.snapshot().since(&e0));
+    etcd.delete_prefix(&format!("{p}/"));
+    row(
+        &format!("cold `--once`, {n} containers (empty prefix)"),
+        &format!(
+            "{:.0} ms wall; etcd: {} write txns (fewest possible {}), {} puts for {} keys, {} requests in all; Docker: {} list, {} inspect",
+            ms(wall),
+            e.get("txn write"),
+            fewest_txns(n, KEYS_PER_HTTPD),
+            e.get("put op"),
+            n * KEYS_PER_HTTPD,
+            e.total() - e.get("put op") - e.get("delete op"),
+            d.get("list"),
+            d.get("inspect")
+        ),
+        "each service written once, in as few txns as the 128-op limit allows",
+        "real",
+    );
+}
+
+/// Binary sizes.
+#[test]
+#[ignore]
+fn b4_size() {
+    let release = Path::new(bin());
+    let meta = std::fs::metadata(release).expect("release binary");
+    row("binary size, release (glibc, dynamic)", &format!("{:.2} MiB ({} bytes)", meta.len() as f64 / 1048576.0, meta.len()), "—", "—");
+    let target = release.parent().and_then(Path::parent).expect("target dir");
+    let musl = target.join("x86_64-unknown-linux-musl/release/registrator");
+    let figure = match std::fs::metadata(&musl) {
+        Ok(m) => {
+            let stale = match (m.modified(), meta.modified()) {
+                (Ok(a), Ok(b)) if a + Duration::from_secs(60) < b => " (built before the release binary: may be stale)",
+                _ => "",
+            };
+            format!("{:.2} MiB ({} bytes){stale}", m.len() as f64 / 1048576.0, m.len())
+        }
+        Err(_) => "not built (`make static`)".to_string(),
+    };
+    row("binary size, static musl (`make static`)", &figure, "< 3 MiB", "—");
+}
+
+/// Cold `--once`, quiet-cycle requests and memory at 1,000 and 10,000 containers,
+/// answered by the replay Docker API.
+#[test]
+#[ignore]
+fn b5_replay() {
+    let sizes: Vec<usize> = std::env::var("BENCH_REPLAY")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let scratch = Scratch::new("replay");
+    let secs = knob("BENCH_QUIET_SECS", 10);
+    let mut etcd = Etcd::new();
+    for n in sizes {
+        eprintln!("bench: replay server with {n} containers");
+        let replay = replay::start(&scratch.path(&format!("replay-{n}.sock")), n).unwrap();
+        let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
+        let keys = replay.keys_per_service as u64;
+        let want = n as u64 * keys;
+
+        let p = format!("{}/replay{n}-once", root());
+        let (wall, ok, err) = once(&replay.docker_host(), &["--hostname", "bench", &uri(&etcd_proxy.address, &p)]);
+        assert!(ok, "--once failed: {err}");
+        let got = etcd.count(&format!("{p}/"));
+        assert_eq!(got, want, "--once at {n} wrote {got} keys, not {want}");
+        etcd.delete_prefix(&format!("{p}/"));
+        let (d, e) = (replay.counter.snapshot(), etcd_proxy.counter.snapshot());
+        row(
+            &format!("cold `--once`, {n} containers (empty prefix)"),
+            &format!(
+                "{:.0} ms wall; etcd: {} write txns (fewest possible {}), {} puts for {want} keys; Docker: {} list, {} inspect",
+                ms(wall),
+                e.get("txn write"),
+                fewest_txns(n as u64, keys),
+                e.get("put op"),
+                d.get("list"),
+                d.get("inspect")
+            ),
+            "each service written once, fewest txns",
+            "replay",
+        );
+
+        let p = format!("{}/replay{n}", root());
+        let started = Instant::now();
+        let mut reg = Reg::start(
+            &replay.docker_host(),
+            &["--interval", "1", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            scratch.path(&format!("registrator-{n}.log")),
+        );
+        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(180), |c| c == want), "not registered:\n{}", reg.log_tail());
+        let first = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let q = measure_quiet(&mut reg, &replay.counter, &etcd_proxy.counter, secs);
+        row(
+            &format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"),
+            &quiet_figure(&q),
+            QUIET_TARGET,
+            "replay",
+        );
+        let (rss, hwm) = reg.memory();
+        row(
+            &format!("resident memory, {n} containers"),
+            &format!("{} (VmRSS; peak VmHWM {}); loop start → all registered: {:.1} s", mib(rss), mib(hwm), first.as_secs_f64()),
+            "—",
+            "replay",
+        );
+        drop(reg);
+        etcd.delete_prefix(&format!("{p}/"));
+    }
+}

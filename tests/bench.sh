@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The benchmark of issue 4: runs the #[ignore]d scenarios of tests/bench.rs in order
+# against the daemons that `tests/daemons.sh run` started, then prints one table (in
+# Markdown) with the date and the machine. Run it as `make bench`, or against a daemon
+# set of your own:
+#
+#   REG_TEST_DIR=/tmp/reg-bench REG_ETCD_PORT=25790 REG_ETCD_PEER_PORT=25800 \
+#   REG_BRIDGE=regbench0 REG_BRIDGE_CIDR=172.31.1.1/24 tests/daemons.sh run tests/bench.sh
+#
+# Other traffic on the same daemons spoils the figures. Knobs: BENCH_RUNS (20),
+# BENCH_CPU_SECS (60), BENCH_QUIET_SECS (10), BENCH_REPLAY (1000,10000), and
+# BENCH_ONLY (a test-name filter, e.g. b1_latency). About 6 minutes in all.
+# The table is also written to target/bench/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for v in DOCKER_HOST REG_ETCD REG_IMAGE; do
+    if [ -z "${!v:-}" ]; then
+        echo "bench: $v is not set; run under tests/daemons.sh run (make bench)" >&2
+        exit 2
+    fi
+done
+
+out=target/bench
+mkdir -p "$out"
+export BENCH_RESULTS="$PWD/$out/results.tsv"
+: >"$BENCH_RESULTS"
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then commit="$commit + uncommitted changes (src, Cargo.toml or Cargo.lock)"; fi
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+machine="$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
+versions="etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'), dockerd $(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
+
+status=0
+cargo test --release --test bench -- --ignored --nocapture --test-threads=1 ${BENCH_ONLY:-} >&2 || status=$?
+
+{
+    echo "Measured $started on $machine; $versions; registrator commit $commit."
+    echo
+    echo "| measurement | result | target (issue 4; old Go registrator) | Docker |"
+    echo "|---|---|---|---|"
+    while IFS=$'\t' read -r what figure target daemons; do
+        echo "| $what | $figure | $target | $daemons |"
+    done <"$BENCH_RESULTS"
+    echo
+    echo "\"replay\": a fake Docker API on a unix socket answering /_ping, /containers/json and"
+    echo "/containers/{id}/json from responses recorded from the real dockerd (tests/fixtures),"
+    echo "cloned N times; it sends no events. etcd is always the real one. Requests are counted"
+    echo "by proxies in front of the Docker socket and etcd; latencies poll etcd every 2 ms."
+} >"$out/table.md"
+
+echo
+cat "$out/table.md"
+if [ "$status" -ne 0 ]; then
+    echo >&2
+    echo "bench: some scenarios failed (see above); their rows are missing" >&2
+fi
+exit "$status"
