@@ -148,6 +148,10 @@ fn describe_transport(e: &ureq::Error, tls: bool) -> String {
         " (the endpoint closed the connection without an answer: if it speaks TLS, use etcds://)".to_string()
     } else if matches!(e, ureq::Error::Timeout(_)) {
         " (no answer in time)".to_string()
+    } else if matches!(e, ureq::Error::Protocol(_)) {
+        " (the endpoint does not speak HTTP: is this etcd's client URL?)".to_string()
+    } else if matches!(e, ureq::Error::HostNotFound) {
+        " (the endpoint's host name does not resolve)".to_string()
     } else {
         String::new()
     };

@@ -94,15 +94,12 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
         Some(h) => h,
         None => system_hostname()?,
     };
-    let host_address = if config.ip.is_some() { None } else { resolve(&hostname) };
-    if config.ip.is_none() && host_address.is_none() {
-        log::warn!("cannot resolve host name {hostname:?} to an address; ports published on all interfaces need --ip");
-    }
     credentials(&mut config)?;
     let settings = Settings {
         hostname: hostname.clone(),
         ip: config.ip.clone(),
-        host_address,
+        // Looked up by the reconciler, only if a service needs it.
+        host_address: None,
         internal: config.internal,
         explicit: config.explicit,
     };
@@ -122,7 +119,7 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
     let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
     let docker = Docker::new(&config.docker, Duration::from_secs(10));
     let agents = (docker.agent(), etcd.agent());
-    let mut reconciler = Reconciler::new(docker, etcd, settings, opts);
+    let mut reconciler = Reconciler::new(docker, etcd, settings, opts, resolve);
 
     if config.once {
         return Ok(match reconciler.sync() {

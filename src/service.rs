@@ -246,6 +246,18 @@ pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>,
     (out, problems)
 }
 
+/// Whether some service would need the address the host name resolves to (no `--ip`,
+/// and a port published on all interfaces or a host-network container), so the caller
+/// only looks the name up when it matters.
+pub fn needs_host_address(containers: &[Container], s: &Settings) -> bool {
+    s.ip.is_none()
+        && containers.iter().any(|c| {
+            c.running
+                && (c.host_network
+                    || (!s.internal && c.bindings.iter().any(|b| matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::"))))
+        })
+}
+
 /// The `SERVICE_*` metadata of a container: environment first, labels override.
 struct Meta<'a> {
     vars: BTreeMap<&'a str, &'a str>,
@@ -718,6 +730,20 @@ mod tests {
         let c = container("a", &[], &[(80, "tcp", "0.0.0.0", 8080)]);
         let (_, problems) = services(&[c], &s);
         assert!(problems[0].message.contains("cannot resolve host name \"node1\""), "{problems:?}");
+    }
+
+    #[test]
+    fn host_address_is_needed_only_for_wildcard_bindings_and_host_network() {
+        let s = Settings { host_address: None, ..settings() };
+        let specific = container("a", &[], &[(80, "tcp", "127.0.0.1", 1)]);
+        let wildcard = container("b", &[], &[(80, "tcp", "0.0.0.0", 2)]);
+        let mut hostnet = container("h", &[], &[]);
+        hostnet.host_network = true;
+        assert!(!needs_host_address(&[specific.clone()], &s));
+        assert!(needs_host_address(&[specific.clone(), wildcard.clone()], &s));
+        assert!(needs_host_address(&[hostnet.clone()], &s));
+        assert!(!needs_host_address(&[wildcard.clone()], &Settings { internal: true, ..s.clone() }));
+        assert!(!needs_host_address(&[wildcard, hostnet], &Settings { ip: Some("192.0.2.1".into()), ..s }));
     }
 
     #[test]

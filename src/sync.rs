@@ -141,10 +141,14 @@ pub struct Reconciler<S, K> {
     /// uses them, to know what a container had registered; the next full pass checks.
     containers: Vec<Container>,
     last_desired: Desired,
+    /// Resolves the host name (DNS): called at most once, and only when a service
+    /// needs the host's address.
+    lookup: fn(&str) -> Option<String>,
+    looked_up: bool,
 }
 
 impl<S: Source, K: Store> Reconciler<S, K> {
-    pub fn new(source: S, store: K, settings: Settings, opts: Options) -> Self {
+    pub fn new(source: S, store: K, settings: Settings, opts: Options, lookup: fn(&str) -> Option<String>) -> Self {
         Reconciler {
             source,
             store,
@@ -155,6 +159,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             reported: BTreeSet::new(),
             containers: Vec::new(),
             last_desired: Desired::new(),
+            lookup,
+            looked_up: false,
         }
     }
 
@@ -179,6 +185,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// One full pass. Docker is read first: if that fails, etcd is not touched.
     pub fn sync(&mut self) -> Result<Outcome, SyncError> {
         let containers = self.source.containers().map_err(SyncError::Docker)?;
+        if !self.looked_up && self.settings.host_address.is_none() && service::needs_host_address(&containers, &self.settings) {
+            self.looked_up = true;
+            self.settings.host_address = (self.lookup)(&self.settings.hostname);
+            match &self.settings.host_address {
+                Some(a) => log::info!("host name {:?} resolves to {a}: registered for ports published on all interfaces", self.settings.hostname),
+                None => log::warn!("cannot resolve host name {:?}; ports published on all interfaces need --ip", self.settings.hostname),
+            }
+        }
         let (services, mut problems) = service::services(&containers, &self.settings);
         let desired = plan::desired(&services, &self.opts.hostname);
 
@@ -715,7 +729,7 @@ mod tests {
     fn reconciler(docker: FakeDocker, etcd: FakeEtcd, host: &str, ttl: u64) -> Reconciler<FakeDocker, FakeEtcd> {
         let settings = Settings { hostname: host.into(), ip: None, host_address: Some("10.0.0.5".into()), internal: false, explicit: false };
         let opts = Options { prefix: "/s".into(), hostname: host.into(), dry_run: false, ttl, adopt: true, keep_foreign_leases: false };
-        Reconciler::new(docker, etcd, settings, opts)
+        Reconciler::new(docker, etcd, settings, opts, |_| None)
     }
 
     #[test]

@@ -112,11 +112,14 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
     let (external, internal) = ((40_000 + n).to_string(), (50_000 + n).to_string());
 
     // docker run -d --name registrator --net host -h $(hostname) \
-    //     -v /var/run/docker.sock:/tmp/docker.sock etcd-registrator etcd://127.0.0.1:2379/services
+    //     -v /var/run/docker.sock:/tmp/docker.sock etcd-registrator --ip <host address> etcd://127.0.0.1:2379/services
+    // (--ip: the made-up host name must not be looked up in DNS, off this machine.)
     let rn = unique("registrator");
     let volume = format!("{}:/tmp/docker.sock", socket_path());
     let registry = uri(&p);
-    let cid = docker(&["run", "-d", "--pull", "never", "--name", &rn, "--net", "host", "-h", &host, "-v", &volume, id, &registry]);
+    let cid = docker(&[
+        "run", "-d", "--pull", "never", "--name", &rn, "--net", "host", "-h", &host, "-v", &volume, id, "--ip", "127.0.0.1", &registry,
+    ]);
     let registrator = Container { name: rn.clone(), id: cid };
     let logs = || {
         let out = Command::new("docker").args(["logs", &registrator.name]).env("DOCKER_HOST", docker_host()).output().unwrap();

@@ -126,9 +126,15 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_registrator")
 }
 
-/// The registrator as a command, with DOCKER_HOST set.
+/// The registrator as a command, with DOCKER_HOST set. Tests use made-up host names
+/// that do not resolve, and resolving one would send a DNS query off the machine: so
+/// unless a test passes its own `--ip`, this adds `--ip 127.0.0.1` (the address tests
+/// publish on anyway).
 pub fn registrator(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
+    if !args.iter().any(|a| *a == "--ip" || a.starts_with("--ip=")) {
+        c.args(["--ip", "127.0.0.1"]);
+    }
     c.args(args).env("DOCKER_HOST", docker_host()).env("RUST_LOG", "info");
     c
 }
@@ -276,6 +282,8 @@ pub struct Etcd {
     tls: bool,
     args: Vec<String>,
     initial_cluster: String,
+    /// `--initial-cluster-token`: one per cluster.
+    token: String,
     child: Option<Child>,
     paused: bool,
 }
@@ -287,14 +295,17 @@ impl Etcd {
         let name = "m0".to_string();
         let initial_cluster = format!("{name}=http://127.0.0.1:{peer_port}");
         let tls = extra.iter().any(|a| *a == "--cert-file");
+        let dir = TempDir::new(tag);
+        let token = dir.0.file_name().unwrap().to_string_lossy().into_owned();
         Etcd {
             name,
             client_port,
             peer_port,
-            dir: TempDir::new(tag),
+            dir,
             tls,
             args: extra.iter().map(|s| s.to_string()).collect(),
             initial_cluster,
+            token,
             child: None,
             paused: false,
         }
@@ -311,9 +322,11 @@ impl Etcd {
     pub fn cluster(tag: &str, n: usize) -> Vec<Etcd> {
         let mut members: Vec<Etcd> = (0..n).map(|_| Etcd::new(tag, &[])).collect();
         let cluster: Vec<String> = members.iter().enumerate().map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.peer_port)).collect();
+        let token = unique(tag);
         for (i, m) in members.iter_mut().enumerate() {
             m.name = format!("m{i}");
             m.initial_cluster = cluster.join(",");
+            m.token = token.clone();
         }
         for m in members.iter_mut() {
             m.spawn();
@@ -361,7 +374,7 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &self.dir.0.file_name().unwrap().to_string_lossy()])
+            .args(["--initial-cluster-token", &self.token])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
