@@ -69,6 +69,9 @@ enum Kind {
     NoCredentials,
     /// Wrong user name or password.
     AuthFailed { user: String, message: String },
+    /// etcd has auth enabled and `--client-cert-auth`: its JSON gateway refuses every
+    /// request of a client with a certificate.
+    GatewayCertAuth,
     Decode(String),
     Config(String),
 }
@@ -107,6 +110,11 @@ impl fmt::Display for EtcdError {
             Kind::AuthFailed { user, message } => {
                 write!(f, "authentication as user {user:?} failed ({message}): check the user name or password")
             }
+            Kind::GatewayCertAuth => f.write_str(
+                "etcd has authentication enabled and requires client certificates (--client-cert-auth); its JSON \
+                 gateway refuses that combination (\"CommonName of client sending a request against gateway will be \
+                 ignored\"): use password authentication over server-only TLS, or client certificates without etcd auth",
+            ),
             Kind::Decode(m) => write!(f, "unexpected response: {m}"),
             Kind::Config(m) => f.write_str(m),
         }
@@ -322,7 +330,7 @@ impl Etcd {
         }
         let url = format!("{api}{path}");
         match self.post(op, idx, &url, body) {
-            // An expired or unknown token (simple tokens are also per member).
+            // An expired token, or one a restarted etcd forgot.
             Err(EtcdError { kind: Kind::Api { code: 16, .. }, .. }) if self.credentials.is_some() => {
                 log::debug!("etcd auth token expired or unknown at {}; authenticating again", self.endpoints[idx]);
                 self.authenticate(idx, &api)?;
@@ -348,6 +356,9 @@ impl Etcd {
             .map_err(|e| self.transport(op, base, e))?;
         let v: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
+            Err(_) if text.contains("CommonName of client sending a request against gateway") => {
+                return Err(self.err(op, base, Kind::GatewayCertAuth));
+            }
             Err(e) => {
                 let snippet: String = text.chars().take(200).collect();
                 return Err(self.err(op, base, Kind::BadAnswer(format!("HTTP {status}, {e}: {snippet:?}"))));

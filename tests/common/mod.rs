@@ -574,3 +574,21 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
+
+/// [`etcd_get_at`] that returns None instead of panicking when etcdctl fails (a cluster
+/// electing a leader, a member just killed).
+pub fn try_etcd_get_at(endpoints: &str, flags: &[&str], prefix: &str) -> Option<BTreeMap<String, String>> {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "3s"])
+        .args(flags)
+        .args(["get", "--prefix", prefix])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    Some(lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect())
+}
