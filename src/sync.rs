@@ -145,6 +145,10 @@ pub struct Reconciler<S, K> {
     /// needs the host's address.
     lookup: fn(&str) -> Option<String>,
     looked_up: bool,
+    /// Containers named by events since the last pass. Docker's list lags behind its
+    /// events (after `die` it shows the container running until cleanup finishes), so
+    /// the next pass inspects these few for their live state.
+    touched: BTreeSet<String>,
 }
 
 impl<S: Source, K: Store> Reconciler<S, K> {
@@ -161,6 +165,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             last_desired: Desired::new(),
             lookup,
             looked_up: false,
+            touched: BTreeSet::new(),
         }
     }
 
@@ -184,7 +189,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// One full pass. Docker is read first: if that fails, etcd is not touched.
     pub fn sync(&mut self) -> Result<Outcome, SyncError> {
-        let containers = self.source.containers().map_err(SyncError::Docker)?;
+        let mut containers = self.source.containers().map_err(SyncError::Docker)?;
+        for c in containers.iter_mut().filter(|c| self.touched.contains(&c.id)) {
+            match self.source.inspect(&c.id).map_err(SyncError::Docker)? {
+                Some(live) => *c = live,
+                None => c.running = false,
+            }
+        }
+        self.touched.clear();
         if !self.looked_up && self.settings.host_address.is_none() && service::needs_host_address(&containers, &self.settings) {
             self.looked_up = true;
             self.settings.host_address = (self.lookup)(&self.settings.hostname);
@@ -440,10 +452,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
     pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
+        self.touched.insert(id.to_string());
         if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
             return Ok(());
         }
-        let gone = matches!(action, "die" | "stop" | "kill" | "destroy" | "pause" | "oom");
+        let gone = matches!(action, "die" | "stop" | "destroy" | "pause");
         let fresh = if gone { None } else { self.source.inspect(id).map_err(SyncError::Docker)? };
         let Some(name) = fresh
             .as_ref()
@@ -607,6 +620,9 @@ mod tests {
         containers: Vec<Container>,
         down: bool,
         lists: usize,
+        inspects: usize,
+        /// IDs that inspect reports as stopped while the list still shows them running.
+        dead: BTreeSet<String>,
     }
 
     impl Source for FakeDocker {
@@ -618,7 +634,12 @@ mod tests {
             Ok(self.containers.clone())
         }
         fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
-            Ok(self.containers.iter().find(|c| c.id == id).cloned())
+            self.inspects += 1;
+            let mut c = self.containers.iter().find(|c| c.id == id).cloned();
+            if let Some(c) = c.as_mut() {
+                c.running &= !self.dead.contains(id);
+            }
+            Ok(c)
         }
     }
 
@@ -817,6 +838,27 @@ mod tests {
         d.insert("mine/x".into(), desired.values().next().unwrap().clone());
         r.apply_claim(op, &d, 0, &mut o).unwrap();
         assert_eq!(o.applied, 1, "after the re-read shows the port is ours (same name), the write goes through");
+    }
+
+    #[test]
+    fn a_pass_after_die_trusts_inspect_over_the_lagging_list() {
+        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        assert_eq!(r.store.kv.len(), 8);
+        // Container 1 died: inspect knows, the list still says running (as dockerd's
+        // does until its cleanup finishes).
+        r.source.dead.insert("id1".into());
+        r.on_event("die", "id1").unwrap();
+        assert_eq!(r.store.kv.len(), 4, "the fast path deregistered it");
+        r.source.inspects = 0;
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 0, "no flap: the dead container is not registered again");
+        assert_eq!(r.store.kv.len(), 4);
+        assert_eq!(r.source.inspects, 1, "only the container the event named is inspected");
+        r.source.inspects = 0;
+        r.sync().unwrap();
+        assert_eq!(r.source.inspects, 0, "a quiet pass inspects nothing");
     }
 
     #[test]

@@ -260,3 +260,25 @@ fn two_hosts_racing_for_one_free_port_never_both_win() {
     eprintln!("race winners over 20 rounds: {wins:?}");
     drop((alpha, beta));
 }
+
+#[test]
+fn docker_stop_deregisters_without_flapping() {
+    // Docker's list lags behind its events: a pass right after `die` must not register
+    // the dying container again (seen as DELETE, PUT, DELETE by a watching proxy).
+    let p = prefix("noflap");
+    let host = unique("h");
+    let r = running(&host, &p, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..8 {
+        let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+        assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4), "{}", r.log());
+        let watch = Watch::start(&format!("{p}/c/{host}:{}:80/", c.name));
+        c.stop();
+        assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).is_empty()));
+        std::thread::sleep(Duration::from_millis(500));
+        let events = watch.events();
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(kinds.iter().all(|k| *k == "DELETE"), "round {round}: {events:?}\n{}", r.log());
+        assert_eq!(kinds.len(), 4, "round {round}: each key deleted once: {events:?}");
+    }
+}
