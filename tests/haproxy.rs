@@ -1,4 +1,4 @@
-//! The proxy-mesh consumer (examples/haproxy.rs) end to end, with the real registrator,
+//! The proxy-mesh consumer (tests/examples/haproxy.rs) end to end, with the real registrator,
 //! etcd, dockerd and HAProxy on loopback: HTTP by Host header to two replicas, TCP on the
 //! external and internal ports, a replica stopped under load, the last one removed, the
 //! consumer crashing and coming back, and a watch resuming from a compacted revision.
