@@ -9,7 +9,8 @@
 //! when it cannot measure (a command fails, a registrator dies).
 //!
 //! Knobs (environment): `BENCH_RUNS` (latency runs, 20), `BENCH_CPU_SECS` (60),
-//! `BENCH_QUIET_SECS` (quiet-cycle window, 10), `BENCH_REPLAY` (sizes, `1000,10000`).
+//! `BENCH_QUIET_CYCLES` (passes counted per quiet figure, 10; 5 at 10,000), `BENCH_REPLAY`
+//! (sizes, `1000,10000`).
 
 #[path = "bench/http.rs"]
 mod http;
@@ -136,18 +137,20 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
-/// `min / median / max` in ms, and how many runs never got there.
-fn stats(samples: &[Option<Duration>], limit: Duration) -> String {
-    let mut ok: Vec<f64> = samples.iter().flatten().map(|&d| ms(d)).collect();
+/// `min / median / max` in ms, how many runs the first poll already saw done, and how
+/// many never got there.
+fn stats(samples: &[Option<(Duration, u32)>], limit: Duration) -> String {
+    let mut ok: Vec<f64> = samples.iter().flatten().map(|&(d, _)| ms(d)).collect();
     ok.sort_by(|a, b| a.total_cmp(b));
+    let first = samples.iter().flatten().filter(|(_, polls)| *polls == 1).count();
     let missed = samples.len() - ok.len();
     let mut out = if ok.is_empty() {
         "no run finished".to_string()
     } else {
-        format!("{:.1} / {:.1} / {:.1} ms", ok[0], median(&ok), ok[ok.len() - 1])
+        format!("{:.1} / {:.1} / {:.1} ms ({first} of {} done at the first poll)", ok[0], median(&ok), ok[ok.len() - 1], samples.len())
     };
     if missed > 0 {
-        out.push_str(&format!(" ({missed} of {} runs not done within {} s)", samples.len(), limit.as_secs()));
+        out.push_str(&format!("; {missed} of {} runs not done within {} s", samples.len(), limit.as_secs()));
     }
     out
 }
@@ -245,13 +248,13 @@ impl Etcd {
     }
 
     /// Polls `prefix` every 2 ms from `t0` until `done(count)`; returns when the answer
-    /// that showed it arrived, or None after `limit`.
-    fn poll_until(&mut self, prefix: &str, t0: Instant, limit: Duration, done: impl Fn(u64) -> bool) -> Option<Duration> {
+    /// that showed it arrived and how many polls it took, or None after `limit`.
+    fn poll_until(&mut self, prefix: &str, t0: Instant, limit: Duration, done: impl Fn(u64) -> bool) -> Option<(Duration, u32)> {
         let tick = Duration::from_millis(2);
         let mut k = 0u32;
         loop {
             if done(self.count(prefix)) {
-                return Some(t0.elapsed());
+                return Some((t0.elapsed(), k + 1));
             }
             if t0.elapsed() > limit {
                 return None;
@@ -311,8 +314,12 @@ struct Reg {
 
 impl Reg {
     fn start(docker_host: &str, args: &[&str], log: PathBuf) -> Reg {
+        Reg::start_bin(bin(), docker_host, args, log)
+    }
+
+    fn start_bin(bin: &str, docker_host: &str, args: &[&str], log: PathBuf) -> Reg {
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin())
+        let child = Command::new(bin)
             .args(args)
             .env("DOCKER_HOST", docker_host)
             .env("RUST_LOG", "info")
@@ -356,8 +363,14 @@ impl Reg {
         Cpu { ticks, sched_ns }
     }
 
-    /// VmRSS and VmHWM in KiB.
-    fn memory(&mut self) -> (u64, u64) {
+    /// `5.8 MiB (VmRSS: 3.1 anon + 2.7 file; peak VmHWM 6.0 MiB)`.
+    fn memory_figure(&mut self) -> String {
+        let (rss, hwm, anon, file) = self.memory();
+        format!("{} (VmRSS: {:.1} anon + {:.1} file; peak VmHWM {})", mib(rss), anon as f64 / 1024.0, file as f64 / 1024.0, mib(hwm))
+    }
+
+    /// VmRSS, VmHWM, RssAnon and RssFile in KiB.
+    fn memory(&mut self) -> (u64, u64, u64, u64) {
         self.check_alive();
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
         let field = |name: &str| -> u64 {
@@ -368,7 +381,7 @@ impl Reg {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
     }
 }
 
@@ -462,27 +475,55 @@ struct Quiet {
     cpu_ms_per_cycle: f64,
 }
 
-/// Waits for a sync to start (a container list), lets it finish, then counts what the
-/// next `secs` seconds cost. Cycles are counted by container lists (one per pass).
-fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, secs: u64) -> Quiet {
-    let lists = docker.snapshot().get("list");
+/// Waits until the container-list count passes `after`; returns the new count.
+fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
     let start = Instant::now();
-    while docker.snapshot().get("list") == lists {
-        assert!(start.elapsed() < Duration::from_secs(60), "no sync within 60 s:\n{}", reg.log_tail());
-        std::thread::sleep(Duration::from_millis(1));
+    loop {
+        let n = docker.snapshot().get("list");
+        if n > after {
+            return n;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            reg.check_alive();
+            panic!("no sync within 120 s:\n{}", reg.log_tail());
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
-    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Counts exactly `cycles` passes: from just after one pass's container list to just
+/// after the list of the pass `cycles` later. A pass lists first, so the window holds
+/// `cycles` lists and the etcd requests and CPU of `cycles` whole passes, plus the
+/// keepalives of that time.
+fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> Quiet {
+    let n0 = next_list(docker, docker.snapshot().get("list"), reg);
     let (d0, e0, c0) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
-    std::thread::sleep(Duration::from_secs(secs));
+    let mut n = n0;
+    while n < n0 + cycles {
+        n = next_list(docker, n, reg);
+    }
     let (d1, e1, c1) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
-    let d = d1.since(&d0);
-    let cycles = d.get("list").max(1) as f64;
-    Quiet { cycles, docker: d, etcd: e1.since(&e0), cpu_ms_per_cycle: cpu_ms(c0, c1).1 / cycles }
+    let cycles = cycles as f64;
+    Quiet { cycles, docker: d1.since(&d0), etcd: e1.since(&e0), cpu_ms_per_cycle: cpu_ms(c0, c1).1 / cycles }
+}
+
+/// Waits until the registrator's keepalive thread has refreshed its lease once (its
+/// first request also fetches `/version`), so a window holds only the steady state.
+fn wait_first_keepalive(etcd: &Counter, since: &Counts, reg: &mut Reg) {
+    let start = Instant::now();
+    while etcd.snapshot().since(since).get("keepalive") == 0 {
+        if start.elapsed() > Duration::from_secs(30) {
+            reg.check_alive();
+            eprintln!("bench: no lease keepalive within 30 s; measuring anyway");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn quiet_figure(q: &Quiet) -> String {
     format!(
-        "Docker: {}; etcd: {}; {} from etcd, {:.2} ms CPU per cycle ({} cycles)",
+        "Docker: {}; etcd: {}; {} from etcd, {:.2} ms CPU per cycle (over {} cycles)",
         describe(&q.docker, q.cycles, &["list", "inspect"], &[]),
         describe(&q.etcd, q.cycles, &["txn write"], &["put op", "delete op"]),
         kib((q.etcd.down as f64 / q.cycles) as u64),
@@ -552,7 +593,7 @@ fn watch_for(prefix: String, done: fn(u64) -> bool, limit: Duration) -> std::thr
     std::thread::spawn(move || {
         let mut etcd = Etcd::new();
         let t0 = Instant::now();
-        etcd.poll_until(&prefix, t0, limit, done).map(|d| t0 + d)
+        etcd.poll_until(&prefix, t0, limit, done).map(|(d, _)| t0 + d)
     })
 }
 
@@ -705,8 +746,7 @@ fn b2_bursts_and_cpu() {
         "< 30 ms (Go registrator: 330-440 ms)",
         "real",
     );
-    let (rss, hwm) = reg.memory();
-    row(&format!("resident memory, {N} containers"), &format!("{} (VmRSS; peak VmHWM {})", mib(rss), mib(hwm)), "(Go registrator: 13 MB)", "real");
+    row(&format!("resident memory, {N} containers, `--interval 10`"), &reg.memory_figure(), "(Go registrator: 13 MB)", "real");
 
     // All 50 removed by one `docker rm -f` (the CLI removes them in parallel).
     let watcher = watch_for(all.clone(), |n| n == 0, limit);
@@ -743,7 +783,7 @@ fn b3_idle_cost() {
     let scratch = Scratch::new("idle");
     let docker_proxy = proxy::unix(&scratch.path("docker.sock"), &docker_socket(), proxy::docker_kind).unwrap();
     let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
-    let secs = knob("BENCH_QUIET_SECS", 10);
+    let cycles = knob("BENCH_QUIET_CYCLES", 10);
     let mut etcd = Etcd::new();
     let mut pool = Pool::default();
     for n in [0usize, 10, 100] {
@@ -753,6 +793,7 @@ fn b3_idle_cost() {
             pool.add(&["run", "-d"], &names("idle", have..n), "idle");
         }
         let p = format!("{}/quiet{n}", root());
+        let e0 = etcd_proxy.counter.snapshot();
         let mut reg = Reg::start(
             &docker_proxy.address,
             &["--interval", "1", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
@@ -760,13 +801,35 @@ fn b3_idle_cost() {
         );
         let want = n as u64 * KEYS_PER_HTTPD;
         assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
-        std::thread::sleep(Duration::from_secs(2));
-        let q = measure_quiet(&mut reg, &docker_proxy.counter, &etcd_proxy.counter, secs);
+        wait_first_keepalive(&etcd_proxy.counter, &e0, &mut reg);
+        let q = measure_quiet(&mut reg, &docker_proxy.counter, &etcd_proxy.counter, cycles);
         row(&format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"), &quiet_figure(&q), QUIET_TARGET, "real");
         if n == 100 {
-            let (rss, hwm) = reg.memory();
-            row("resident memory, 100 containers", &format!("{} (VmRSS; peak VmHWM {})", mib(rss), mib(hwm)), "< 4 MiB", "real");
+            row("resident memory, 100 containers (release binary)", &reg.memory_figure(), "< 4 MiB", "real");
         }
+        drop(reg);
+        etcd.delete_prefix(&format!("{p}/"));
+    }
+
+    // The same for the static musl binary (another allocator, no shared libraries).
+    if let Some((musl, stale)) = musl_binary() {
+        let p = format!("{}/musl", root());
+        let mut reg = Reg::start_bin(
+            musl.to_str().unwrap(),
+            &docker_host(),
+            &["--interval", "1", "--hostname", "bench", &uri(&etcd_addr().to_string(), &p)],
+            scratch.path("registrator-musl.log"),
+        );
+        let want = pool.0.len() as u64 * KEYS_PER_HTTPD;
+        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
+        std::thread::sleep(Duration::from_secs(cycles));
+        let note = if stale { " (binary older than the release one: may be stale)" } else { "" };
+        row(
+            &format!("resident memory, {} containers (static musl binary)", pool.0.len()),
+            &format!("{}{note}", reg.memory_figure()),
+            "< 4 MiB",
+            "real",
+        );
         drop(reg);
         etcd.delete_prefix(&format!("{p}/"));
     }
@@ -801,6 +864,22 @@ fn b3_idle_cost() {
     );
 }
 
+/// The static musl build next to the release binary, if there is one, and whether it
+/// may be stale: older than the release binary, unless bench.sh has just had cargo
+/// bring it up to date (`BENCH_STATIC_FRESH=1`).
+fn musl_binary() -> Option<(PathBuf, bool)> {
+    let release = Path::new(bin());
+    let target = release.parent().and_then(Path::parent)?;
+    let musl = target.join("x86_64-unknown-linux-musl/release/registrator");
+    let m = std::fs::metadata(&musl).ok()?;
+    let fresh = std::env::var("BENCH_STATIC_FRESH").is_ok_and(|v| v == "1");
+    let stale = match (m.modified(), std::fs::metadata(release).and_then(|r| r.modified())) {
+        (Ok(a), Ok(b)) => !fresh && a + Duration::from_secs(60) < b,
+        _ => false,
+    };
+    Some((musl, stale))
+}
+
 /// Binary sizes.
 #[test]
 #[ignore]
@@ -808,17 +887,13 @@ fn b4_size() {
     let release = Path::new(bin());
     let meta = std::fs::metadata(release).expect("release binary");
     row("binary size, release (glibc, dynamic)", &format!("{:.2} MiB ({} bytes)", meta.len() as f64 / 1048576.0, meta.len()), "—", "—");
-    let target = release.parent().and_then(Path::parent).expect("target dir");
-    let musl = target.join("x86_64-unknown-linux-musl/release/registrator");
-    let figure = match std::fs::metadata(&musl) {
-        Ok(m) => {
-            let stale = match (m.modified(), meta.modified()) {
-                (Ok(a), Ok(b)) if a + Duration::from_secs(60) < b => " (built before the release binary: may be stale)",
-                _ => "",
-            };
-            format!("{:.2} MiB ({} bytes){stale}", m.len() as f64 / 1048576.0, m.len())
+    let figure = match musl_binary() {
+        Some((musl, stale)) => {
+            let len = std::fs::metadata(musl).map(|m| m.len()).unwrap_or(0);
+            let note = if stale { " (older than the release binary: may be stale)" } else { "" };
+            format!("{:.2} MiB ({len} bytes){note}", len as f64 / 1048576.0)
         }
-        Err(_) => "not built (`make static`)".to_string(),
+        None => "not built (`make static`)".to_string(),
     };
     row("binary size, static musl (`make static`)", &figure, "< 3 MiB", "—");
 }
@@ -834,7 +909,7 @@ fn b5_replay() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let scratch = Scratch::new("replay");
-    let secs = knob("BENCH_QUIET_SECS", 10);
+    let cycles = knob("BENCH_QUIET_CYCLES", 10);
     let mut etcd = Etcd::new();
     for n in sizes {
         eprintln!("bench: replay server with {n} containers");
@@ -866,6 +941,7 @@ fn b5_replay() {
         );
 
         let p = format!("{}/replay{n}", root());
+        let e0 = etcd_proxy.counter.snapshot();
         let started = Instant::now();
         let mut reg = Reg::start(
             &replay.docker_host(),
@@ -874,18 +950,18 @@ fn b5_replay() {
         );
         assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(180), |c| c == want), "not registered:\n{}", reg.log_tail());
         let first = started.elapsed();
-        std::thread::sleep(Duration::from_secs(2));
-        let q = measure_quiet(&mut reg, &replay.counter, &etcd_proxy.counter, secs);
+        wait_first_keepalive(&etcd_proxy.counter, &e0, &mut reg);
+        // A pass at 10,000 takes seconds: fewer of them.
+        let q = measure_quiet(&mut reg, &replay.counter, &etcd_proxy.counter, if n > 1000 { cycles.div_ceil(2) } else { cycles });
         row(
             &format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"),
             &quiet_figure(&q),
             QUIET_TARGET,
             "replay",
         );
-        let (rss, hwm) = reg.memory();
         row(
-            &format!("resident memory, {n} containers"),
-            &format!("{} (VmRSS; peak VmHWM {}); loop start → all registered: {:.1} s", mib(rss), mib(hwm), first.as_secs_f64()),
+            &format!("resident memory, {n} containers (release binary)"),
+            &format!("{}; loop start → all registered: {:.1} s", reg.memory_figure(), first.as_secs_f64()),
             "—",
             "replay",
         );

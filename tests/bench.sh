@@ -8,9 +8,10 @@
 #   REG_BRIDGE=regbench0 REG_BRIDGE_CIDR=172.31.1.1/24 tests/daemons.sh run tests/bench.sh
 #
 # Other traffic on the same daemons spoils the figures. Knobs: BENCH_RUNS (20),
-# BENCH_CPU_SECS (60), BENCH_QUIET_SECS (10), BENCH_REPLAY (1000,10000), and
-# BENCH_ONLY (a test-name filter, e.g. b1_latency). About 6 minutes in all.
-# The table is also written to target/bench/table.md.
+# BENCH_CPU_SECS (60), BENCH_QUIET_CYCLES (10), BENCH_REPLAY (1000,10000), and
+# BENCH_ONLY (a test-name filter, e.g. b1_latency). About 5 minutes in all, plus a
+# static build when one is out of date. The table is also written to
+# target/bench/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,11 +33,22 @@ started=$(date -u '+%Y-%m-%d %H:%M UTC')
 machine="$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
 versions="etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'), dockerd $(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
 
+# The static musl binary (size and memory rows): brought up to date when `make static`
+# could do so without installing anything; otherwise measured as found, or skipped.
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl &&
+    { command -v x86_64-linux-musl-gcc || command -v musl-gcc; } >/dev/null && command -v file >/dev/null; then
+    if tests/build-static.sh >&2; then export BENCH_STATIC_FRESH=1; fi
+fi
+
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 status=0
 cargo test --release --test bench -- --ignored --nocapture --test-threads=1 ${BENCH_ONLY:-} >&2 || status=$?
 
+load_end=$(cut -d' ' -f1 /proc/loadavg)
 {
     echo "Measured $started on $machine; $versions; registrator commit $commit."
+    echo "Load average (1 min) $load_start at the start, $load_end at the end: anything above 0 is"
+    echo "other work on the machine, which shows up mostly in the latency maxima."
     echo
     echo "| measurement | result | target (issue 4; old Go registrator) | Docker |"
     echo "|---|---|---|---|"
