@@ -93,7 +93,7 @@ pub fn docker_path_kind(target: &str) -> String {
 
 /// An etcd gateway request's kind: the last part of its path (`range`, `timetolive`,
 /// `keepalive`, ...); transactions are `txn write` when they put or delete anything
-/// (their `put op` and `delete op` are counted too), else `txn read`.
+/// (their `put` and `delete` ops are counted too), else `txn read`.
 pub fn etcd_kind(head: &Head, body: &[u8]) -> Vec<(String, u64)> {
     let path = head.target().split('?').next().unwrap_or("");
     let last = path.rsplit('/').next().unwrap_or(path);
@@ -104,7 +104,7 @@ pub fn etcd_kind(head: &Head, body: &[u8]) -> Vec<(String, u64)> {
         if puts + deletes == 0 {
             return vec![("txn read".into(), 1)];
         }
-        return vec![("txn write".into(), 1), ("put op".into(), puts), ("delete op".into(), deletes)];
+        return vec![("txn write".into(), 1), ("put".into(), puts), ("delete".into(), deletes)];
     }
     let kind = if path.starts_with("/v3") { last } else { path };
     vec![(kind.to_string(), 1)]
