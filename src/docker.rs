@@ -202,7 +202,8 @@ impl Docker {
         let resp = self.agent.get(&url).call().map_err(|e| self.err("ping", Kind::Transport(e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
-            return Err(self.err("ping", Kind::Status(status, String::new())));
+            let why = "no Docker API here (GET /_ping did not answer OK): check DOCKER_HOST";
+            return Err(self.err("ping", Kind::Status(status, why.into())));
         }
         let server = resp.headers().get("api-version").and_then(|v| v.to_str().ok()).and_then(parse_version);
         let v = match server {

@@ -152,7 +152,10 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
     })?;
     events::spawn(config.docker.clone(), tx.clone())?;
     if ttl > 0 {
-        lease::spawn(Etcd::new(&config.registry, Duration::from_secs(5))?, reconciler.lease_cell(), ttl, tx)?;
+        // A keepalive is tiny: a short timeout moves on to the next endpoint in time
+        // (a follower can hold a request through an election for longer than the TTL).
+        let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
+        lease::spawn(Etcd::new(&config.registry, timeout)?, reconciler.lease_cell(), ttl, tx)?;
     }
     log::info!(
         "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",

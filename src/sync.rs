@@ -408,7 +408,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     if quiet {
                         log::debug!("{}: fast path skipped (state differs); the full pass decides", op.dir());
                     } else {
-                        log::warn!("{} changed under us (another host wrote it); retrying on the next pass", op.dir());
+                        log::warn!(
+                            "{} changed under us (another host, or our own write whose answer was lost); checking again on the next pass",
+                            op.dir()
+                        );
                     }
                     outcome.failed += 1;
                 }

@@ -43,7 +43,10 @@ impl<In: Transport> Connector<In> for UnixConnector {
             return Ok(Some(Either::A(c)));
         }
         let stream = UnixStream::connect(&self.path).map_err(|e| {
-            ureq::Error::Io(io::Error::new(e.kind(), format!("connect to {}: {e}", self.path.display())))
+            use std::os::unix::fs::FileTypeExt;
+            let not_socket = std::fs::metadata(&self.path).is_ok_and(|m| !m.file_type().is_socket());
+            let why = if not_socket { "it is not a unix socket".to_string() } else { e.to_string() };
+            ureq::Error::Io(io::Error::new(e.kind(), format!("connect to {}: {why}", self.path.display())))
         })?;
         let config = details.config;
         let transport = UnixTransport {

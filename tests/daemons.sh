@@ -144,6 +144,8 @@ down() {
         umount "$m" 2>/dev/null || true
     done
     if mountpoint -q "$DIR/docker-data/overlay2" 2>/dev/null; then umount "$DIR/docker-data/overlay2" || true; fi
+    # dockerd also bind-mounts its data root onto itself.
+    while mountpoint -q "$DIR/docker-data" 2>/dev/null; do umount "$DIR/docker-data" || break; done
     ip link delete "${BRIDGE:-docker0}" 2>/dev/null || true
     rm -rf "$DIR/etcd-data" "$DIR/docker-exec" "$DIR/docker.sock"
     log "down"
