@@ -455,11 +455,15 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
     pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
-        self.touched.insert(id.to_string());
+        let gone = matches!(action, "die" | "stop" | "destroy" | "pause");
+        // dockerd updates its list only after it logs these (and health changes); a
+        // start is listed before it is logged.
+        if gone || action.starts_with("health_status") {
+            self.touched.insert(id.to_string());
+        }
         if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
             return Ok(());
         }
-        let gone = matches!(action, "die" | "stop" | "destroy" | "pause");
         let fresh = if gone { None } else { self.source.inspect(id).map_err(SyncError::Docker)? };
         let Some(name) = fresh
             .as_ref()
@@ -570,7 +574,7 @@ pub enum Wake {
 }
 
 /// How long after an event burst the confirming full pass runs.
-const EVENT_SETTLE: Duration = Duration::from_millis(50);
+const EVENT_SETTLE: Duration = Duration::from_millis(100);
 
 /// etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
