@@ -738,7 +738,7 @@ fn f05_cluster_member_endpoint_unreachable() {
 fn f06_dockerd_killed_and_restarted() {
     let mut case = Case::new(
         "dockerd killed (SIGKILL) for 3 s, then restarted; then restarted gracefully (SIGTERM)",
-        "no crash; no key deleted while Docker is unreachable (etcd sampled every 100 ms); events reconnect (a new container registers within 2 s with --interval 60); exact keys",
+        "no crash; no key deleted while Docker is unreachable (etcd sampled every 100 ms); events reconnect (a new container registers within seconds although --interval is 60); exact keys",
     );
     let dock = Dock::get();
     let ep = SCRIPT_ETCD.trim_start_matches("http://");
@@ -782,7 +782,7 @@ fn f06_dockerd_killed_and_restarted() {
     assert!(wait_until(Duration::from_secs(6), || r.log().contains("event stream reconnected")), "{}", r.log());
     let started = Instant::now();
     dock.httpd(&unique("k4"), &[]);
-    exact("event after reconnect", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(2), &r);
+    exact("event after reconnect", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(5), &r);
     case.note(format!("new container registered {} after start (events)", secs(started.elapsed())));
 
     dock.stop_dockerd(libc::SIGTERM);
@@ -1082,8 +1082,8 @@ fn f13_bursts_of_200_containers() {
 #[test]
 fn f14_memory_flat_over_1000_cycles() {
     let mut case = Case::new(
-        "1,000+ sync cycles (--interval 0.02, 20 containers, lease kept alive)",
-        "VmRSS after cycle ~100 vs after cycle 1,000 (cycles counted from etcd's request metrics)",
+        "1,000 sync cycles after a warm-up of 200 (--interval 0.02, 20 containers, lease kept alive)",
+        "VmRSS at cycle ~200 vs ~1,200 grows < 1 MiB (< 1 KiB per cycle); cycles counted from etcd's request metrics",
     );
     let dock = Dock::get();
     let etcd = Etcd::start_single("f14", &[]);
@@ -1094,11 +1094,11 @@ fn f14_memory_flat_over_1000_cycles() {
     exact("running", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
     // A pass reads etcd once at its start: by the lease's keys, or the whole prefix.
     let cycles = || etcd.requests("LeaseTimeToLive") + etcd.requests("Range");
-    assert!(wait_until(Duration::from_secs(30), || cycles() >= 100), "too slow: {} cycles", cycles());
+    assert!(wait_until(Duration::from_secs(30), || cycles() >= 200), "too slow: {} cycles", cycles());
     let (c0, rss0) = (cycles(), r.rss_kib());
     let started = Instant::now();
     let mut samples = vec![rss0];
-    while cycles() < 1000 {
+    while cycles() < c0 + 1000 {
         assert!(started.elapsed() < Duration::from_secs(120), "only {} cycles", cycles());
         std::thread::sleep(Duration::from_secs(2));
         samples.push(r.rss_kib());
@@ -1106,6 +1106,6 @@ fn f14_memory_flat_over_1000_cycles() {
     let (c1, rss1) = (cycles(), r.rss_kib());
     let rate = (c1 - c0) as f64 / started.elapsed().as_secs_f64();
     case.note(format!("cycle {c0}: {rss0} KiB, cycle {c1}: {rss1} KiB ({:+} KiB), max {} KiB; {rate:.0} cycles/s", rss1 as i64 - rss0 as i64, samples.iter().max().unwrap()));
-    assert!(rss1 <= rss0 + 512, "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}", c1 - c0);
+    assert!(rss1 <= rss0 + 1024, "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}", c1 - c0);
     exact("end", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
 }
