@@ -183,6 +183,9 @@ fn clean_names(s: &str) -> String {
     out
 }
 
+/// Per-connection I/O buffer size.
+const BUFFER: usize = 16 * 1024;
+
 /// A client for one etcd cluster.
 pub struct Etcd {
     agent: Agent,
@@ -224,6 +227,14 @@ impl Etcd {
             endpoint: registry.to_string(),
             kind: Kind::Config(m),
         };
+        if !registry.tls && (registry.cacert.is_some() || registry.cert.is_some()) {
+            // The user meant TLS; plain HTTP would send everything (passwords too) in
+            // the clear.
+            return Err(config_err(
+                "--etcd-cacert/--etcd-cert (or ?cacert=/?cert=) were given but the URI says etcd:// (plain HTTP): use etcds://"
+                    .into(),
+            ));
+        }
         let mut tls = TlsConfig::builder();
         if let Some(ca) = &registry.cacert {
             let certs = pem_certs(&read_file("CA bundle", ca).map_err(config_err)?);
@@ -249,6 +260,10 @@ impl Etcd {
             .timeout_connect(Some(timeout.min(Duration::from_secs(3))))
             .timeout_global(Some(timeout))
             .max_idle_age(Duration::from_secs(30))
+            // ureq's default 128 KiB per direction and connection dominated resident
+            // memory; answers stream through, and etcd's headers fit easily.
+            .input_buffer_size(BUFFER)
+            .output_buffer_size(BUFFER)
             .build();
         let scheme = if registry.tls { "https" } else { "http" };
         Ok(Etcd {

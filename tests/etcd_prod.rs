@@ -103,6 +103,11 @@ fn tls_server_verification_and_certificate_errors_in_words() {
     let line = error_line(&out);
     assert!(line.contains("does not speak TLS") && line.contains("etcd://"), "{line}");
 
+    // TLS files with a plain etcd:// URI: refused rather than silently sent in the clear.
+    let out = once(&["--hostname", &host, "--etcd-cacert", &ca, &format!("etcd://{}{p}", etcd.endpoint())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out).contains("use etcds://"), "{}", stderr(&out));
+
     // A CA file that is not there, or holds no certificate: a setup error naming the file.
     let out = once(&["--hostname", &host, "--etcd-cacert", "/nonexistent/ca.pem", &uri]);
     assert_eq!(out.status.code(), Some(1));

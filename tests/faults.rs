@@ -441,6 +441,9 @@ enum Mode {
     CutBody,
     /// Accept, read, never answer.
     Stall,
+    /// Forward everything except etcd transactions (`POST /v3/kv/txn`), which are cut:
+    /// reads succeed, writes fail.
+    CutTxn,
 }
 
 #[derive(Clone)]
@@ -501,12 +504,20 @@ impl Drop for Proxy {
     }
 }
 
-fn pipe(mut from: impl Read, mut to: impl Write) {
+fn pipe(from: impl Read, to: impl Write) {
+    pipe_until(from, to, None);
+}
+
+/// Copies until EOF, or until a chunk holds `stop` (then returns without copying it).
+fn pipe_until(mut from: impl Read, mut to: impl Write, stop: Option<&[u8]>) {
     let mut buf = [0u8; 16384];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if stop.is_some_and(|s| buf[..n].windows(s.len()).any(|w| w == s)) {
+                    return;
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     return;
                 }
@@ -514,6 +525,8 @@ fn pipe(mut from: impl Read, mut to: impl Write) {
         }
     }
 }
+
+const TXN: &[u8] = b"POST /v3/kv/txn ";
 
 impl ProxyInner {
     fn handle(&self, mut client: TcpStream) {
@@ -523,8 +536,11 @@ impl ProxyInner {
         }
         let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
         let mut buf = [0u8; 4096];
+        // Requests on a kept-alive connection are cut too: the client-to-etcd copy
+        // stops at the first transaction it sees.
+        let stop = (mode == Mode::CutTxn).then_some(TXN);
         match mode {
-            Mode::Forward => {
+            Mode::Forward | Mode::CutTxn => {
                 let _ = client.set_read_timeout(None);
                 let back = client.try_clone().unwrap();
                 match &self.upstream {
@@ -532,7 +548,7 @@ impl ProxyInner {
                         let Ok(up) = TcpStream::connect(("127.0.0.1", *port)) else { return };
                         let up2 = up.try_clone().unwrap();
                         let t = std::thread::spawn(move || pipe(up2, back));
-                        pipe(&client, &up);
+                        pipe_until(&client, &up, stop);
                         let _ = up.shutdown(Shutdown::Both);
                         let _ = client.shutdown(Shutdown::Both);
                         let _ = t.join();
@@ -541,7 +557,7 @@ impl ProxyInner {
                         let Ok(up) = UnixStream::connect(path) else { return };
                         let up2 = up.try_clone().unwrap();
                         let t = std::thread::spawn(move || pipe(up2, back));
-                        pipe(&client, &up);
+                        pipe_until(&client, &up, stop);
                         let _ = up.shutdown(Shutdown::Both);
                         let _ = client.shutdown(Shutdown::Both);
                         let _ = t.join();
@@ -889,6 +905,9 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     let first = stderr(&once_with(&dock.host, &["--hostname", &host, &uri(&bad.endpoint(), &p)]));
     case.note(format!("garbage: `{}`", first.lines().find(|l| l.contains("ERROR")).unwrap_or("").split("] ").nth(1).unwrap_or("")));
 
+    // The loop on a prefix of its own: its first pass (which takes the --once keys over
+    // onto its lease) must not race with the faults; f15 covers that race.
+    let p = prefix("f09loop");
     let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Forward);
     let mut r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.5", &uri(&proxy.endpoint(), &p)]);
     exact("before", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
@@ -1108,4 +1127,27 @@ fn f14_memory_flat_over_1000_cycles() {
     case.note(format!("cycle {c0}: {rss0} KiB, cycle {c1}: {rss1} KiB ({:+} KiB), max {} KiB; {rate:.0} cycles/s", rss1 as i64 - rss0 as i64, samples.iter().max().unwrap()));
     assert!(rss1 <= rss0 + 1024, "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}", c1 - c0);
     exact("end", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+}
+
+#[test]
+#[ignore = "needs fix: src/sync.rs sets `started` before the first pass is applied; see /work/notes/faults-bugs.md"]
+fn f15_first_pass_interrupted_then_a_container_stops() {
+    let mut case = Case::new(
+        "the loop's first pass is cut while writing (reads work, txns fail); then a container stops",
+        "the stopped container's keys (left by an earlier --once, no lease) are deregistered once etcd accepts writes",
+    );
+    let dock = Dock::get();
+    let etcd = Etcd::start_single("f15", &[]);
+    let (p, host) = (prefix("f15"), unique("host"));
+    let a = dock.httpd(&unique("a"), &[]);
+    dock.httpd(&unique("b"), &[]);
+    let out = once_with(&dock.host, &["--hostname", &host, &uri(&etcd.endpoint(), &p)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::CutTxn);
+    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.5", &uri(&proxy.endpoint(), &p)]);
+    assert!(wait_until(Duration::from_secs(5), || r.log().contains("sync failed: etcd txn")), "{}", r.log());
+    dock.rm(&[a]);
+    proxy.set(Mode::Forward);
+    let took = exact("writes accepted again", &etcd.url(), &p, &host, &dock, Duration::from_secs(8), &r);
+    case.note(format!("exact {} after etcd accepted writes", secs(took)));
 }
