@@ -212,7 +212,6 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.opts.ttl > 0 && self.lease() == 0 {
             self.take_lease(&actual)?;
         }
-        self.started = true;
         let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease()) };
         let (mut ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
         problems.extend(plan_problems);
@@ -243,12 +242,16 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.opts.dry_run {
             outcome.ops = ops;
             outcome.ops.extend(claim_ops);
+            self.started = true;
             return Ok(outcome);
         }
         self.apply(&ops, &mut outcome)?;
         for op in claim_ops {
             self.apply_claim(op, &desired, revision.unwrap_or(0), &mut outcome)?;
         }
+        // Only a pass that got this far has seen (and moved onto our lease) everything
+        // of ours under the prefix; until then every pass reads the whole prefix.
+        self.started = true;
         Ok(outcome)
     }
 
