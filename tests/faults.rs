@@ -1130,7 +1130,6 @@ fn f14_memory_flat_over_1000_cycles() {
 }
 
 #[test]
-#[ignore = "needs fix: src/sync.rs sets `started` before the first pass is applied; see /work/notes/faults-bugs.md"]
 fn f15_first_pass_interrupted_then_a_container_stops() {
     let mut case = Case::new(
         "the loop's first pass is cut while writing (reads work, txns fail); then a container stops",
