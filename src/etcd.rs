@@ -51,7 +51,8 @@ pub struct EtcdError {
     /// The key or prefix the request was about (empty for lease and auth requests).
     key: String,
     endpoint: String,
-    kind: Kind,
+    /// Boxed: a ureq error is large, and this travels in every `Result`.
+    kind: Box<Kind>,
 }
 
 #[derive(Debug)]
@@ -80,7 +81,15 @@ impl EtcdError {
     /// True when this endpoint did not answer as etcd does (no answer at all, or not an
     /// etcd answer): another endpoint may do better. False when etcd refused the request.
     pub fn unreachable(&self) -> bool {
-        matches!(self.kind, Kind::Transport { .. } | Kind::BadAnswer(_))
+        matches!(*self.kind, Kind::Transport { .. } | Kind::BadAnswer(_))
+    }
+
+    /// The gRPC code and message of an answer etcd refused, if that is what failed.
+    fn api(&self) -> Option<(i64, &str)> {
+        match &*self.kind {
+            Kind::Api { code, message, .. } => Some((*code, message)),
+            _ => None,
+        }
     }
 }
 
@@ -91,7 +100,7 @@ impl fmt::Display for EtcdError {
             write!(f, " of {}", self.key)?;
         }
         write!(f, " at {}: ", self.endpoint)?;
-        match &self.kind {
+        match &*self.kind {
             Kind::Transport { error, tls } => f.write_str(&describe_transport(error, *tls)),
             Kind::BadAnswer(m) => write!(f, "not an etcd answer ({m})"),
             Kind::Api { status, code, message } => write!(f, "HTTP {status}, code {code}: {message}"),
@@ -123,7 +132,7 @@ impl fmt::Display for EtcdError {
 
 impl std::error::Error for EtcdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Transport { error, .. } => Some(error),
             _ => None,
         }
@@ -225,7 +234,7 @@ impl Etcd {
             op: "setup".into(),
             key: String::new(),
             endpoint: registry.to_string(),
-            kind: Kind::Config(m),
+            kind: Box::new(Kind::Config(m)),
         };
         if !registry.tls && (registry.cacert.is_some() || registry.cert.is_some()) {
             // The user meant TLS; plain HTTP would send everything (passwords too) in
@@ -290,7 +299,7 @@ impl Etcd {
     }
 
     fn err(&self, op: &str, endpoint: &str, kind: Kind) -> EtcdError {
-        EtcdError { op: op.to_string(), key: String::new(), endpoint: endpoint.to_string(), kind }
+        EtcdError { op: op.to_string(), key: String::new(), endpoint: endpoint.to_string(), kind: Box::new(kind) }
     }
 
     fn transport(&self, op: &str, endpoint: &str, error: ureq::Error) -> EtcdError {
@@ -346,7 +355,7 @@ impl Etcd {
         let url = format!("{api}{path}");
         match self.post(op, idx, &url, body) {
             // An expired token, or one a restarted etcd forgot.
-            Err(EtcdError { kind: Kind::Api { code: 16, .. }, .. }) if self.credentials.is_some() => {
+            Err(e) if e.api().is_some_and(|(code, _)| code == 16) && self.credentials.is_some() => {
                 log::debug!("etcd auth token expired or unknown at {}; authenticating again", self.endpoints[idx]);
                 self.authenticate(idx, &api)?;
                 self.post(op, idx, &url, body)
@@ -432,7 +441,7 @@ impl Etcd {
         let body = json!({"name": name, "password": password});
         let v = match self.post("authenticate", idx, &format!("{api}/auth/authenticate"), &body) {
             Ok(v) => v,
-            Err(EtcdError { kind: Kind::Api { code: 9, ref message, .. }, .. }) if message.contains("not enabled") => {
+            Err(e) if e.api().is_some_and(|(code, message)| code == 9 && message.contains("not enabled")) => {
                 log::warn!(
                     "etcd at {}: authentication is not enabled; continuing without the credentials of user {name:?}",
                     self.endpoints[idx]
@@ -545,7 +554,7 @@ impl Etcd {
     pub fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
         match self.call("lease revoke", "", "/lease/revoke", &json!({"ID": id.to_string()})) {
             Ok(_) => Ok(()),
-            Err(EtcdError { kind: Kind::Api { code: 5, .. }, .. }) => Ok(()),
+            Err(e) if e.api().is_some_and(|(code, _)| code == 5) => Ok(()),
             Err(e) => Err(e),
         }
     }

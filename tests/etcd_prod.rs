@@ -192,7 +192,9 @@ fn password_auth_by_uri_environment_and_file_never_shows_the_password() {
         }
     };
 
-    let ways: Vec<(&str, String, Vec<(&str, String)>, Vec<String>)> = vec![
+    // (what, URI, environment, extra arguments)
+    type Way<'a> = (&'a str, String, Vec<(&'a str, String)>, Vec<String>);
+    let ways: Vec<Way> = vec![
         ("uri", format!("etcd://reg:{pw}@{ep}/allowed/uri"), vec![], vec![]),
         ("env", format!("etcd://{ep}/allowed/env"), vec![("ETCD_USERNAME", "reg".into()), ("ETCD_PASSWORD", pw.clone())], vec![]),
         ("file", format!("etcd://reg@{ep}/allowed/file"), vec![], vec!["--etcd-password-file".into(), dir.file("pw")]),

@@ -294,7 +294,7 @@ impl Etcd {
         let (client_port, peer_port) = (free_port(), free_port());
         let name = "m0".to_string();
         let initial_cluster = format!("{name}=http://127.0.0.1:{peer_port}");
-        let tls = extra.iter().any(|a| *a == "--cert-file");
+        let tls = extra.contains(&"--cert-file");
         let dir = TempDir::new(tag);
         let token = dir.0.file_name().unwrap().to_string_lossy().into_owned();
         Etcd {
