@@ -12,7 +12,7 @@ use std::time::Duration;
 /// What `main` should do.
 #[derive(Debug, PartialEq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
     Version,
 }
@@ -249,7 +249,7 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
     }
     let docker = parse_docker_host(docker_host.unwrap_or("unix:///var/run/docker.sock"))?;
 
-    Ok(Command::Run(Config {
+    Ok(Command::Run(Box::new(Config {
         registry,
         docker,
         ip,
@@ -262,7 +262,7 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         ttl,
         deregister_on_exit,
         password_file,
-    }))
+    })))
 }
 
 fn pico_error(key: &str, e: pico_args::Error) -> String {
@@ -417,7 +417,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(OsString::from).collect(), None) {
-            Ok(Command::Run(c)) => Ok(c),
+            Ok(Command::Run(c)) => Ok(*c),
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.0),
         }

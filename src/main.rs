@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let docker_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
     let config = match cli::parse(args, docker_host.as_deref()) {
-        Ok(Command::Run(c)) => c,
+        Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;

@@ -126,10 +126,7 @@ impl Transport for UnixTransport {
         let probe = || -> io::Result<bool> {
             self.stream.0.set_nonblocking(true)?;
             let mut buf = [0u8; 1];
-            let open = match (&self.stream.0).read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-                _ => false,
-            };
+            let open = matches!((&self.stream.0).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
             self.stream.0.set_nonblocking(false)?;
             Ok(open)
         };
