@@ -713,12 +713,12 @@ mod tests {
         let c = container("a", &[], &[(80, "tcp", "127.0.0.1", 8080)]);
         assert_eq!(one(c.clone()).unwrap().address, "127.0.0.1");
         let s = Settings { ip: Some("192.0.2.1".into()), ..settings() };
-        assert_eq!(services(&[c.clone()], &s).0[0].address, "192.0.2.1");
+        assert_eq!(services(std::slice::from_ref(&c), &s).0[0].address, "192.0.2.1");
         let s = Settings { internal: true, ..settings() };
-        let svc = &services(&[c.clone()], &s).0[0];
+        let svc = &services(std::slice::from_ref(&c), &s).0[0];
         assert_eq!((svc.address.as_str(), svc.port), ("172.17.0.2", 80));
         let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
-        assert_eq!(services(&[c.clone()], &s).0[0].address, "172.17.0.2", "--internal wins over --ip");
+        assert_eq!(services(std::slice::from_ref(&c), &s).0[0].address, "172.17.0.2", "--internal wins over --ip");
         let mut hostnet = container("h", &[], &[]);
         (hostnet.host_network, hostnet.ip, hostnet.exposed) = (true, None, vec![Port::parse("9000").unwrap()]);
         let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
@@ -739,7 +739,7 @@ mod tests {
         let wildcard = container("b", &[], &[(80, "tcp", "0.0.0.0", 2)]);
         let mut hostnet = container("h", &[], &[]);
         hostnet.host_network = true;
-        assert!(!needs_host_address(&[specific.clone()], &s));
+        assert!(!needs_host_address(std::slice::from_ref(&specific), &s));
         assert!(needs_host_address(&[specific.clone(), wildcard.clone()], &s));
         assert!(needs_host_address(&[hostnet.clone()], &s));
         assert!(!needs_host_address(&[wildcard.clone()], &Settings { internal: true, ..s.clone() }));
