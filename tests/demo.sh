@@ -22,7 +22,8 @@ docker run -d --pull never --init --name demo-cache -p 127.0.0.1::6379 \
 
 echo "+ $BIN --once $URI"
 "$BIN" --once "$URI"
-echo "+ etcdctl get --prefix /services"
-ETCDCTL_API=3 etcdctl --endpoints="$REG_ETCD" get --prefix /services
+echo "+ etcdctl get --prefix /services   (shown as key = value)"
+ETCDCTL_API=3 etcdctl --endpoints="$REG_ETCD" get --prefix /services | paste -d '\t' - - | sed 's/\t/ = /'
 echo
-echo "The daemons keep running (DOCKER_HOST=$DOCKER_HOST); stop them with: make daemons-down"
+echo "The daemons keep running. To use them: eval \"\$(tests/daemons.sh env)\" (sets DOCKER_HOST,"
+echo "REG_ETCD, ETCDCTL_API); stop them with: make daemons-down"
