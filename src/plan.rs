@@ -113,6 +113,14 @@ impl Op {
         }
     }
 
+    /// The container a service comes from (empty for a deregistration).
+    pub fn container(&self) -> &str {
+        match self {
+            Op::Register { container, .. } | Op::Update { container, .. } => container,
+            Op::Deregister { .. } => "",
+        }
+    }
+
     /// Number of etcd operations (puts and deletes) this op needs in a transaction.
     pub fn size(&self) -> usize {
         match self {

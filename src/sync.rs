@@ -213,41 +213,39 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             self.take_lease(&actual)?;
         }
         let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease()) };
-        let (mut ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
+        let (ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
         problems.extend(plan_problems);
 
         // Cluster-wide port claims need the whole prefix, but only when a service is
         // about to claim a port: never on a quiet pass.
-        let claiming: Vec<usize> = (0..ops.len()).filter(|&i| claim_of(&ops[i], &desired).is_some()).collect();
+        let (claiming, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| claim_of(op, &desired).is_some());
         if !claiming.is_empty() && revision.is_none() {
             let (all, rev) = self.read_prefix()?;
             actual = all;
             revision = Some(rev);
         }
         let mut claim_ops = Vec::new();
-        for &i in claiming.iter().rev() {
-            let op = ops.remove(i);
-            let claim = claim_of(&op, &desired).expect("filtered above");
+        for op in claiming {
+            let claim = claim_of(&op, &desired).expect("partitioned on it");
             match holder(&actual, op.dir(), claim) {
-                Some(h) => problems.push(claim_problem(&op, &desired, claim, &h)),
-                None => claim_ops.push(op),
+                Some(h) => problems.push(claim_problem(&op, claim, &h)),
+                None => claim_ops.push((op, claim)),
             }
         }
-        claim_ops.reverse();
 
         self.report(problems);
         self.containers = containers;
-        self.last_desired = desired.clone();
+        self.last_desired = desired;
         let mut outcome = Outcome::default();
         if self.opts.dry_run {
             outcome.ops = ops;
-            outcome.ops.extend(claim_ops);
+            outcome.ops.extend(claim_ops.into_iter().map(|(op, _)| op));
             self.started = true;
             return Ok(outcome);
         }
         self.apply(&ops, &mut outcome)?;
-        for op in claim_ops {
-            self.apply_claim(op, &desired, revision.unwrap_or(0), &mut outcome)?;
+        for (op, claim) in claim_ops {
+            self.apply_claim(op, claim, revision.unwrap_or(0), &mut outcome)?;
         }
         // Only a pass that got this far has seen (and moved onto our lease) everything
         // of ours under the prefix; until then every pass reads the whole prefix.
@@ -426,8 +424,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Registers a service that claims a cluster-wide port, in one transaction with the
     /// check: it only succeeds if nothing under the prefix changed since the read that
     /// found the port free. On a lost race, reads again and re-checks.
-    fn apply_claim(&mut self, op: Op, desired: &Desired, mut revision: i64, outcome: &mut Outcome) -> Result<(), SyncError> {
-        let claim = claim_of(&op, desired).expect("claim ops only");
+    fn apply_claim(&mut self, op: Op, claim: Claim, mut revision: i64, outcome: &mut Outcome) -> Result<(), SyncError> {
         for _ in 0..5 {
             let (mut compares, mut requests) = (Vec::new(), Vec::new());
             self.txn_parts(&op, &mut compares, &mut requests);
@@ -439,7 +436,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             }
             let (actual, rev) = self.read_prefix()?;
             if let Some(h) = holder(&actual, op.dir(), claim) {
-                let p = claim_problem(&op, desired, claim, &h);
+                let p = claim_problem(&op, claim, &h);
                 if self.reported.insert(p.clone()) {
                     log::error!("{p}");
                 }
@@ -604,10 +601,9 @@ fn holder(actual: &Actual, dir: &str, claim: Claim) -> Option<String> {
     })
 }
 
-fn claim_problem(op: &Op, desired: &Desired, claim: Claim, holder: &str) -> Problem {
-    let container = desired.get(op.dir()).map(|w| w.container.clone()).unwrap_or_default();
+fn claim_problem(op: &Op, claim: Claim, holder: &str) -> Problem {
     Problem {
-        container,
+        container: op.container().to_string(),
         message: format!(
             "SERVICE_{}={}: {claim} is already held by {holder}; {} not registered (retried every sync)",
             claim.field().to_uppercase(),
@@ -842,11 +838,9 @@ mod tests {
         assert_eq!(r.sync().unwrap().applied, 1, "registers once the holder is gone");
         // A stale revision (someone wrote meanwhile) makes the guarded write fail and re-check.
         let mut o = Outcome::default();
-        let desired = r.last_desired.clone();
-        let op = Op::Register { dir: "mine/x".into(), fields: desired.values().next().unwrap().fields.clone(), container: "c1".into() };
-        let mut d = desired.clone();
-        d.insert("mine/x".into(), desired.values().next().unwrap().clone());
-        r.apply_claim(op, &d, 0, &mut o).unwrap();
+        let want = r.last_desired.values().next().unwrap().clone();
+        let op = Op::Register { dir: "mine/x".into(), fields: want.fields, container: "c1".into() };
+        r.apply_claim(op, want.claim.unwrap(), 0, &mut o).unwrap();
         assert_eq!(o.applied, 1, "after the re-read shows the port is ours (same name), the write goes through");
     }
 
