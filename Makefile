@@ -4,7 +4,7 @@ CARGO ?= cargo
 export REGISTRATOR_GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DAEMONS := tests/daemons.sh
 
-.PHONY: all build release test unit demo bench fault-test static image clean daemons-up daemons-down
+.PHONY: all build release lint test unit demo bench fault-test static image clean daemons-up daemons-down
 
 all: build
 
@@ -14,9 +14,14 @@ build:
 release:
 	$(CARGO) build --release
 
-# Unit tests only: no daemons needed.
+# Formatting and lints, as CI checks them (before `make test`).
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Unit tests only (the library, the binary and the HAProxy example): no daemons needed.
 unit:
-	$(CARGO) test --bins
+	$(CARGO) test --lib --bins --examples
 
 # Everything: unit tests, then integration tests against a real etcd and dockerd that
 # tests/daemons.sh installs from Debian's packages and starts on loopback (and stops).

@@ -60,7 +60,11 @@ impl fmt::Debug for Registry {
 impl fmt::Display for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "etcds" } else { "etcd" };
-        let user = self.username.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+        let user = self
+            .username
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
         let hosts: Vec<String> = self.endpoints.iter().map(|e| e.to_string()).collect();
         write!(f, "{scheme}://{user}{}{}", hosts.join(","), self.prefix)
     }
@@ -162,7 +166,15 @@ const VALUE_OPTIONS: &[&str] = &[
     "etcd-password-file",
 ];
 /// Flags, by long name.
-const FLAGS: &[&str] = &["once", "internal", "explicit", "dry-run", "deregister-on-exit", "help", "version"];
+const FLAGS: &[&str] = &[
+    "once",
+    "internal",
+    "explicit",
+    "dry-run",
+    "deregister-on-exit",
+    "help",
+    "version",
+];
 
 /// The seed's Go-style `-ip` / `-internal` spellings become `--ip` / `--internal`
 /// (pico-args only knows one-character short keys).
@@ -191,31 +203,45 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
     if p.contains(["-V", "--version"]) {
         return Ok(Command::Version);
     }
-    let text = |p: &mut pico_args::Arguments, key: &'static str| -> Result<Option<String>, UsageError> {
-        p.opt_value_from_str::<_, String>(key).map_err(|e| usage(pico_error(key, e)))
-    };
+    let text =
+        |p: &mut pico_args::Arguments, key: &'static str| -> Result<Option<String>, UsageError> {
+            p.opt_value_from_str::<_, String>(key)
+                .map_err(|e| usage(pico_error(key, e)))
+        };
     let ip = text(&mut p, "--ip")?;
     if let Some(ip) = &ip {
-        ip.parse::<IpAddr>().map_err(|_| usage(format!("--ip {ip:?} is not an IP address")))?;
+        ip.parse::<IpAddr>()
+            .map_err(|_| usage(format!("--ip {ip:?} is not an IP address")))?;
     }
     let hostname = text(&mut p, "--hostname")?;
     if let Some(h) = &hostname {
-        if h.is_empty() || h.contains('/') || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(usage(format!("--hostname {h:?} must be non-empty, without '/', spaces or control characters")));
+        if h.is_empty() || h.contains('/') || h.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(usage(format!(
+                "--hostname {h:?} must be non-empty, without '/', spaces or control characters"
+            )));
         }
     }
     let interval = match text(&mut p, "--interval")? {
         None => Duration::from_secs(10),
         Some(s) => match s.parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Duration::from_secs_f64(v),
-            _ => return Err(usage(format!("--interval {s:?} is not a number of seconds in (0, 86400]"))),
+            _ => {
+                return Err(usage(format!(
+                    "--interval {s:?} is not a number of seconds in (0, 86400]"
+                )))
+            }
         },
     };
     let ttl = match text(&mut p, "--ttl")? {
         None => None,
         Some(s) => match s.parse::<u64>() {
             Ok(v) if v <= 86_400 => Some(v),
-            _ => return Err(usage(format!("--ttl {s:?} is not a whole number of seconds in 0-86400"))),
+            _ => {
+                return Err(usage(format!(
+                    "--ttl {s:?} is not a whole number of seconds in 0-86400"
+                )))
+            }
         },
     };
     let cacert = text(&mut p, "--etcd-cacert")?.map(PathBuf::from);
@@ -230,15 +256,30 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
 
     let mut free = p.finish();
     if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        return Err(usage(format!("unknown option {:?} (see --help)", unknown.to_string_lossy())));
+        return Err(usage(format!(
+            "unknown option {:?} (see --help)",
+            unknown.to_string_lossy()
+        )));
     }
     if free.len() > 1 {
-        let extra: Vec<String> = free[1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        return Err(usage(format!("unexpected argument(s) after the registry URI: {}", extra.join(" "))));
+        let extra: Vec<String> = free[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Err(usage(format!(
+            "unexpected argument(s) after the registry URI: {}",
+            extra.join(" ")
+        )));
     }
     let uri = match free.pop() {
-        Some(u) => u.into_string().map_err(|_| usage("registry URI is not valid UTF-8"))?,
-        None => return Err(usage("missing registry URI, e.g. etcd:///services (see --help)")),
+        Some(u) => u
+            .into_string()
+            .map_err(|_| usage("registry URI is not valid UTF-8"))?,
+        None => {
+            return Err(usage(
+                "missing registry URI, e.g. etcd:///services (see --help)",
+            ))
+        }
     };
     let mut registry = parse_registry(&uri)?;
     registry.cacert = cacert.or(registry.cacert);
@@ -275,12 +316,22 @@ fn pico_error(key: &str, e: pico_args::Error) -> String {
 /// Parses `etcd://[user:pass@]host[:port][,host[:port]...]/prefix[?cacert=..&cert=..&key=..]`.
 pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     let bad = |why: &str| usage(format!("registry URI {uri:?}: {why}"));
-    let (scheme, rest) = uri.split_once("://").ok_or_else(|| bad("malformed; expected etcd://host:port/prefix"))?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or_else(|| bad("malformed; expected etcd://host:port/prefix"))?;
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "etcd" => false,
         "etcds" => true,
-        "" => return Err(bad("malformed; missing scheme, expected etcd://host:port/prefix")),
-        other => return Err(bad(&format!("scheme {other:?} is not supported (only etcd:// and etcds://)"))),
+        "" => {
+            return Err(bad(
+                "malformed; missing scheme, expected etcd://host:port/prefix",
+            ))
+        }
+        other => {
+            return Err(bad(&format!(
+                "scheme {other:?} is not supported (only etcd:// and etcds://)"
+            )))
+        }
     };
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
@@ -304,13 +355,19 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
             if user.is_empty() {
                 return Err(bad("empty user name before '@'"));
             }
-            (Some(percent_decode(user).map_err(|e| bad(&e))?), pass.map(percent_decode).transpose().map_err(|e| bad(&e))?)
+            (
+                Some(percent_decode(user).map_err(|e| bad(&e))?),
+                pass.map(percent_decode).transpose().map_err(|e| bad(&e))?,
+            )
         }
     };
     let default_port = 2379;
     let mut endpoints = Vec::new();
     if hosts.is_empty() {
-        endpoints.push(Endpoint { host: "127.0.0.1".into(), port: default_port });
+        endpoints.push(Endpoint {
+            host: "127.0.0.1".into(),
+            port: default_port,
+        });
     } else {
         for h in hosts.split(',') {
             endpoints.push(parse_endpoint(h, default_port).map_err(|e| bad(&e))?);
@@ -320,7 +377,11 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     if prefix.is_empty() {
         return Err(bad("no key prefix; add a path, e.g. etcd:///services"));
     }
-    if prefix.split('/').skip(1).any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if prefix
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(bad("key prefix has an empty, '.' or '..' segment"));
     }
     if prefix.chars().any(|c| c.is_control()) {
@@ -337,13 +398,19 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
         key: None,
     };
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("query parameter {pair:?} has no value")))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("query parameter {pair:?} has no value")))?;
         let v = PathBuf::from(percent_decode(v).map_err(|e| bad(&e))?);
         match k {
             "cacert" => registry.cacert = Some(v),
             "cert" => registry.cert = Some(v),
             "key" => registry.key = Some(v),
-            _ => return Err(bad(&format!("unknown query parameter {k:?} (known: cacert, cert, key)"))),
+            _ => {
+                return Err(bad(&format!(
+                    "unknown query parameter {k:?} (known: cacert, cert, key)"
+                )))
+            }
         }
     }
     Ok(registry)
@@ -351,10 +418,19 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
 
 fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
     let (host, port) = if let Some(v6) = h.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| format!("endpoint {h:?} has an unclosed '['"))?;
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("endpoint {h:?} has an unclosed '['"))?;
         match after {
             "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or_else(|| format!("endpoint {h:?} is malformed"))?)),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| format!("endpoint {h:?} is malformed"))?,
+                ),
+            ),
         }
     } else {
         match h.split_once(':') {
@@ -362,17 +438,28 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
             None => (h, None),
         }
     };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
         return Err(format!("endpoint {h:?} has no valid host"));
     }
     let port = match port {
         None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(format!("endpoint {h:?}: port {p:?} is not a number in 1-65535")),
+            _ => {
+                return Err(format!(
+                    "endpoint {h:?}: port {p:?} is not a number in 1-65535"
+                ))
+            }
         },
     };
-    Ok(Endpoint { host: host.to_string(), port })
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -400,15 +487,24 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
         }
         return Ok(DockerHost::Unix(PathBuf::from(path)));
     }
-    if let Some(addr) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://")) {
+    if let Some(addr) = s
+        .strip_prefix("tcp://")
+        .or_else(|| s.strip_prefix("http://"))
+    {
         let addr = addr.trim_end_matches('/');
-        let ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
-            return Err(usage(format!("DOCKER_HOST {s:?}: expected tcp://host:port")));
+            return Err(usage(format!(
+                "DOCKER_HOST {s:?}: expected tcp://host:port"
+            )));
         }
         return Ok(DockerHost::Tcp(addr.to_string()));
     }
-    Err(usage(format!("DOCKER_HOST {s:?} is not supported: use unix:///path or tcp://host:port")))
+    Err(usage(format!(
+        "DOCKER_HOST {s:?} is not supported: use unix:///path or tcp://host:port"
+    )))
 }
 
 #[cfg(test)]
@@ -425,20 +521,42 @@ mod tests {
 
     #[test]
     fn registry_uris() {
-        let ep = |h: &str, p| Endpoint { host: h.into(), port: p };
+        let ep = |h: &str, p| Endpoint {
+            host: h.into(),
+            port: p,
+        };
         for (uri, endpoints, prefix) in [
             ("etcd:///services", vec![ep("127.0.0.1", 2379)], "/services"),
-            ("etcd://10.0.0.5/services", vec![ep("10.0.0.5", 2379)], "/services"),
+            (
+                "etcd://10.0.0.5/services",
+                vec![ep("10.0.0.5", 2379)],
+                "/services",
+            ),
             ("etcd://h:4001/a/b/", vec![ep("h", 4001)], "/a/b"),
-            ("etcd://h1:1,h2,[::1]:3/s", vec![ep("h1", 1), ep("h2", 2379), ep("::1", 3)], "/s"),
+            (
+                "etcd://h1:1,h2,[::1]:3/s",
+                vec![ep("h1", 1), ep("h2", 2379), ep("::1", 3)],
+                "/s",
+            ),
         ] {
             let r = parse_registry(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
-            assert_eq!((r.endpoints, r.prefix.as_str()), (endpoints, prefix), "{uri}");
+            assert_eq!(
+                (r.endpoints, r.prefix.as_str()),
+                (endpoints, prefix),
+                "{uri}"
+            );
         }
         let r = parse_registry("etcds://bob:s%40cret@h/s?cacert=/ca.pem").unwrap();
-        assert_eq!((r.tls, r.username.as_deref(), r.password.as_deref()), (true, Some("bob"), Some("s@cret")));
+        assert_eq!(
+            (r.tls, r.username.as_deref(), r.password.as_deref()),
+            (true, Some("bob"), Some("s@cret"))
+        );
         assert_eq!(r.cacert, Some(PathBuf::from("/ca.pem")));
-        assert_eq!(r.to_string(), "etcds://bob@h:2379/s", "display hides the password");
+        assert_eq!(
+            r.to_string(),
+            "etcds://bob@h:2379/s",
+            "display hides the password"
+        );
         assert!(!format!("{r:?}").contains("cret"));
     }
 
@@ -464,7 +582,18 @@ mod tests {
 
     #[test]
     fn options_and_go_style_spellings() {
-        let c = run(&["-ip", "10.0.0.5", "-internal", "--hostname", "n1", "--interval", "2.5", "--once", "etcd:///s"]).unwrap();
+        let c = run(&[
+            "-ip",
+            "10.0.0.5",
+            "-internal",
+            "--hostname",
+            "n1",
+            "--interval",
+            "2.5",
+            "--once",
+            "etcd:///s",
+        ])
+        .unwrap();
         assert_eq!(c.ip.as_deref(), Some("10.0.0.5"));
         assert!(c.internal && c.once && !c.explicit);
         assert_eq!(c.hostname.as_deref(), Some("n1"));
@@ -481,7 +610,10 @@ mod tests {
         for (args, want) in [
             (vec![], "missing registry URI"),
             (vec!["--bogus", "etcd:///s"], "unknown option \"--bogus\""),
-            (vec!["--ip", "nope", "etcd:///s"], "--ip \"nope\" is not an IP address"),
+            (
+                vec!["--ip", "nope", "etcd:///s"],
+                "--ip \"nope\" is not an IP address",
+            ),
             (vec!["--ip"], "--ip needs a value"),
             (vec!["--interval", "0", "etcd:///s"], "--interval \"0\""),
             (vec!["--ttl", "-1", "etcd:///s"], "--ttl"),
@@ -498,8 +630,14 @@ mod tests {
 
     #[test]
     fn docker_hosts() {
-        assert_eq!(parse_docker_host("unix:///tmp/d.sock").unwrap(), DockerHost::Unix("/tmp/d.sock".into()));
-        assert_eq!(parse_docker_host("tcp://127.0.0.1:2375").unwrap(), DockerHost::Tcp("127.0.0.1:2375".into()));
+        assert_eq!(
+            parse_docker_host("unix:///tmp/d.sock").unwrap(),
+            DockerHost::Unix("/tmp/d.sock".into())
+        );
+        assert_eq!(
+            parse_docker_host("tcp://127.0.0.1:2375").unwrap(),
+            DockerHost::Tcp("127.0.0.1:2375".into())
+        );
         for bad in ["unix://rel.sock", "tcp://host", "ssh://x"] {
             assert!(parse_docker_host(bad).is_err(), "{bad}");
         }

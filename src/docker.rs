@@ -91,7 +91,9 @@ pub fn test_error() -> DockerError {
     DockerError {
         op: "list containers".into(),
         endpoint: "unix:///nonexistent".into(),
-        kind: Kind::Transport(ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::NotFound))),
+        kind: Kind::Transport(ureq::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        ))),
     }
 }
 
@@ -163,12 +165,20 @@ impl Docker {
     }
 
     fn err(&self, op: &str, kind: Kind) -> DockerError {
-        DockerError { op: op.to_string(), endpoint: self.host.to_string(), kind }
+        DockerError {
+            op: op.to_string(),
+            endpoint: self.host.to_string(),
+            kind,
+        }
     }
 
     /// GETs `path` and returns status and body.
     fn get(&self, op: &str, url: &str) -> Result<(u16, String), DockerError> {
-        let mut resp = self.agent.get(url).call().map_err(|e| self.err(op, Kind::Transport(e)))?;
+        let mut resp = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| self.err(op, Kind::Transport(e)))?;
         let status = resp.status().as_u16();
         let body = resp
             .body_mut()
@@ -199,19 +209,30 @@ impl Docker {
             return Ok(v.clone());
         }
         let url = format!("{}/_ping", self.base);
-        let resp = self.agent.get(&url).call().map_err(|e| self.err("ping", Kind::Transport(e)))?;
+        let resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.err("ping", Kind::Transport(e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             let why = "no Docker API here (GET /_ping did not answer OK): check DOCKER_HOST";
             return Err(self.err("ping", Kind::Status(status, why.into())));
         }
-        let server = resp.headers().get("api-version").and_then(|v| v.to_str().ok()).and_then(parse_version);
+        let server = resp
+            .headers()
+            .get("api-version")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_version);
         let v = match server {
             Some(s) => format!("/v{}.{}", s.min(MAX_API).0, s.min(MAX_API).1),
             // An old daemon without the header: unversioned paths mean "its own version".
             None => String::new(),
         };
-        log::debug!("docker API {}", if v.is_empty() { "unversioned" } else { &v });
+        log::debug!(
+            "docker API {}",
+            if v.is_empty() { "unversioned" } else { &v }
+        );
         self.version = Some(v.clone());
         Ok(v)
     }
@@ -270,14 +291,26 @@ impl Docker {
         let agent = agent_for(&self.host, config);
         let filters = r#"{"type":["container"]}"#;
         let version = self.version()?;
-        let url = format!("{}{version}/events?filters={}", self.base, url_encode(filters));
-        let resp = agent.get(&url).call().map_err(|e| self.err("events", Kind::Transport(e)))?;
+        let url = format!(
+            "{}{version}/events?filters={}",
+            self.base,
+            url_encode(filters)
+        );
+        let resp = agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.err("events", Kind::Transport(e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(self.err("events", Kind::Status(status, String::new())));
         }
-        let reader = BufReader::new(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
-        Ok(Events { reader, line: Vec::new(), endpoint: self.host.to_string() })
+        let reader =
+            BufReader::new(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
+        Ok(Events {
+            reader,
+            line: Vec::new(),
+            endpoint: self.host.to_string(),
+        })
     }
 }
 
@@ -292,7 +325,11 @@ impl Events {
     /// The next event; `Ok(None)` when nothing arrived within the idle timeout; an error
     /// when the stream ended (the daemon restarted) or broke.
     pub fn next_event(&mut self) -> Result<Option<Event>, DockerError> {
-        let err = |kind| DockerError { op: "events".into(), endpoint: self.endpoint.clone(), kind };
+        let err = |kind| DockerError {
+            op: "events".into(),
+            endpoint: self.endpoint.clone(),
+            kind,
+        };
         loop {
             match self.reader.read_until(b'\n', &mut self.line) {
                 Ok(0) => {
@@ -324,10 +361,13 @@ impl Events {
 
 fn is_idle_timeout(e: &std::io::Error) -> bool {
     // ureq reports its per-read timeout as an io::Error wrapping ureq::Error::Timeout.
-    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-        || e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }
 
 /// Parses one line of `/events`. Reads `Action` (Docker 29 no longer sends `status`).
@@ -354,8 +394,16 @@ pub fn parse_event(line: &[u8]) -> Option<Event> {
     if !w.kind.is_empty() && w.kind != "container" {
         return None;
     }
-    let action = if w.action.is_empty() { w.status } else { w.action };
-    let id = w.actor.map(|a| a.id).filter(|s| !s.is_empty()).unwrap_or(w.id);
+    let action = if w.action.is_empty() {
+        w.status
+    } else {
+        w.action
+    };
+    let id = w
+        .actor
+        .map(|a| a.id)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(w.id);
     if action.is_empty() || id.is_empty() {
         return None;
     }
@@ -370,7 +418,9 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -386,8 +436,16 @@ fn parse_time(s: &str) -> (i64, u32) {
         let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
         let mut t = hms.split(':').map(|x| x.parse::<i64>());
         let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-        let digits: String = frac.chars().take_while(char::is_ascii_digit).take(9).collect();
-        let nanos = if digits.is_empty() { 0 } else { format!("{digits:0<9}").parse().ok()? };
+        let digits: String = frac
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .take(9)
+            .collect();
+        let nanos = if digits.is_empty() {
+            0
+        } else {
+            format!("{digits:0<9}").parse().ok()?
+        };
         // Days from civil date (Howard Hinnant's algorithm).
         let y = if m <= 2 { y - 1 } else { y };
         let era = if y >= 0 { y } else { y - 399 } / 400;
@@ -478,7 +536,11 @@ impl ListEntry {
         };
         Container {
             id: self.id.clone(),
-            name: self.names.first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_else(|| self.id[..12.min(self.id.len())].to_string()),
+            name: self
+                .names
+                .first()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| self.id[..12.min(self.id.len())].to_string()),
             image: self.image.clone(),
             created: s.created,
             running: self.state == "running" || self.state == "paused",
@@ -492,14 +554,24 @@ impl ListEntry {
                 .iter()
                 .filter_map(|p| {
                     Some(Binding {
-                        port: Port { number: p.private_port, proto: crate::service::Proto::parse(&p.kind)? },
+                        port: Port {
+                            number: p.private_port,
+                            proto: crate::service::Proto::parse(&p.kind)?,
+                        },
                         host_ip: p.ip.clone().unwrap_or_default(),
                         host_port: p.public_port.filter(|&n| n > 0)?,
                     })
                 })
                 .collect(),
-            ip: first_ip(self.network_settings.as_ref().and_then(|n| n.networks.as_ref())),
-            host_network: self.host_config.as_ref().is_some_and(|h| h.network_mode == "host"),
+            ip: first_ip(
+                self.network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref()),
+            ),
+            host_network: self
+                .host_config
+                .as_ref()
+                .is_some_and(|h| h.network_mode == "host"),
         }
     }
 }
@@ -573,7 +645,13 @@ impl Inspect {
     fn static_part(&self) -> Static {
         Static {
             env: self.config.env.clone().unwrap_or_default(),
-            exposed: self.config.exposed_ports.iter().flatten().filter_map(|(k, _)| Port::parse(k)).collect(),
+            exposed: self
+                .config
+                .exposed_ports
+                .iter()
+                .flatten()
+                .filter_map(|(k, _)| Port::parse(k))
+                .collect(),
             created: parse_time(&self.created),
         }
     }
@@ -587,10 +665,16 @@ impl Inspect {
         };
         let mut bindings = Vec::new();
         for (port, list) in self.network_settings.ports.iter().flatten() {
-            let Some(port) = Port::parse(port) else { continue };
+            let Some(port) = Port::parse(port) else {
+                continue;
+            };
             for b in list.iter().flatten() {
                 if let Ok(host_port @ 1..) = b.host_port.parse::<u16>() {
-                    bindings.push(Binding { port, host_ip: b.host_ip.clone(), host_port });
+                    bindings.push(Binding {
+                        port,
+                        host_ip: b.host_ip.clone(),
+                        host_port,
+                    });
                 }
             }
         }
@@ -637,7 +721,8 @@ mod tests {
             let mut from_inspect = ins.to_container(&s);
             // The list reports the image as given; bindings come in another order.
             for c in [&mut from_list, &mut from_inspect] {
-                c.bindings.sort_by(|a, b| (a.port, &a.host_ip).cmp(&(b.port, &b.host_ip)));
+                c.bindings
+                    .sort_by(|a, b| (a.port, &a.host_ip).cmp(&(b.port, &b.host_ip)));
             }
             assert_eq!(from_list, from_inspect, "{name}");
         }
@@ -649,8 +734,14 @@ mod tests {
         let c = ins.to_container(&ins.static_part());
         assert_eq!(c.name, "web.0");
         assert!(c.env.contains(&"SERVICE_NAME=web".to_string()));
-        assert_eq!(c.labels.get("SERVICE_443_IGNORE").map(String::as_str), Some("1"));
-        assert!(c.bindings.iter().any(|b| b.host_ip == "127.0.0.1" && b.host_port == 18080 && b.port.number == 80));
+        assert_eq!(
+            c.labels.get("SERVICE_443_IGNORE").map(String::as_str),
+            Some("1")
+        );
+        assert!(c
+            .bindings
+            .iter()
+            .any(|b| b.host_ip == "127.0.0.1" && b.host_port == 18080 && b.port.number == 80));
         assert_eq!(c.created, (1_795_692_498, 585_202_564));
         assert_eq!(c.ip.as_deref(), Some("172.17.0.2"));
         let h = inspect("hostnet");
@@ -664,22 +755,41 @@ mod tests {
     #[test]
     fn events_read_action_not_status() {
         let docker29 = br#"{"Type":"container","Action":"start","Actor":{"ID":"abc","Attributes":{"name":"x"}},"scope":"local","time":1,"timeNano":1}"#;
-        assert_eq!(parse_event(docker29), Some(Event { action: "start".into(), id: "abc".into() }));
+        assert_eq!(
+            parse_event(docker29),
+            Some(Event {
+                action: "start".into(),
+                id: "abc".into()
+            })
+        );
         let old = br#"{"status":"die","id":"abc","from":"img","Type":"container","Action":"die","Actor":{"ID":"abc"}}"#;
         assert_eq!(parse_event(old).unwrap().action, "die");
-        let health = br#"{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}"#;
-        assert_eq!(parse_event(health).unwrap().action, "health_status: healthy");
-        assert_eq!(parse_event(br#"{"Type":"network","Action":"connect","Actor":{"ID":"n"}}"#), None);
+        let health =
+            br#"{"Type":"container","Action":"health_status: healthy","Actor":{"ID":"abc"}}"#;
+        assert_eq!(
+            parse_event(health).unwrap().action,
+            "health_status: healthy"
+        );
+        assert_eq!(
+            parse_event(br#"{"Type":"network","Action":"connect","Actor":{"ID":"n"}}"#),
+            None
+        );
         assert_eq!(parse_event(b"garbage"), None);
     }
 
     #[test]
     fn times_and_versions() {
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), (0, 0));
-        assert_eq!(parse_time("2026-11-26T11:28:18.5852Z"), (1_795_692_498, 585_200_000));
+        assert_eq!(
+            parse_time("2026-11-26T11:28:18.5852Z"),
+            (1_795_692_498, 585_200_000)
+        );
         assert!(parse_time("2026-11-26T11:28:18.1Z") < parse_time("2026-11-26T11:28:18.12Z"));
         assert_eq!(parse_version("1.41"), Some((1, 41)));
         assert_eq!(parse_version("x"), None);
-        assert_eq!(url_encode(r#"{"a":["b"]}"#), "%7B%22a%22%3A%5B%22b%22%5D%7D");
+        assert_eq!(
+            url_encode(r#"{"a":["b"]}"#),
+            "%7B%22a%22%3A%5B%22b%22%5D%7D"
+        );
     }
 }

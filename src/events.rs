@@ -13,13 +13,17 @@ use crate::sync::Wake;
 
 /// Actions that can change what should be registered.
 pub fn relevant(action: &str) -> bool {
-    matches!(action, "start" | "die" | "stop" | "destroy" | "pause" | "unpause" | "restart")
-        || action.starts_with("health_status")
+    matches!(
+        action,
+        "start" | "die" | "stop" | "destroy" | "pause" | "unpause" | "restart"
+    ) || action.starts_with("health_status")
 }
 
 /// Spawns the watcher thread. It ends when the loop's receiver is gone.
 pub fn spawn(host: DockerHost, tx: Sender<Wake>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("events".into()).spawn(move || watch(host, tx))?;
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || watch(host, tx))?;
     Ok(())
 }
 
@@ -44,8 +48,18 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
                 loop {
                     match stream.next_event() {
                         Ok(Some(ev)) if relevant(&ev.action) => {
-                            log::debug!("docker event {} {}", ev.action, &ev.id[..ev.id.len().min(12)]);
-                            if tx.send(Wake::Event { action: ev.action, id: ev.id }).is_err() {
+                            log::debug!(
+                                "docker event {} {}",
+                                ev.action,
+                                &ev.id[..ev.id.len().min(12)]
+                            );
+                            if tx
+                                .send(Wake::Event {
+                                    action: ev.action,
+                                    id: ev.id,
+                                })
+                                .is_err()
+                            {
                                 return;
                             }
                         }

@@ -1,17 +1,6 @@
 //! registrator: keeps the published ports of one Docker host's containers registered
 //! in etcd v3. `main` parses, wires the parts together and is the only place that exits.
 
-mod cli;
-mod docker;
-mod etcd;
-mod events;
-mod lease;
-mod plan;
-mod service;
-mod signals;
-mod sync;
-mod transport;
-
 use std::error::Error;
 use std::ffi::OsString;
 use std::net::ToSocketAddrs;
@@ -19,11 +8,12 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cli::{Command, Config};
-use docker::Docker;
-use etcd::Etcd;
-use service::Settings;
-use sync::{Options, Reconciler};
+use etcd_registrator::cli::{self, Command, Config};
+use etcd_registrator::docker::Docker;
+use etcd_registrator::etcd::Etcd;
+use etcd_registrator::service::Settings;
+use etcd_registrator::sync::{Options, Reconciler};
+use etcd_registrator::{events, lease, signals};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
@@ -38,7 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("registrator {VERSION} (commit {})", COMMIT.unwrap_or("unknown"));
+            println!(
+                "registrator {VERSION} (commit {})",
+                COMMIT.unwrap_or("unknown")
+            );
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -58,7 +51,12 @@ fn main() -> ExitCode {
 
 /// This host's name: `/proc/sys/kernel/hostname`, as `hostname` prints it.
 fn system_hostname() -> Result<String, String> {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
     read("/proc/sys/kernel/hostname")
         .or_else(|| read("/etc/hostname"))
         .ok_or_else(|| "cannot determine the host name; pass --hostname".to_string())
@@ -66,8 +64,16 @@ fn system_hostname() -> Result<String, String> {
 
 /// The address the host name resolves to (IPv4 preferred), if any.
 fn resolve(hostname: &str) -> Option<String> {
-    let addrs: Vec<_> = (hostname, 0u16).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
-    addrs.iter().find(|ip| ip.is_ipv4()).or(addrs.first()).map(|ip| ip.to_string())
+    let addrs: Vec<_> = (hostname, 0u16)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .map(|ip| ip.to_string())
 }
 
 /// etcd credentials: the URI's, else ETCD_USERNAME / ETCD_PASSWORD, the password
@@ -75,16 +81,22 @@ fn resolve(hostname: &str) -> Option<String> {
 fn credentials(config: &mut Config) -> Result<(), String> {
     let r = &mut config.registry;
     if r.username.is_none() {
-        r.username = std::env::var("ETCD_USERNAME").ok().filter(|s| !s.is_empty());
+        r.username = std::env::var("ETCD_USERNAME")
+            .ok()
+            .filter(|s| !s.is_empty());
     }
     if let Some(path) = &config.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --etcd-password-file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --etcd-password-file {}: {e}", path.display()))?;
         r.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
     } else if r.password.is_none() {
         r.password = std::env::var("ETCD_PASSWORD").ok();
     }
     if r.password.is_some() && r.username.is_none() {
-        return Err("an etcd password was given without a user name (ETCD_USERNAME or user@ in the URI)".into());
+        return Err(
+            "an etcd password was given without a user name (ETCD_USERNAME or user@ in the URI)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -133,7 +145,10 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
                 ExitCode::SUCCESS
             }
             Ok(outcome) if outcome.failed > 0 => {
-                log::error!("{} service(s) could not be written; etcd does not match Docker", outcome.failed);
+                log::error!(
+                    "{} service(s) could not be written; etcd does not match Docker",
+                    outcome.failed
+                );
                 ExitCode::from(1)
             }
             Ok(_) => ExitCode::SUCCESS,
@@ -155,14 +170,23 @@ fn run(mut config: Config) -> Result<ExitCode, Box<dyn Error>> {
         // A keepalive is tiny: a short timeout moves on to the next endpoint in time
         // (a follower can hold a request through an election for longer than the TTL).
         let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
-        lease::spawn(Etcd::new(&config.registry, timeout)?, reconciler.lease_cell(), ttl, tx)?;
+        lease::spawn(
+            Etcd::new(&config.registry, timeout)?,
+            reconciler.lease_cell(),
+            ttl,
+            tx,
+        )?;
     }
     log::info!(
         "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",
         config.docker,
         config.registry,
         config.interval,
-        if ttl > 0 { format!("lease TTL {ttl} s") } else { "no lease".into() }
+        if ttl > 0 {
+            format!("lease TTL {ttl} s")
+        } else {
+            "no lease".into()
+        }
     );
     reconciler.run(&rx, config.interval);
     if config.deregister_on_exit {

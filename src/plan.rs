@@ -65,7 +65,14 @@ pub fn desired(services: &[Service], hostname: &str) -> Desired {
                 f.insert(claim.field().into(), claim.port().to_string());
             }
             f.insert(OWNER_FIELD.into(), hostname.into());
-            (dir_of(&s.name, &s.id), Want { fields: f, claim: s.claim, container: s.container.clone() })
+            (
+                dir_of(&s.name, &s.id),
+                Want {
+                    fields: f,
+                    claim: s.claim,
+                    container: s.container.clone(),
+                },
+            )
         })
         .collect()
 }
@@ -87,7 +94,9 @@ pub fn split_key(prefix: &str, key: &str) -> Option<(String, String)> {
 pub fn group(prefix: &str, kvs: impl IntoIterator<Item = (String, String, i64)>) -> Actual {
     let mut actual = Actual::new();
     for (key, value, lease) in kvs {
-        let Some((dir, field)) = split_key(prefix, &key) else { continue };
+        let Some((dir, field)) = split_key(prefix, &key) else {
+            continue;
+        };
         let stored = actual.entry(dir).or_default();
         stored.leases.insert(field.clone(), lease);
         stored.fields.insert(field, value);
@@ -99,9 +108,18 @@ pub fn group(prefix: &str, kvs: impl IntoIterator<Item = (String, String, i64)>)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A new service: every key, only if no host owns the directory yet.
-    Register { dir: String, fields: Fields, container: String },
+    Register {
+        dir: String,
+        fields: Fields,
+        container: String,
+    },
     /// An existing own service: changed keys put, vanished keys deleted.
-    Update { dir: String, put: Fields, delete: Vec<String>, container: String },
+    Update {
+        dir: String,
+        put: Fields,
+        delete: Vec<String>,
+        container: String,
+    },
     /// An own service that should no longer exist: the whole directory.
     Deregister { dir: String },
 }
@@ -156,7 +174,9 @@ impl fmt::Display for OpDisplay<'_> {
                 }
                 Ok(())
             }
-            Op::Update { dir, put, delete, .. } => {
+            Op::Update {
+                dir, put, delete, ..
+            } => {
                 let lines = put
                     .iter()
                     .map(|(k, v)| format!("put {p}/{dir}/{k} = {v}"))
@@ -175,15 +195,34 @@ impl fmt::Display for Op {
             fields
                 .iter()
                 .filter(|(k, _)| k.as_str() != OWNER_FIELD)
-                .map(|(k, v)| if k.starts_with("domains/") { format!("domain={v}") } else { format!("{k}={v}") })
+                .map(|(k, v)| {
+                    if k.starts_with("domains/") {
+                        format!("domain={v}")
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         };
         match self {
-            Op::Register { dir, fields, container } => {
-                write!(f, "register {dir} (container {container}): {}", show(fields))
+            Op::Register {
+                dir,
+                fields,
+                container,
+            } => {
+                write!(
+                    f,
+                    "register {dir} (container {container}): {}",
+                    show(fields)
+                )
             }
-            Op::Update { dir, put, delete, container } => {
+            Op::Update {
+                dir,
+                put,
+                delete,
+                container,
+            } => {
                 write!(f, "update {dir} (container {container}): {}", show(put))?;
                 if !delete.is_empty() {
                     write!(f, " removed {}", delete.join(","))?;
@@ -202,26 +241,45 @@ impl fmt::Display for Op {
 /// or deleted. A wanted directory owned by another host is refused as a problem.
 /// `lease` is the lease this host writes with (`Some(0)`: none); keys on another lease
 /// are put again so they end up on ours. `None` accepts whatever lease a key has.
-pub fn plan(desired: &Desired, actual: &Actual, hostname: &str, lease: Option<i64>) -> (Vec<Op>, Vec<Problem>) {
+pub fn plan(
+    desired: &Desired,
+    actual: &Actual,
+    hostname: &str,
+    lease: Option<i64>,
+) -> (Vec<Op>, Vec<Problem>) {
     let mut ops = Vec::new();
     let mut problems = Vec::new();
     for (dir, want) in desired {
         match actual.get(dir) {
-            None => ops.push(Op::Register { dir: dir.clone(), fields: want.fields.clone(), container: want.container.clone() }),
+            None => ops.push(Op::Register {
+                dir: dir.clone(),
+                fields: want.fields.clone(),
+                container: want.container.clone(),
+            }),
             Some(stored) if stored.owner() == Some(hostname) => {
                 let put: Fields = want
                     .fields
                     .iter()
                     .filter(|(k, v)| {
                         stored.fields.get(*k) != Some(*v)
-                            || lease.is_some_and(|l| stored.leases.get(*k).copied().unwrap_or(0) != l)
+                            || lease
+                                .is_some_and(|l| stored.leases.get(*k).copied().unwrap_or(0) != l)
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                let delete: Vec<String> =
-                    stored.fields.keys().filter(|k| !want.fields.contains_key(*k)).cloned().collect();
+                let delete: Vec<String> = stored
+                    .fields
+                    .keys()
+                    .filter(|k| !want.fields.contains_key(*k))
+                    .cloned()
+                    .collect();
                 if !put.is_empty() || !delete.is_empty() {
-                    ops.push(Op::Update { dir: dir.clone(), put, delete, container: want.container.clone() });
+                    ops.push(Op::Update {
+                        dir: dir.clone(),
+                        put,
+                        delete,
+                        container: want.container.clone(),
+                    });
                 }
             }
             Some(stored) => problems.push(Problem {
@@ -298,8 +356,10 @@ mod tests {
         let mut tcp = svc("db", "node1:db:5432", 5432);
         tcp.claim = Some(Claim::External(15432));
         let d = desired(&[http, tcp], "node1");
-        let keys: Vec<String> =
-            d.iter().flat_map(|(dir, w)| w.fields.iter().map(move |(k, v)| format!("{dir}/{k}={v}"))).collect();
+        let keys: Vec<String> = d
+            .iter()
+            .flat_map(|(dir, w)| w.fields.iter().map(move |(k, v)| format!("{dir}/{k}={v}")))
+            .collect();
         assert_eq!(
             keys,
             [
@@ -323,7 +383,11 @@ mod tests {
         let a = group(
             "/services",
             [
-                ("/services/web/id1/address".to_string(), "1.2.3.4".to_string(), 7),
+                (
+                    "/services/web/id1/address".to_string(),
+                    "1.2.3.4".to_string(),
+                    7,
+                ),
                 ("/services/web/id1/domains/a.com".into(), "a.com".into(), 7),
                 ("/services/web/id1".into(), "x".into(), 0),
                 ("/servicesX/web/id1/port".into(), "1".into(), 0),
@@ -339,32 +403,96 @@ mod tests {
     #[test]
     fn plan_table() {
         let want = desired(&[svc("web", "n1:w:80", 1000)], "n1");
-        let same = stored("n1", &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")], 0);
+        let same = stored(
+            "n1",
+            &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")],
+            0,
+        );
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Desired, Vec<(&str, Stored)>, i64, Vec<&str>, usize)> = vec![
-            ("nothing to do", want.clone(), vec![("web/n1:w:80", same.clone())], 0, vec![], 0),
-            ("new service", want.clone(), vec![], 0, vec!["register web/n1:w:80"], 0),
+            (
+                "nothing to do",
+                want.clone(),
+                vec![("web/n1:w:80", same.clone())],
+                0,
+                vec![],
+                0,
+            ),
+            (
+                "new service",
+                want.clone(),
+                vec![],
+                0,
+                vec!["register web/n1:w:80"],
+                0,
+            ),
             (
                 "changed port, stale key",
                 want.clone(),
-                vec![("web/n1:w:80", stored("n1", &[("address", "10.0.0.5"), ("port", "999"), ("mode", "tcp"), ("external_port", "1")], 0))],
+                vec![(
+                    "web/n1:w:80",
+                    stored(
+                        "n1",
+                        &[
+                            ("address", "10.0.0.5"),
+                            ("port", "999"),
+                            ("mode", "tcp"),
+                            ("external_port", "1"),
+                        ],
+                        0,
+                    ),
+                )],
                 0,
                 vec!["update web/n1:w:80 (container c-n1:w:80): port=1000 removed external_port"],
                 0,
             ),
-            ("own stale service", Desired::new(), vec![("web/n1:w:80", same.clone())], 0, vec!["deregister web/n1:w:80"], 0),
-            ("other host's service untouched", Desired::new(), vec![("web/n2:w:80", stored("n2", &[], 0))], 0, vec![], 0),
-            ("dir owned by another host", want.clone(), vec![("web/n1:w:80", stored("n2", &[], 0))], 0, vec![], 1),
+            (
+                "own stale service",
+                Desired::new(),
+                vec![("web/n1:w:80", same.clone())],
+                0,
+                vec!["deregister web/n1:w:80"],
+                0,
+            ),
+            (
+                "other host's service untouched",
+                Desired::new(),
+                vec![("web/n2:w:80", stored("n2", &[], 0))],
+                0,
+                vec![],
+                0,
+            ),
+            (
+                "dir owned by another host",
+                want.clone(),
+                vec![("web/n1:w:80", stored("n2", &[], 0))],
+                0,
+                vec![],
+                1,
+            ),
             (
                 "keys on an old lease are put again",
                 want.clone(),
-                vec![("web/n1:w:80", stored("n1", &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")], 5))],
+                vec![(
+                    "web/n1:w:80",
+                    stored(
+                        "n1",
+                        &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")],
+                        5,
+                    ),
+                )],
                 9,
-                vec!["update web/n1:w:80 (container c-n1:w:80): address=10.0.0.5 mode=tcp port=1000"],
+                vec![
+                    "update web/n1:w:80 (container c-n1:w:80): address=10.0.0.5 mode=tcp port=1000",
+                ],
                 0,
             ),
         ];
         for (case, desired, actual, lease, want_ops, want_problems) in cases {
-            let actual: Actual = actual.into_iter().map(|(d, s)| (d.to_string(), s)).collect();
+            let actual: Actual = actual
+                .into_iter()
+                .map(|(d, s)| (d.to_string(), s))
+                .collect();
             let (ops, problems) = plan(&desired, &actual, "n1", Some(lease));
             let full: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
             assert_eq!(full.len(), want_ops.len(), "{case}: {full:?}");
@@ -387,7 +515,12 @@ mod tests {
             op.display("/services").to_string(),
             "put /services/web/n1:w:80/port = 1\ndelete /services/web/n1:w:80/domains/a.com"
         );
-        assert_eq!(Op::Deregister { dir: "a/b".into() }.display("/s").to_string(), "delete /s/a/b/ (prefix)");
+        assert_eq!(
+            Op::Deregister { dir: "a/b".into() }
+                .display("/s")
+                .to_string(),
+            "delete /s/a/b/ (prefix)"
+        );
     }
 
     #[test]
@@ -400,8 +533,13 @@ mod tests {
         let ops = vec![reg(5), reg(5), reg(5), reg(20), reg(1)];
         let sizes: Vec<usize> = batches(&ops, 10).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![2, 1, 1, 1]);
-        let many: Vec<Op> = (0..300).map(|_| Op::Deregister { dir: "x".into() }).collect();
+        let many: Vec<Op> = (0..300)
+            .map(|_| Op::Deregister { dir: "x".into() })
+            .collect();
         assert!(batches(&many, 128).iter().all(|b| b.len() <= 128));
-        assert_eq!(batches(&many, 128).iter().map(|b| b.len()).sum::<usize>(), 300);
+        assert_eq!(
+            batches(&many, 128).iter().map(|b| b.len()).sum::<usize>(),
+            300
+        );
     }
 }

@@ -48,7 +48,10 @@ impl Port {
     /// Parses Docker's `80/tcp` form (a bare number means tcp).
     pub fn parse(s: &str) -> Option<Port> {
         let (n, p) = s.split_once('/').unwrap_or((s, "tcp"));
-        Some(Port { number: n.parse().ok()?, proto: Proto::parse(p)? })
+        Some(Port {
+            number: n.parse().ok()?,
+            proto: Proto::parse(p)?,
+        })
     }
 }
 
@@ -206,7 +209,10 @@ pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>,
             let svc = match result {
                 Ok(svc) => svc,
                 Err(message) => {
-                    problems.push(Problem { container: c.name.clone(), message });
+                    problems.push(Problem {
+                        container: c.name.clone(),
+                        message,
+                    });
                     continue;
                 }
             };
@@ -254,7 +260,10 @@ pub fn needs_host_address(containers: &[Container], s: &Settings) -> bool {
         && containers.iter().any(|c| {
             c.running
                 && (c.host_network
-                    || (!s.internal && c.bindings.iter().any(|b| matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::"))))
+                    || (!s.internal
+                        && c.bindings
+                            .iter()
+                            .any(|b| matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::"))))
         })
 }
 
@@ -292,7 +301,8 @@ impl<'a> Meta<'a> {
     }
 
     fn has_specific(&self, port: u16, key: &str) -> bool {
-        self.vars.contains_key(format!("SERVICE_{port}_{key}").as_str())
+        self.vars
+            .contains_key(format!("SERVICE_{port}_{key}").as_str())
     }
 }
 
@@ -308,7 +318,11 @@ fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, String
         return Vec::new();
     }
     let meta = Meta::of(c);
-    if meta.vars.get("SERVICE_IGNORE").is_some_and(|v| !v.is_empty()) {
+    if meta
+        .vars
+        .get("SERVICE_IGNORE")
+        .is_some_and(|v| !v.is_empty())
+    {
         return Vec::new();
     }
     if s.explicit && !meta.vars.contains_key("SERVICE_NAME") {
@@ -318,7 +332,10 @@ fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, String
     let several = candidates.len() > 1;
     candidates
         .into_iter()
-        .filter(|cand| meta.get(cand.port.number, "IGNORE").is_none_or(|(_, v)| v.is_empty()))
+        .filter(|cand| {
+            meta.get(cand.port.number, "IGNORE")
+                .is_none_or(|(_, v)| v.is_empty())
+        })
         .map(|cand| build(c, s, &meta, cand, several))
         .collect()
 }
@@ -331,8 +348,16 @@ fn candidates(c: &Container, s: &Settings) -> Vec<Candidate> {
         let mut ports: Vec<Port> = c.exposed.clone();
         ports.extend(c.bindings.iter().map(|b| b.port));
         for port in ports {
-            let address = if s.internal && !c.host_network { c.ip.clone() } else { None };
-            by_port.entry(port).or_insert(Candidate { port, address, number: port.number });
+            let address = if s.internal && !c.host_network {
+                c.ip.clone()
+            } else {
+                None
+            };
+            by_port.entry(port).or_insert(Candidate {
+                port,
+                address,
+                number: port.number,
+            });
         }
         return by_port.into_values().collect();
     }
@@ -345,7 +370,10 @@ fn candidates(c: &Container, s: &Settings) -> Vec<Candidate> {
     };
     let mut best: BTreeMap<Port, &Binding> = BTreeMap::new();
     for b in &c.bindings {
-        if best.get(&b.port).is_none_or(|held| rank(&b.host_ip) < rank(&held.host_ip)) {
+        if best
+            .get(&b.port)
+            .is_none_or(|held| rank(&b.host_ip) < rank(&held.host_ip))
+        {
             best.insert(b.port, b);
         }
     }
@@ -374,7 +402,10 @@ fn build(
     };
     check_segment(&name).map_err(|why| {
         if name_var == "image" {
-            format!("service name {name:?} derived from image {:?} {why}", c.image)
+            format!(
+                "service name {name:?} derived from image {:?} {why}",
+                c.image
+            )
         } else {
             format!("{name_var}={name:?} {why}")
         }
@@ -398,17 +429,29 @@ fn build(
         Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
             "tcp" => Mode::Tcp,
             "http" => Mode::Http,
-            _ => return Err(format!("{var}={v:?} is not http or tcp; service {name} not registered")),
+            _ => {
+                return Err(format!(
+                    "{var}={v:?} is not http or tcp; service {name} not registered"
+                ))
+            }
         },
     };
     let mut domains = Vec::new();
     if let Some((var, v)) = meta.get(p, "DOMAINS") {
         if mode != Mode::Http {
-            return Err(format!("{var}={v:?} applies only to SERVICE_MODE=http; service {name} not registered"));
+            return Err(format!(
+                "{var}={v:?} applies only to SERVICE_MODE=http; service {name} not registered"
+            ));
         }
-        for d in v.split(',').map(|d| d.trim().to_ascii_lowercase()).filter(|d| !d.is_empty()) {
+        for d in v
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+        {
             if !valid_domain(&d) {
-                return Err(format!("{var}={v:?}: {d:?} is not a valid DNS name; service {name} not registered"));
+                return Err(format!(
+                    "{var}={v:?}: {d:?} is not a valid DNS name; service {name} not registered"
+                ));
             }
             domains.push(d);
         }
@@ -416,7 +459,9 @@ fn build(
         domains.dedup();
     }
     if mode == Mode::Http && domains.is_empty() {
-        return Err(format!("SERVICE_MODE=http needs SERVICE_DOMAINS; service {name} not registered"));
+        return Err(format!(
+            "SERVICE_MODE=http needs SERVICE_DOMAINS; service {name} not registered"
+        ));
     }
     let external = port_var(meta, p, "EXTERNAL_PORT", &name)?;
     let internal = port_var(meta, p, "INTERNAL_PORT", &name)?;
@@ -437,17 +482,17 @@ fn build(
         // --internal: the container's own address, whatever --ip says.
         (Some(a), _, _) if s.internal => a,
         (None, _, _) if s.internal && !c.host_network => {
-            return Err(format!("has no IP address on its network; service {name} not registered (--internal)"))
+            return Err(format!(
+                "has no IP address on its network; service {name} not registered (--internal)"
+            ))
         }
         (_, Some(ip), _) => ip.clone(),
         (Some(a), None, _) => a,
         (None, None, Some(h)) => h.clone(),
-        (None, None, None) => {
-            return Err(format!(
-                "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
-                s.hostname
-            ))
-        }
+        (None, None, None) => return Err(format!(
+            "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
+            s.hostname
+        )),
     };
     Ok(Service {
         name,
@@ -466,7 +511,9 @@ fn port_var(meta: &Meta, p: u16, key: &str, name: &str) -> Result<Option<(String
         None => Ok(None),
         Some((var, v)) => match v.trim().parse::<u16>() {
             Ok(n) if n >= 1 => Ok(Some((var, n))),
-            _ => Err(format!("{var}={v:?} is not a port number in 1-65535; service {name} not registered")),
+            _ => Err(format!(
+                "{var}={v:?} is not a port number in 1-65535; service {name} not registered"
+            )),
         },
     }
 }
@@ -496,7 +543,9 @@ fn valid_domain(d: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
@@ -537,7 +586,10 @@ mod tests {
             bindings: ports
                 .iter()
                 .map(|&(port, proto, ip, host_port)| Binding {
-                    port: Port { number: port, proto: Proto::parse(proto).unwrap() },
+                    port: Port {
+                        number: port,
+                        proto: Proto::parse(proto).unwrap(),
+                    },
                     host_ip: ip.into(),
                     host_port,
                 })
@@ -571,7 +623,12 @@ mod tests {
 
     #[test]
     fn defaults_from_image_host_and_binding() {
-        let s = one(container("nginx.0", &[], &[(80, "tcp", "0.0.0.0", 32768), (80, "tcp", "::", 32768)])).unwrap();
+        let s = one(container(
+            "nginx.0",
+            &[],
+            &[(80, "tcp", "0.0.0.0", 32768), (80, "tcp", "::", 32768)],
+        ))
+        .unwrap();
         assert_eq!(
             s,
             Service {
@@ -591,33 +648,110 @@ mod tests {
     fn table_of_single_service_cases() {
         // (case, env, label, expected Ok(fields) or Err(substring))
         type Check = fn(&Service) -> bool;
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, Result<Check, &str>)> = vec![
-            ("name from env", vec!["SERVICE_NAME=web"], vec![], Ok(|s| s.name == "web")),
-            ("label wins over env", vec!["SERVICE_NAME=web"], vec![("SERVICE_NAME", "api")], Ok(|s| s.name == "api")),
-            ("port-specific wins", vec!["SERVICE_NAME=web", "SERVICE_80_NAME=front"], vec![], Ok(|s| s.name == "front")),
-            ("explicit id", vec!["SERVICE_ID=abc"], vec![], Ok(|s| s.id == "abc")),
+            (
+                "name from env",
+                vec!["SERVICE_NAME=web"],
+                vec![],
+                Ok(|s| s.name == "web"),
+            ),
+            (
+                "label wins over env",
+                vec!["SERVICE_NAME=web"],
+                vec![("SERVICE_NAME", "api")],
+                Ok(|s| s.name == "api"),
+            ),
+            (
+                "port-specific wins",
+                vec!["SERVICE_NAME=web", "SERVICE_80_NAME=front"],
+                vec![],
+                Ok(|s| s.name == "front"),
+            ),
+            (
+                "explicit id",
+                vec!["SERVICE_ID=abc"],
+                vec![],
+                Ok(|s| s.id == "abc"),
+            ),
             (
                 "http domains trimmed lowered deduped",
-                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS= B.example.com,a.example.com , b.example.com,*.c.io"],
+                vec![
+                    "SERVICE_MODE=http",
+                    "SERVICE_DOMAINS= B.example.com,a.example.com , b.example.com,*.c.io",
+                ],
                 vec![],
-                Ok(|s| s.mode == Mode::Http && s.domains == ["*.c.io", "a.example.com", "b.example.com"]),
+                Ok(|s| {
+                    s.mode == Mode::Http
+                        && s.domains == ["*.c.io", "a.example.com", "b.example.com"]
+                }),
             ),
-            ("mode is case-insensitive", vec!["SERVICE_MODE=TCP"], vec![], Ok(|s| s.mode == Mode::Tcp)),
-            ("external port", vec!["SERVICE_EXTERNAL_PORT=8080"], vec![], Ok(|s| s.claim == Some(Claim::External(8080)))),
-            ("internal port", vec!["SERVICE_INTERNAL_PORT= 8090 "], vec![], Ok(|s| s.claim == Some(Claim::Internal(8090)))),
-            ("unknown mode", vec!["SERVICE_MODE=ftp"], vec![], Err("SERVICE_MODE=\"ftp\" is not http or tcp")),
-            ("http without domains", vec!["SERVICE_MODE=http"], vec![], Err("SERVICE_MODE=http needs SERVICE_DOMAINS")),
+            (
+                "mode is case-insensitive",
+                vec!["SERVICE_MODE=TCP"],
+                vec![],
+                Ok(|s| s.mode == Mode::Tcp),
+            ),
+            (
+                "external port",
+                vec!["SERVICE_EXTERNAL_PORT=8080"],
+                vec![],
+                Ok(|s| s.claim == Some(Claim::External(8080))),
+            ),
+            (
+                "internal port",
+                vec!["SERVICE_INTERNAL_PORT= 8090 "],
+                vec![],
+                Ok(|s| s.claim == Some(Claim::Internal(8090))),
+            ),
+            (
+                "unknown mode",
+                vec!["SERVICE_MODE=ftp"],
+                vec![],
+                Err("SERVICE_MODE=\"ftp\" is not http or tcp"),
+            ),
+            (
+                "http without domains",
+                vec!["SERVICE_MODE=http"],
+                vec![],
+                Err("SERVICE_MODE=http needs SERVICE_DOMAINS"),
+            ),
             (
                 "bad domain",
                 vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=ok.com,bad_domain.com"],
                 vec![],
                 Err("\"bad_domain.com\" is not a valid DNS name"),
             ),
-            ("wildcard only in front", vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=a.*.com"], vec![], Err("not a valid DNS name")),
-            ("domains on tcp", vec!["SERVICE_DOMAINS=a.com"], vec![], Err("applies only to SERVICE_MODE=http")),
-            ("port not a number", vec!["SERVICE_EXTERNAL_PORT=http"], vec![], Err("SERVICE_EXTERNAL_PORT=\"http\" is not a port number")),
-            ("port zero", vec!["SERVICE_INTERNAL_PORT=0"], vec![], Err("SERVICE_INTERNAL_PORT=\"0\" is not a port number")),
-            ("port too big", vec!["SERVICE_EXTERNAL_PORT=65536"], vec![], Err("is not a port number in 1-65535")),
+            (
+                "wildcard only in front",
+                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=a.*.com"],
+                vec![],
+                Err("not a valid DNS name"),
+            ),
+            (
+                "domains on tcp",
+                vec!["SERVICE_DOMAINS=a.com"],
+                vec![],
+                Err("applies only to SERVICE_MODE=http"),
+            ),
+            (
+                "port not a number",
+                vec!["SERVICE_EXTERNAL_PORT=http"],
+                vec![],
+                Err("SERVICE_EXTERNAL_PORT=\"http\" is not a port number"),
+            ),
+            (
+                "port zero",
+                vec!["SERVICE_INTERNAL_PORT=0"],
+                vec![],
+                Err("SERVICE_INTERNAL_PORT=\"0\" is not a port number"),
+            ),
+            (
+                "port too big",
+                vec!["SERVICE_EXTERNAL_PORT=65536"],
+                vec![],
+                Err("is not a port number in 1-65535"),
+            ),
             (
                 "both ports",
                 vec!["SERVICE_EXTERNAL_PORT=1", "SERVICE_INTERNAL_PORT=2"],
@@ -626,15 +760,44 @@ mod tests {
             ),
             (
                 "external port on http",
-                vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=a.com", "SERVICE_EXTERNAL_PORT=81"],
+                vec![
+                    "SERVICE_MODE=http",
+                    "SERVICE_DOMAINS=a.com",
+                    "SERVICE_EXTERNAL_PORT=81",
+                ],
                 vec![],
                 Err("applies only to SERVICE_MODE=tcp"),
             ),
-            ("empty name", vec!["SERVICE_NAME="], vec![], Err("SERVICE_NAME=\"\" is empty")),
-            ("dot-dot name", vec!["SERVICE_NAME=.."], vec![], Err("not a usable key segment")),
-            ("slash in name", vec!["SERVICE_NAME=a/b"], vec![], Err("contains '/'")),
-            ("slash in id", vec!["SERVICE_ID=../../etc"], vec![], Err("SERVICE_ID=\"../../etc\" contains '/'")),
-            ("control char in id", vec!["SERVICE_ID=a\u{7}b"], vec![], Err("control character")),
+            (
+                "empty name",
+                vec!["SERVICE_NAME="],
+                vec![],
+                Err("SERVICE_NAME=\"\" is empty"),
+            ),
+            (
+                "dot-dot name",
+                vec!["SERVICE_NAME=.."],
+                vec![],
+                Err("not a usable key segment"),
+            ),
+            (
+                "slash in name",
+                vec!["SERVICE_NAME=a/b"],
+                vec![],
+                Err("contains '/'"),
+            ),
+            (
+                "slash in id",
+                vec!["SERVICE_ID=../../etc"],
+                vec![],
+                Err("SERVICE_ID=\"../../etc\" contains '/'"),
+            ),
+            (
+                "control char in id",
+                vec!["SERVICE_ID=a\u{7}b"],
+                vec![],
+                Err("control character"),
+            ),
         ];
         for (case, env, labels, want) in cases {
             let mut c = container("web.0", &env, &[(80, "tcp", "0.0.0.0", 32768)]);
@@ -656,13 +819,19 @@ mod tests {
         let mut c = container(
             "dns",
             &["SERVICE_NAME=dns", "SERVICE_8080_NAME=admin"],
-            &[(53, "udp", "0.0.0.0", 5353), (53, "tcp", "0.0.0.0", 5353), (8080, "tcp", "127.0.0.1", 18080)],
+            &[
+                (53, "udp", "0.0.0.0", 5353),
+                (53, "tcp", "0.0.0.0", 5353),
+                (8080, "tcp", "127.0.0.1", 18080),
+            ],
         );
         c.labels.insert("SERVICE_9_IGNORE".into(), "".into());
         let (svcs, problems) = services(&[c], &settings());
         assert!(problems.is_empty(), "{problems:?}");
-        let got: Vec<(&str, &str, &str, u16)> =
-            svcs.iter().map(|s| (s.name.as_str(), s.id.as_str(), s.address.as_str(), s.port)).collect();
+        let got: Vec<(&str, &str, &str, u16)> = svcs
+            .iter()
+            .map(|s| (s.name.as_str(), s.id.as_str(), s.address.as_str(), s.port))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -678,8 +847,16 @@ mod tests {
         let c = container("a", &["SERVICE_IGNORE=1"], &[(80, "tcp", "", 1)]);
         assert_eq!(services(&[c], &settings()).0.len(), 0);
         let c = container("a", &["SERVICE_IGNORE="], &[(80, "tcp", "", 1)]);
-        assert_eq!(services(&[c], &settings()).0.len(), 1, "empty SERVICE_IGNORE does not ignore");
-        let c = container("a", &["SERVICE_443_IGNORE=yes"], &[(80, "tcp", "", 1), (443, "tcp", "", 2)]);
+        assert_eq!(
+            services(&[c], &settings()).0.len(),
+            1,
+            "empty SERVICE_IGNORE does not ignore"
+        );
+        let c = container(
+            "a",
+            &["SERVICE_443_IGNORE=yes"],
+            &[(80, "tcp", "", 1), (443, "tcp", "", 2)],
+        );
         let (svcs, _) = services(&[c], &settings());
         assert_eq!(svcs.iter().map(|s| s.port).collect::<Vec<_>>(), vec![1]);
     }
@@ -688,7 +865,11 @@ mod tests {
     fn state_and_health_gate_registration() {
         let base = container("a", &[], &[(80, "tcp", "", 1)]);
         for (case, change, registered) in [
-            ("running", (|_: &mut Container| {}) as fn(&mut Container), true),
+            (
+                "running",
+                (|_: &mut Container| {}) as fn(&mut Container),
+                true,
+            ),
             ("paused", |c| c.paused = true, false),
             ("stopped", |c| c.running = false, false),
             ("healthy", |c| c.health = Health::Healthy, true),
@@ -697,53 +878,133 @@ mod tests {
         ] {
             let mut c = base.clone();
             change(&mut c);
-            assert_eq!(services(&[c], &settings()).0.len() == 1, registered, "{case}");
+            assert_eq!(
+                services(&[c], &settings()).0.len() == 1,
+                registered,
+                "{case}"
+            );
         }
     }
 
     #[test]
     fn explicit_needs_service_name() {
-        let s = Settings { explicit: true, ..settings() };
-        assert!(services(&[container("a", &[], &[(80, "tcp", "", 1)])], &s).0.is_empty());
-        assert_eq!(services(&[container("a", &["SERVICE_NAME=x"], &[(80, "tcp", "", 1)])], &s).0.len(), 1);
+        let s = Settings {
+            explicit: true,
+            ..settings()
+        };
+        assert!(services(&[container("a", &[], &[(80, "tcp", "", 1)])], &s)
+            .0
+            .is_empty());
+        assert_eq!(
+            services(
+                &[container("a", &["SERVICE_NAME=x"], &[(80, "tcp", "", 1)])],
+                &s
+            )
+            .0
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn addresses_ip_flag_binding_host_internal() {
         let c = container("a", &[], &[(80, "tcp", "127.0.0.1", 8080)]);
         assert_eq!(one(c.clone()).unwrap().address, "127.0.0.1");
-        let s = Settings { ip: Some("192.0.2.1".into()), ..settings() };
-        assert_eq!(services(std::slice::from_ref(&c), &s).0[0].address, "192.0.2.1");
-        let s = Settings { internal: true, ..settings() };
+        let s = Settings {
+            ip: Some("192.0.2.1".into()),
+            ..settings()
+        };
+        assert_eq!(
+            services(std::slice::from_ref(&c), &s).0[0].address,
+            "192.0.2.1"
+        );
+        let s = Settings {
+            internal: true,
+            ..settings()
+        };
         let svc = &services(std::slice::from_ref(&c), &s).0[0];
         assert_eq!((svc.address.as_str(), svc.port), ("172.17.0.2", 80));
-        let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
-        assert_eq!(services(std::slice::from_ref(&c), &s).0[0].address, "172.17.0.2", "--internal wins over --ip");
+        let s = Settings {
+            internal: true,
+            ip: Some("192.0.2.1".into()),
+            ..settings()
+        };
+        assert_eq!(
+            services(std::slice::from_ref(&c), &s).0[0].address,
+            "172.17.0.2",
+            "--internal wins over --ip"
+        );
         let mut hostnet = container("h", &[], &[]);
-        (hostnet.host_network, hostnet.ip, hostnet.exposed) = (true, None, vec![Port::parse("9000").unwrap()]);
-        let s = Settings { internal: true, ip: Some("192.0.2.1".into()), ..settings() };
-        assert_eq!(services(&[hostnet], &s).0[0].address, "192.0.2.1", "host network uses the host's address");
-        let both = container("b", &[], &[(80, "tcp", "::", 8080), (80, "tcp", "0.0.0.0", 8080), (80, "tcp", "127.0.0.1", 9090)]);
+        (hostnet.host_network, hostnet.ip, hostnet.exposed) =
+            (true, None, vec![Port::parse("9000").unwrap()]);
+        let s = Settings {
+            internal: true,
+            ip: Some("192.0.2.1".into()),
+            ..settings()
+        };
+        assert_eq!(
+            services(&[hostnet], &s).0[0].address,
+            "192.0.2.1",
+            "host network uses the host's address"
+        );
+        let both = container(
+            "b",
+            &[],
+            &[
+                (80, "tcp", "::", 8080),
+                (80, "tcp", "0.0.0.0", 8080),
+                (80, "tcp", "127.0.0.1", 9090),
+            ],
+        );
         let (svcs, _) = services(&[both], &settings());
-        assert_eq!((svcs.len(), svcs[0].address.as_str(), svcs[0].port), (1, "127.0.0.1", 9090));
-        let s = Settings { host_address: None, ..settings() };
+        assert_eq!(
+            (svcs.len(), svcs[0].address.as_str(), svcs[0].port),
+            (1, "127.0.0.1", 9090)
+        );
+        let s = Settings {
+            host_address: None,
+            ..settings()
+        };
         let c = container("a", &[], &[(80, "tcp", "0.0.0.0", 8080)]);
         let (_, problems) = services(&[c], &s);
-        assert!(problems[0].message.contains("cannot resolve host name \"node1\""), "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("cannot resolve host name \"node1\""),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn host_address_is_needed_only_for_wildcard_bindings_and_host_network() {
-        let s = Settings { host_address: None, ..settings() };
+        let s = Settings {
+            host_address: None,
+            ..settings()
+        };
         let specific = container("a", &[], &[(80, "tcp", "127.0.0.1", 1)]);
         let wildcard = container("b", &[], &[(80, "tcp", "0.0.0.0", 2)]);
         let mut hostnet = container("h", &[], &[]);
         hostnet.host_network = true;
         assert!(!needs_host_address(std::slice::from_ref(&specific), &s));
-        assert!(needs_host_address(&[specific.clone(), wildcard.clone()], &s));
+        assert!(needs_host_address(
+            &[specific.clone(), wildcard.clone()],
+            &s
+        ));
         assert!(needs_host_address(&[hostnet.clone()], &s));
-        assert!(!needs_host_address(&[wildcard.clone()], &Settings { internal: true, ..s.clone() }));
-        assert!(!needs_host_address(&[wildcard, hostnet], &Settings { ip: Some("192.0.2.1".into()), ..s }));
+        assert!(!needs_host_address(
+            std::slice::from_ref(&wildcard),
+            &Settings {
+                internal: true,
+                ..s.clone()
+            }
+        ));
+        assert!(!needs_host_address(
+            &[wildcard, hostnet],
+            &Settings {
+                ip: Some("192.0.2.1".into()),
+                ..s
+            }
+        ));
     }
 
     #[test]
@@ -753,24 +1014,52 @@ mod tests {
         c.ip = None;
         c.exposed = vec![Port::parse("9999/tcp").unwrap()];
         let svc = one(c).unwrap();
-        assert_eq!((svc.address.as_str(), svc.port, svc.id.as_str()), ("10.0.0.5", 9999, "node1:h:9999"));
+        assert_eq!(
+            (svc.address.as_str(), svc.port, svc.id.as_str()),
+            ("10.0.0.5", 9999, "node1:h:9999")
+        );
     }
 
     #[test]
     fn older_container_keeps_claimed_port_and_directory() {
-        let mut old = container("old", &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 1)]);
+        let mut old = container(
+            "old",
+            &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"],
+            &[(80, "tcp", "", 1)],
+        );
         old.created = (100, 5);
-        let mut new = container("new", &["SERVICE_NAME=b", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 2)]);
+        let mut new = container(
+            "new",
+            &["SERVICE_NAME=b", "SERVICE_EXTERNAL_PORT=9000"],
+            &[(80, "tcp", "", 2)],
+        );
         new.created = (100, 7);
-        let mut replica = container("rep", &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"], &[(80, "tcp", "", 3)]);
+        let mut replica = container(
+            "rep",
+            &["SERVICE_NAME=a", "SERVICE_EXTERNAL_PORT=9000"],
+            &[(80, "tcp", "", 3)],
+        );
         replica.created = (200, 0);
-        let mut dup = container("dup", &["SERVICE_NAME=a", "SERVICE_ID=node1:old:80"], &[(80, "tcp", "", 4)]);
+        let mut dup = container(
+            "dup",
+            &["SERVICE_NAME=a", "SERVICE_ID=node1:old:80"],
+            &[(80, "tcp", "", 4)],
+        );
         dup.created = (300, 0);
         let (svcs, problems) = services(&[dup, replica, new, old], &settings());
-        assert_eq!(svcs.iter().map(|s| s.container.as_str()).collect::<Vec<_>>(), ["old", "rep"]);
+        assert_eq!(
+            svcs.iter()
+                .map(|s| s.container.as_str())
+                .collect::<Vec<_>>(),
+            ["old", "rep"]
+        );
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.container == "new"
-            && p.message.contains("external port 9000 is already held by service a (older container old)")));
-        assert!(problems.iter().any(|p| p.container == "dup" && p.message.contains("already registered by older container old")));
+            && p.message.contains(
+                "external port 9000 is already held by service a (older container old)"
+            )));
+        assert!(problems.iter().any(|p| p.container == "dup"
+            && p.message
+                .contains("already registered by older container old")));
     }
 }

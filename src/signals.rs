@@ -39,18 +39,20 @@ const GRACE: Duration = Duration::from_millis(700);
 /// busy after a short grace period (a request hanging on a slow endpoint), `interrupt`
 /// runs to abort blocked I/O, so the process still exits within a second.
 pub fn forward(tx: Sender<Wake>, interrupt: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let set = set();
-        let mut sig: libc::c_int = 0;
-        // SAFETY: a valid set and an out pointer to a local.
-        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-        log::debug!("signal {sig}: shutting down");
-        if tx.send(Wake::Shutdown).is_err() {
-            return;
-        }
-        std::thread::sleep(GRACE);
-        log::warn!("still busy {GRACE:?} after signal {sig}: interrupting pending requests");
-        interrupt();
-    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = set();
+            let mut sig: libc::c_int = 0;
+            // SAFETY: a valid set and an out pointer to a local.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            log::debug!("signal {sig}: shutting down");
+            if tx.send(Wake::Shutdown).is_err() {
+                return;
+            }
+            std::thread::sleep(GRACE);
+            log::warn!("still busy {GRACE:?} after signal {sig}: interrupting pending requests");
+            interrupt();
+        })?;
     Ok(())
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::docker::{Docker, DockerError};
-use crate::etcd::{Compare, Etcd, EtcdError, Kv, Request};
 use crate::plan::{self, Actual, Desired, Op, OWNER_FIELD};
 use crate::service::{self, Claim, Container, Problem, Settings};
+use crate::store::{Compare, Kv, Request, Store, StoreError};
 
 /// Reads the containers of this host.
 pub trait Source {
@@ -32,54 +32,19 @@ impl Source for Docker {
     }
 }
 
-/// The etcd operations the reconciler needs.
-pub trait Store {
-    fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError>;
-    fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError>;
-    fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError>;
-    fn grant(&mut self, ttl: u64) -> Result<i64, EtcdError>;
-    fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError>;
-    fn revoke(&mut self, id: i64) -> Result<(), EtcdError>;
-    fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError>;
-}
-
-impl Store for Etcd {
-    fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
-        Etcd::range_prefix(self, prefix)
-    }
-    fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError> {
-        Etcd::range_prefixes(self, prefixes)
-    }
-    fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError> {
-        Etcd::txn(self, compares, requests)
-    }
-    fn grant(&mut self, ttl: u64) -> Result<i64, EtcdError> {
-        Etcd::grant(self, ttl)
-    }
-    fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
-        Etcd::keepalive(self, id)
-    }
-    fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
-        Etcd::revoke(self, id)
-    }
-    fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError> {
-        Etcd::lease_keys(self, id)
-    }
-}
-
 /// Why a pass changed nothing.
 #[derive(Debug)]
 pub enum SyncError {
     /// Docker could not be read: the desired set is unknown, so nothing is touched.
     Docker(DockerError),
-    Etcd(EtcdError),
+    Store(StoreError),
 }
 
 impl fmt::Display for SyncError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SyncError::Docker(e) => write!(f, "{e} (etcd left unchanged)"),
-            SyncError::Etcd(e) => write!(f, "{e}"),
+            SyncError::Store(e) => write!(f, "{e}"),
         }
     }
 }
@@ -88,14 +53,14 @@ impl std::error::Error for SyncError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SyncError::Docker(e) => Some(e),
-            SyncError::Etcd(e) => Some(e),
+            SyncError::Store(e) => Some(e),
         }
     }
 }
 
-impl From<EtcdError> for SyncError {
-    fn from(e: EtcdError) -> Self {
-        SyncError::Etcd(e)
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        SyncError::Store(e)
     }
 }
 
@@ -152,7 +117,13 @@ pub struct Reconciler<S, K> {
 }
 
 impl<S: Source, K: Store> Reconciler<S, K> {
-    pub fn new(source: S, store: K, settings: Settings, opts: Options, lookup: fn(&str) -> Option<String>) -> Self {
+    pub fn new(
+        source: S,
+        store: K,
+        settings: Settings,
+        opts: Options,
+        lookup: fn(&str) -> Option<String>,
+    ) -> Self {
         Reconciler {
             source,
             store,
@@ -190,14 +161,20 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// One full pass. Docker is read first: if that fails, etcd is not touched.
     pub fn sync(&mut self) -> Result<Outcome, SyncError> {
         let mut containers = self.source.containers().map_err(SyncError::Docker)?;
-        for c in containers.iter_mut().filter(|c| self.touched.contains(&c.id)) {
+        for c in containers
+            .iter_mut()
+            .filter(|c| self.touched.contains(&c.id))
+        {
             match self.source.inspect(&c.id).map_err(SyncError::Docker)? {
                 Some(live) => *c = live,
                 None => c.running = false,
             }
         }
         self.touched.clear();
-        if !self.looked_up && self.settings.host_address.is_none() && service::needs_host_address(&containers, &self.settings) {
+        if !self.looked_up
+            && self.settings.host_address.is_none()
+            && service::needs_host_address(&containers, &self.settings)
+        {
             self.looked_up = true;
             self.settings.host_address = (self.lookup)(&self.settings.hostname);
             match &self.settings.host_address {
@@ -212,13 +189,19 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.opts.ttl > 0 && self.lease() == 0 {
             self.take_lease(&actual)?;
         }
-        let lease = if self.opts.keep_foreign_leases { None } else { Some(self.lease()) };
+        let lease = if self.opts.keep_foreign_leases {
+            None
+        } else {
+            Some(self.lease())
+        };
         let (ops, plan_problems) = plan::plan(&desired, &actual, &self.opts.hostname, lease);
         problems.extend(plan_problems);
 
         // Cluster-wide port claims need the whole prefix, but only when a service is
         // about to claim a port: never on a quiet pass.
-        let (claiming, ops): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|op| claim_of(op, &desired).is_some());
+        let (claiming, ops): (Vec<Op>, Vec<Op>) = ops
+            .into_iter()
+            .partition(|op| claim_of(op, &desired).is_some());
         if !claiming.is_empty() && revision.is_none() {
             let (all, rev) = self.read_prefix()?;
             actual = all;
@@ -262,9 +245,20 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     // Our keys (from the lease) plus every directory we want (which may
                     // belong to another host): one request, O(own services).
                     let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
-                    dirs.extend(keys.iter().filter_map(|k| plan::split_key(&self.opts.prefix, k)).map(|(dir, _)| dir));
-                    let prefixes: Vec<String> = dirs.iter().map(|d| format!("{}/{d}/", self.opts.prefix)).collect();
-                    let kvs = if prefixes.is_empty() { Vec::new() } else { self.store.range_prefixes(&prefixes)? };
+                    dirs.extend(
+                        keys.iter()
+                            .filter_map(|k| plan::split_key(&self.opts.prefix, k))
+                            .map(|(dir, _)| dir),
+                    );
+                    let prefixes: Vec<String> = dirs
+                        .iter()
+                        .map(|d| format!("{}/{d}/", self.opts.prefix))
+                        .collect();
+                    let kvs = if prefixes.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.store.range_prefixes(&prefixes)?
+                    };
                     return Ok((self.group(kvs), None));
                 }
                 None => {
@@ -278,13 +272,16 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// Every service under the prefix (all hosts), and the revision of the read.
-    fn read_prefix(&mut self) -> Result<(Actual, i64), EtcdError> {
+    fn read_prefix(&mut self) -> Result<(Actual, i64), StoreError> {
         let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
         Ok((self.group(kvs), rev))
     }
 
     fn group(&self, kvs: Vec<Kv>) -> Actual {
-        plan::group(&self.opts.prefix, kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)))
+        plan::group(
+            &self.opts.prefix,
+            kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)),
+        )
     }
 
     /// Adopts the live lease a predecessor on this hostname left on its keys, or grants
@@ -292,16 +289,23 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     fn take_lease(&mut self, actual: &Actual) -> Result<(), SyncError> {
         if self.opts.adopt && !self.started {
             let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-            for stored in actual.values().filter(|s| s.owner() == Some(self.opts.hostname.as_str())) {
+            for stored in actual
+                .values()
+                .filter(|s| s.owner() == Some(self.opts.hostname.as_str()))
+            {
                 for &l in stored.leases.values().filter(|&&l| l != 0) {
                     *counts.entry(l).or_default() += 1;
                 }
             }
-            let mut candidates: Vec<(usize, i64)> = counts.into_iter().map(|(l, n)| (n, l)).collect();
+            let mut candidates: Vec<(usize, i64)> =
+                counts.into_iter().map(|(l, n)| (n, l)).collect();
             candidates.sort_unstable_by(|a, b| b.cmp(a));
             for (_, l) in candidates {
                 if self.store.keepalive(l)?.is_some() {
-                    log::info!("adopted lease {l:x} left by the previous registrator of host {}", self.opts.hostname);
+                    log::info!(
+                        "adopted lease {l:x} left by the previous registrator of host {}",
+                        self.opts.hostname
+                    );
                     self.set_lease(l);
                     return Ok(());
                 }
@@ -359,21 +363,35 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             Op::Register { dir, fields, .. } => {
                 compares.push(Compare::Missing(owner_key));
                 for (f, v) in fields {
-                    requests.push(Request::Put { key: self.key(dir, f), value: v.clone(), lease });
+                    requests.push(Request::Put {
+                        key: self.key(dir, f),
+                        value: v.clone(),
+                        lease,
+                    });
                 }
             }
-            Op::Update { dir, put, delete, .. } => {
+            Op::Update {
+                dir, put, delete, ..
+            } => {
                 compares.push(Compare::ValueEquals(owner_key, self.opts.hostname.clone()));
                 for (f, v) in put {
-                    requests.push(Request::Put { key: self.key(dir, f), value: v.clone(), lease });
+                    requests.push(Request::Put {
+                        key: self.key(dir, f),
+                        value: v.clone(),
+                        lease,
+                    });
                 }
                 for f in delete {
-                    requests.push(Request::Delete { key: self.key(dir, f) });
+                    requests.push(Request::Delete {
+                        key: self.key(dir, f),
+                    });
                 }
             }
             Op::Deregister { dir } => {
                 compares.push(Compare::ValueEquals(owner_key, self.opts.hostname.clone()));
-                requests.push(Request::DeletePrefix { prefix: format!("{}/{dir}/", self.opts.prefix) });
+                requests.push(Request::DeletePrefix {
+                    prefix: format!("{}/{dir}/", self.opts.prefix),
+                });
             }
         }
     }
@@ -386,7 +404,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// `quiet`: a failed guard is expected (the event fast path guesses) and only logged
     /// at debug; the full pass that follows settles it.
-    fn apply_ops(&mut self, ops: &[Op], outcome: &mut Outcome, quiet: bool) -> Result<(), SyncError> {
+    fn apply_ops(
+        &mut self,
+        ops: &[Op],
+        outcome: &mut Outcome,
+        quiet: bool,
+    ) -> Result<(), SyncError> {
         for batch in plan::batches(ops, MAX_TXN_OPS) {
             let (mut compares, mut requests) = (Vec::new(), Vec::new());
             for op in batch {
@@ -407,7 +430,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     outcome.applied += 1;
                 } else {
                     if quiet {
-                        log::debug!("{}: fast path skipped (state differs); the full pass decides", op.dir());
+                        log::debug!(
+                            "{}: fast path skipped (state differs); the full pass decides",
+                            op.dir()
+                        );
                     } else {
                         log::warn!(
                             "{} changed under us (another host, or our own write whose answer was lost); checking again on the next pass",
@@ -424,11 +450,20 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Registers a service that claims a cluster-wide port, in one transaction with the
     /// check: it only succeeds if nothing under the prefix changed since the read that
     /// found the port free. On a lost race, reads again and re-checks.
-    fn apply_claim(&mut self, op: Op, claim: Claim, mut revision: i64, outcome: &mut Outcome) -> Result<(), SyncError> {
+    fn apply_claim(
+        &mut self,
+        op: Op,
+        claim: Claim,
+        mut revision: i64,
+        outcome: &mut Outcome,
+    ) -> Result<(), SyncError> {
         for _ in 0..5 {
             let (mut compares, mut requests) = (Vec::new(), Vec::new());
             self.txn_parts(&op, &mut compares, &mut requests);
-            compares.push(Compare::Unchanged { prefix: format!("{}/", self.opts.prefix), revision });
+            compares.push(Compare::Unchanged {
+                prefix: format!("{}/", self.opts.prefix),
+                revision,
+            });
             if self.store.txn(&compares, &requests)? {
                 log::info!("{op}");
                 outcome.applied += 1;
@@ -444,7 +479,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             }
             revision = rev;
         }
-        log::warn!("{}: the prefix kept changing; retrying on the next pass", op.dir());
+        log::warn!(
+            "{}: the prefix kept changing; retrying on the next pass",
+            op.dir()
+        );
         outcome.failed += 1;
         Ok(())
     }
@@ -464,12 +502,17 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.opts.dry_run || !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
             return Ok(());
         }
-        let fresh = if gone { None } else { self.source.inspect(id).map_err(SyncError::Docker)? };
-        let Some(name) = fresh
-            .as_ref()
-            .map(|c| c.name.clone())
-            .or_else(|| self.containers.iter().find(|c| c.id == id).map(|c| c.name.clone()))
-        else {
+        let fresh = if gone {
+            None
+        } else {
+            self.source.inspect(id).map_err(SyncError::Docker)?
+        };
+        let Some(name) = fresh.as_ref().map(|c| c.name.clone()).or_else(|| {
+            self.containers
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.name.clone())
+        }) else {
             return Ok(());
         };
         self.containers.retain(|c| c.id != id);
@@ -487,7 +530,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         }
         for (dir, want) in &mine {
             if want.claim.is_none() && !self.last_desired.contains_key(dir) {
-                ops.push(Op::Register { dir: dir.clone(), fields: want.fields.clone(), container: name.clone() });
+                ops.push(Op::Register {
+                    dir: dir.clone(),
+                    fields: want.fields.clone(),
+                    container: name.clone(),
+                });
             }
         }
         self.last_desired.retain(|_, w| w.container != name);
@@ -596,7 +643,10 @@ fn holder(actual: &Actual, dir: &str, claim: Claim) -> Option<String> {
     let name = dir.split('/').next().unwrap_or("");
     actual.iter().find_map(|(d, stored)| {
         let other = d.split('/').next().unwrap_or("");
-        let holds = stored.fields.get(claim.field()).is_some_and(|v| v.trim() == claim.port().to_string());
+        let holds = stored
+            .fields
+            .get(claim.field())
+            .is_some_and(|v| v.trim() == claim.port().to_string());
         (other != name && holds).then(|| format!("{d} on host {}", stored.owner().unwrap_or("?")))
     })
 }
@@ -667,7 +717,11 @@ mod tests {
             self.kv
                 .range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, (v, l, _))| Kv { key: k.clone(), value: v.clone(), lease: *l })
+                .map(|(k, (v, l, _))| Kv {
+                    key: k.clone(),
+                    value: v.clone(),
+                    lease: *l,
+                })
                 .collect()
         }
         fn expire(&mut self, lease: i64) {
@@ -677,22 +731,24 @@ mod tests {
     }
 
     impl Store for FakeEtcd {
-        fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+        fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
             self.count("range_prefix");
             Ok((self.under(prefix), self.rev))
         }
-        fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError> {
+        fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
             self.count("range_prefixes");
             Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
         }
-        fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError> {
+        fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
             self.count("txn");
             let ok = compares.iter().all(|c| match c {
                 Compare::ValueEquals(k, v) => self.kv.get(k).is_some_and(|(x, _, _)| x == v),
                 Compare::Missing(k) => !self.kv.contains_key(k),
-                Compare::Unchanged { prefix, revision } => {
-                    self.kv.iter().filter(|(k, _)| k.starts_with(prefix.as_str())).all(|(_, (_, _, m))| m <= revision)
-                }
+                Compare::Unchanged { prefix, revision } => self
+                    .kv
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix.as_str()))
+                    .all(|(_, (_, _, m))| m <= revision),
             });
             if !ok {
                 return Ok(false);
@@ -701,37 +757,46 @@ mod tests {
             for r in requests {
                 match r {
                     Request::Put { key, value, lease } => {
-                        self.kv.insert(key.clone(), (value.clone(), *lease, self.rev));
+                        self.kv
+                            .insert(key.clone(), (value.clone(), *lease, self.rev));
                     }
                     Request::Delete { key } => {
                         self.kv.remove(key);
                     }
-                    Request::DeletePrefix { prefix } => self.kv.retain(|k, _| !k.starts_with(prefix.as_str())),
+                    Request::DeletePrefix { prefix } => {
+                        self.kv.retain(|k, _| !k.starts_with(prefix.as_str()))
+                    }
                 }
             }
             Ok(true)
         }
-        fn grant(&mut self, _ttl: u64) -> Result<i64, EtcdError> {
+        fn grant(&mut self, _ttl: u64) -> Result<i64, StoreError> {
             self.count("grant");
             self.next_lease += 1;
             self.leases.insert(self.next_lease);
             Ok(self.next_lease)
         }
-        fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
+        fn keepalive(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
             self.count("keepalive");
             Ok(self.leases.contains(&id).then_some(30))
         }
-        fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
+        fn revoke(&mut self, id: i64) -> Result<(), StoreError> {
             self.count("revoke");
             self.expire(id);
             Ok(())
         }
-        fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError> {
+        fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, StoreError> {
             self.count("lease_keys");
             if !self.leases.contains(&id) {
                 return Ok(None);
             }
-            Ok(Some(self.kv.iter().filter(|(_, (_, l, _))| *l == id).map(|(k, _)| k.clone()).collect()))
+            Ok(Some(
+                self.kv
+                    .iter()
+                    .filter(|(_, (_, l, _))| *l == id)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            ))
         }
     }
 
@@ -747,21 +812,49 @@ mod tests {
             env: env.iter().map(|s| s.to_string()).collect(),
             labels: BTreeMap::new(),
             exposed: vec![],
-            bindings: vec![Binding { port: Port { number: 80, proto: Proto::Tcp }, host_ip: "127.0.0.1".into(), host_port: 30000 + n as u16 }],
+            bindings: vec![Binding {
+                port: Port {
+                    number: 80,
+                    proto: Proto::Tcp,
+                },
+                host_ip: "127.0.0.1".into(),
+                host_port: 30000 + n as u16,
+            }],
             ip: None,
             host_network: false,
         }
     }
 
-    fn reconciler(docker: FakeDocker, etcd: FakeEtcd, host: &str, ttl: u64) -> Reconciler<FakeDocker, FakeEtcd> {
-        let settings = Settings { hostname: host.into(), ip: None, host_address: Some("10.0.0.5".into()), internal: false, explicit: false };
-        let opts = Options { prefix: "/s".into(), hostname: host.into(), dry_run: false, ttl, adopt: true, keep_foreign_leases: false };
+    fn reconciler(
+        docker: FakeDocker,
+        etcd: FakeEtcd,
+        host: &str,
+        ttl: u64,
+    ) -> Reconciler<FakeDocker, FakeEtcd> {
+        let settings = Settings {
+            hostname: host.into(),
+            ip: None,
+            host_address: Some("10.0.0.5".into()),
+            internal: false,
+            explicit: false,
+        };
+        let opts = Options {
+            prefix: "/s".into(),
+            hostname: host.into(),
+            dry_run: false,
+            ttl,
+            adopt: true,
+            keep_foreign_leases: false,
+        };
         Reconciler::new(docker, etcd, settings, opts, |_| None)
     }
 
     #[test]
     fn cold_pass_writes_each_service_once_in_few_txns_and_quiet_pass_reads_only_own_keys() {
-        let docker = FakeDocker { containers: (0..100).map(|n| container(n, &[])).collect(), ..Default::default() };
+        let docker = FakeDocker {
+            containers: (0..100).map(|n| container(n, &[])).collect(),
+            ..Default::default()
+        };
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 100);
@@ -774,12 +867,19 @@ mod tests {
         assert_eq!((out.applied, out.ops.len()), (0, 0));
         assert_eq!(r.source.lists, 1);
         let calls: Vec<_> = r.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
-        assert_eq!(calls, [("lease_keys", 1), ("range_prefixes", 1)], "a quiet pass: no prefix read, no write");
+        assert_eq!(
+            calls,
+            [("lease_keys", 1), ("range_prefixes", 1)],
+            "a quiet pass: no prefix read, no write"
+        );
     }
 
     #[test]
     fn docker_down_touches_nothing() {
-        let docker = FakeDocker { containers: vec![container(1, &[])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(1, &[])],
+            ..Default::default()
+        };
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 0);
         r.sync().unwrap();
         let before = r.store.kv.clone();
@@ -792,7 +892,10 @@ mod tests {
 
     #[test]
     fn expired_lease_is_replaced_and_everything_re_put() {
-        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(1, &[]), container(2, &[])],
+            ..Default::default()
+        };
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         r.sync().unwrap();
         let old = r.lease();
@@ -806,14 +909,20 @@ mod tests {
 
     #[test]
     fn successor_adopts_a_live_lease_without_rewriting_and_drops_stale_services() {
-        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(1, &[]), container(2, &[])],
+            ..Default::default()
+        };
         let mut first = reconciler(docker, FakeEtcd::default(), "h", 30);
         first.sync().unwrap();
         let lease = first.lease();
         let mut etcd = std::mem::take(&mut first.store);
         etcd.calls.clear();
         let rev = etcd.rev;
-        let docker = FakeDocker { containers: vec![container(1, &[])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(1, &[])],
+            ..Default::default()
+        };
         let mut second = reconciler(docker, etcd, "h", 30);
         let out = second.sync().unwrap();
         assert_eq!(second.lease(), lease, "adopted");
@@ -825,28 +934,57 @@ mod tests {
     #[test]
     fn claim_is_checked_against_other_hosts_and_lost_races_re_check() {
         let mut etcd = FakeEtcd::default();
-        for (k, v) in [("external_port", "8080"), ("node", "other"), ("port", "1"), ("address", "x"), ("mode", "tcp")] {
-            etcd.kv.insert(format!("/s/theirs/o:1:80/{k}"), (v.into(), 0, 1));
+        for (k, v) in [
+            ("external_port", "8080"),
+            ("node", "other"),
+            ("port", "1"),
+            ("address", "x"),
+            ("mode", "tcp"),
+        ] {
+            etcd.kv
+                .insert(format!("/s/theirs/o:1:80/{k}"), (v.into(), 0, 1));
         }
         etcd.rev = 1;
-        let docker = FakeDocker { containers: vec![container(1, &["SERVICE_NAME=mine", "SERVICE_EXTERNAL_PORT=8080"])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(
+                1,
+                &["SERVICE_NAME=mine", "SERVICE_EXTERNAL_PORT=8080"],
+            )],
+            ..Default::default()
+        };
         let mut r = reconciler(docker, etcd, "h", 0);
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 0);
-        assert!(r.reported.iter().any(|p| p.message.contains("external port 8080 is already held by theirs/o:1:80 on host other")));
+        assert!(r.reported.iter().any(|p| p
+            .message
+            .contains("external port 8080 is already held by theirs/o:1:80 on host other")));
         r.store.kv.retain(|k, _| !k.starts_with("/s/theirs/"));
-        assert_eq!(r.sync().unwrap().applied, 1, "registers once the holder is gone");
+        assert_eq!(
+            r.sync().unwrap().applied,
+            1,
+            "registers once the holder is gone"
+        );
         // A stale revision (someone wrote meanwhile) makes the guarded write fail and re-check.
         let mut o = Outcome::default();
         let want = r.last_desired.values().next().unwrap().clone();
-        let op = Op::Register { dir: "mine/x".into(), fields: want.fields, container: "c1".into() };
+        let op = Op::Register {
+            dir: "mine/x".into(),
+            fields: want.fields,
+            container: "c1".into(),
+        };
         r.apply_claim(op, want.claim.unwrap(), 0, &mut o).unwrap();
-        assert_eq!(o.applied, 1, "after the re-read shows the port is ours (same name), the write goes through");
+        assert_eq!(
+            o.applied, 1,
+            "after the re-read shows the port is ours (same name), the write goes through"
+        );
     }
 
     #[test]
     fn a_pass_after_die_trusts_inspect_over_the_lagging_list() {
-        let docker = FakeDocker { containers: vec![container(1, &[]), container(2, &[])], ..Default::default() };
+        let docker = FakeDocker {
+            containers: vec![container(1, &[]), container(2, &[])],
+            ..Default::default()
+        };
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         r.sync().unwrap();
         assert_eq!(r.store.kv.len(), 8);
@@ -857,9 +995,15 @@ mod tests {
         assert_eq!(r.store.kv.len(), 4, "the fast path deregistered it");
         r.source.inspects = 0;
         let out = r.sync().unwrap();
-        assert_eq!(out.applied, 0, "no flap: the dead container is not registered again");
+        assert_eq!(
+            out.applied, 0,
+            "no flap: the dead container is not registered again"
+        );
         assert_eq!(r.store.kv.len(), 4);
-        assert_eq!(r.source.inspects, 1, "only the container the event named is inspected");
+        assert_eq!(
+            r.source.inspects, 1,
+            "only the container the event named is inspected"
+        );
         r.source.inspects = 0;
         r.sync().unwrap();
         assert_eq!(r.source.inspects, 0, "a quiet pass inspects nothing");
@@ -868,8 +1012,10 @@ mod tests {
     #[test]
     fn another_hosts_services_are_never_changed() {
         let mut etcd = FakeEtcd::default();
-        etcd.kv.insert("/s/img/other:c9:80/node".into(), ("other".into(), 0, 1));
-        etcd.kv.insert("/s/img/other:c9:80/port".into(), ("1".into(), 0, 1));
+        etcd.kv
+            .insert("/s/img/other:c9:80/node".into(), ("other".into(), 0, 1));
+        etcd.kv
+            .insert("/s/img/other:c9:80/port".into(), ("1".into(), 0, 1));
         let mut r = reconciler(FakeDocker::default(), etcd, "h", 0);
         r.sync().unwrap();
         assert_eq!(r.store.kv.len(), 2);

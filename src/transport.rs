@@ -16,7 +16,8 @@ use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
+    Transport,
 };
 use ureq::Agent;
 
@@ -38,15 +39,27 @@ struct UnixConnector {
 impl<In: Transport> Connector<In> for UnixConnector {
     type Out = Either<In, UnixTransport>;
 
-    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
         if let Some(c) = chained {
             return Ok(Some(Either::A(c)));
         }
         let stream = UnixStream::connect(&self.path).map_err(|e| {
             use std::os::unix::fs::FileTypeExt;
-            let not_socket = std::fs::metadata(&self.path).is_ok_and(|m| !m.file_type().is_socket());
-            let why = if not_socket { "it is not a unix socket".to_string() } else { e.to_string() };
-            ureq::Error::Io(io::Error::new(e.kind(), format!("connect to {}: {why}", self.path.display())))
+            let not_socket =
+                std::fs::metadata(&self.path).is_ok_and(|m| !m.file_type().is_socket());
+            let why = if not_socket {
+                "it is not a unix socket".to_string()
+            } else {
+                e.to_string()
+            };
+            ureq::Error::Io(io::Error::new(
+                e.kind(),
+                format!("connect to {}: {why}", self.path.display()),
+            ))
         })?;
         let config = details.config;
         let transport = UnixTransport {
@@ -99,7 +112,9 @@ impl Transport for UnixTransport {
             self.write_timeout = t;
         }
         let output = &self.buffers.output()[..amount];
-        (&self.stream.0).write_all(output).map_err(|e| io_error(e, &timeout))
+        (&self.stream.0)
+            .write_all(output)
+            .map_err(|e| io_error(e, &timeout))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
@@ -140,7 +155,12 @@ impl Transport for UnixTransport {
 struct NoResolver;
 
 impl Resolver for NoResolver {
-    fn resolve(&self, _uri: &Uri, _config: &Config, _timeout: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let mut addrs = self.empty();
         addrs.push(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1)));
         Ok(addrs)

@@ -36,11 +36,16 @@ use proxy::{Counter, Counts};
 // Environment
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)")
+    })
 }
 
 fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn docker_host() -> String {
@@ -49,7 +54,10 @@ fn docker_host() -> String {
 
 fn docker_socket() -> PathBuf {
     let host = docker_host();
-    PathBuf::from(host.strip_prefix("unix://").unwrap_or_else(|| panic!("DOCKER_HOST {host} is not a unix socket")))
+    PathBuf::from(
+        host.strip_prefix("unix://")
+            .unwrap_or_else(|| panic!("DOCKER_HOST {host} is not a unix socket")),
+    )
 }
 
 fn image() -> String {
@@ -59,7 +67,10 @@ fn image() -> String {
 /// etcd's client address (from `REG_ETCD`, `http://127.0.0.1:25790`).
 fn etcd_addr() -> SocketAddr {
     let url = env("REG_ETCD");
-    url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
 }
 
 /// The key prefix of this bench run: nothing else writes under it.
@@ -93,7 +104,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("registrator-bench-{}-{tag}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("registrator-bench-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
@@ -115,12 +127,23 @@ impl Drop for Scratch {
 /// Appends one row of the table (and says it on stderr).
 fn row(what: &str, figure: &str, target: &str, daemons: &str) {
     eprintln!("bench: {what}: {figure}");
-    let path = std::env::var("BENCH_RESULTS").unwrap_or_else(|_| {
-        format!("{}/bench-results.tsv", std::env::temp_dir().display())
-    });
+    let path = std::env::var("BENCH_RESULTS")
+        .unwrap_or_else(|_| format!("{}/bench-results.tsv", std::env::temp_dir().display()));
     let clean = |s: &str| s.replace(['\t', '\n'], " ");
-    let mut f = OpenOptions::new().create(true).append(true).open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    writeln!(f, "{}\t{}\t{}\t{}", clean(what), clean(figure), clean(target), clean(daemons)).unwrap();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    writeln!(
+        f,
+        "{}\t{}\t{}\t{}",
+        clean(what),
+        clean(figure),
+        clean(target),
+        clean(daemons)
+    )
+    .unwrap();
 }
 
 fn ms(d: Duration) -> f64 {
@@ -142,15 +165,29 @@ fn median(sorted: &[f64]) -> f64 {
 fn stats(samples: &[Option<(Duration, u32)>], limit: Duration) -> String {
     let mut ok: Vec<f64> = samples.iter().flatten().map(|&(d, _)| ms(d)).collect();
     ok.sort_by(|a, b| a.total_cmp(b));
-    let first = samples.iter().flatten().filter(|(_, polls)| *polls == 1).count();
+    let first = samples
+        .iter()
+        .flatten()
+        .filter(|(_, polls)| *polls == 1)
+        .count();
     let missed = samples.len() - ok.len();
     let mut out = if ok.is_empty() {
         "no run finished".to_string()
     } else {
-        format!("{:.1} / {:.1} / {:.1} ms ({first} of {} done at the first poll)", ok[0], median(&ok), ok[ok.len() - 1], samples.len())
+        format!(
+            "{:.1} / {:.1} / {:.1} ms ({first} of {} done at the first poll)",
+            ok[0],
+            median(&ok),
+            ok[ok.len() - 1],
+            samples.len()
+        )
     };
     if missed > 0 {
-        out.push_str(&format!("; {missed} of {} runs not done within {} s", samples.len(), limit.as_secs()));
+        out.push_str(&format!(
+            "; {missed} of {} runs not done within {} s",
+            samples.len(),
+            limit.as_secs()
+        ));
     }
     out
 }
@@ -167,7 +204,10 @@ fn per(n: u64, cycles: f64) -> String {
 
 /// `1 list, 0 inspect` style: the `always` kinds first (even at zero), then the rest.
 fn describe(c: &Counts, cycles: f64, always: &[&str]) -> String {
-    let mut parts: Vec<String> = always.iter().map(|k| format!("{} {k}", per(c.get(k), cycles))).collect();
+    let mut parts: Vec<String> = always
+        .iter()
+        .map(|k| format!("{} {k}", per(c.get(k), cycles)))
+        .collect();
     for (k, &v) in &c.by_kind {
         if v > 0 && !always.contains(&k.as_str()) {
             parts.push(format!("{} {k}", per(v, cycles)));
@@ -211,8 +251,12 @@ impl Etcd {
     }
 
     fn post(&mut self, path: &str, body: Value) -> Value {
-        let (status, text) = self.0.post(path, &body.to_string()).unwrap_or_else(|e| panic!("etcd {path}: {e}"));
-        let v: Value = serde_json::from_slice(&text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {}", String::from_utf8_lossy(&text)));
+        let (status, text) = self
+            .0
+            .post(path, &body.to_string())
+            .unwrap_or_else(|e| panic!("etcd {path}: {e}"));
+        let v: Value = serde_json::from_slice(&text)
+            .unwrap_or_else(|e| panic!("etcd {path}: {e}: {}", String::from_utf8_lossy(&text)));
         assert_eq!(status, 200, "etcd {path}: {v}");
         v
     }
@@ -244,12 +288,21 @@ impl Etcd {
     }
 
     fn delete_prefix(&mut self, prefix: &str) {
-        self.post("/v3/kv/deleterange", json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}));
+        self.post(
+            "/v3/kv/deleterange",
+            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
+        );
     }
 
     /// Polls `prefix` every 2 ms from `t0` until `done(count)`; returns when the answer
     /// that showed it arrived and how many polls it took, or None after `limit`.
-    fn poll_until(&mut self, prefix: &str, t0: Instant, limit: Duration, done: impl Fn(u64) -> bool) -> Option<(Duration, u32)> {
+    fn poll_until(
+        &mut self,
+        prefix: &str,
+        t0: Instant,
+        limit: Duration,
+        done: impl Fn(u64) -> bool,
+    ) -> Option<(Duration, u32)> {
         let tick = Duration::from_millis(2);
         let mut k = 0u32;
         loop {
@@ -349,15 +402,23 @@ impl Reg {
 
     fn cpu(&mut self) -> Cpu {
         self.check_alive();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc/PID/stat");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
         // Fields after the `(comm)`: state is field 3, utime 14 and stime 15.
         let rest = &stat[stat.rfind(')').expect("comm") + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
         let mut sched_ns = 0;
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("read /proc/PID/task").flatten() {
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("read /proc/PID/task")
+            .flatten()
+        {
             if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-                sched_ns += s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                sched_ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
         Cpu { ticks, sched_ns }
@@ -366,13 +427,20 @@ impl Reg {
     /// `5.8 MiB (VmRSS: 3.1 anon + 2.7 file; peak VmHWM 6.0 MiB)`.
     fn memory_figure(&mut self) -> String {
         let (rss, hwm, anon, file) = self.memory();
-        format!("{} (VmRSS: {:.1} anon + {:.1} file; peak VmHWM {})", mib(rss), anon as f64 / 1024.0, file as f64 / 1024.0, mib(hwm))
+        format!(
+            "{} (VmRSS: {:.1} anon + {:.1} file; peak VmHWM {})",
+            mib(rss),
+            anon as f64 / 1024.0,
+            file as f64 / 1024.0,
+            mib(hwm)
+        )
     }
 
     /// VmRSS, VmHWM, RssAnon and RssFile in KiB.
     fn memory(&mut self) -> (u64, u64, u64, u64) {
         self.check_alive();
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc/PID/status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
         let field = |name: &str| -> u64 {
             status
                 .lines()
@@ -381,7 +449,12 @@ impl Reg {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+        (
+            field("VmRSS:"),
+            field("VmHWM:"),
+            field("RssAnon:"),
+            field("RssFile:") + field("RssShmem:"),
+        )
     }
 }
 
@@ -394,7 +467,10 @@ impl Drop for Reg {
 
 /// CPU milliseconds between two readings: (from ticks, from schedstat).
 fn cpu_ms(a: Cpu, b: Cpu) -> (f64, f64) {
-    ((b.ticks - a.ticks) as f64 * 1000.0 / clock_ticks_per_sec() as f64, (b.sched_ns - a.sched_ns) as f64 / 1e6)
+    (
+        (b.ticks - a.ticks) as f64 * 1000.0 / clock_ticks_per_sec() as f64,
+        (b.sched_ns - a.sched_ns) as f64 / 1e6,
+    )
 }
 
 /// `registrator --once ...`: wall time and whether it exited 0.
@@ -402,8 +478,17 @@ fn once(docker_host: &str, args: &[&str]) -> (Duration, bool, String) {
     let mut all = vec!["--once"];
     all.extend_from_slice(args);
     let start = Instant::now();
-    let out = Command::new(bin()).args(&all).env("DOCKER_HOST", docker_host).env("RUST_LOG", "warn").output().expect("run registrator --once");
-    (start.elapsed(), out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(bin())
+        .args(&all)
+        .env("DOCKER_HOST", docker_host)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run registrator --once");
+    (
+        start.elapsed(),
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -411,15 +496,35 @@ fn once(docker_host: &str, args: &[&str]) -> (Duration, bool, String) {
 
 /// Runs `docker ARGS`; panics with its output when it fails.
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).env("DOCKER_HOST", docker_host()).output().expect("run docker");
-    assert!(out.status.success(), "docker {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", docker_host())
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The arguments after `docker run -d` / `docker create` for a busybox httpd on port 80,
 /// published on 127.0.0.1, named `name`, registered as `service`.
 fn httpd(name: &str, service: &str) -> Vec<String> {
-    let mut v: Vec<String> = ["--init", "--pull", "never", "--name", name, "-p", "127.0.0.1::80", "-e"].map(String::from).to_vec();
+    let mut v: Vec<String> = [
+        "--init",
+        "--pull",
+        "never",
+        "--name",
+        name,
+        "-p",
+        "127.0.0.1::80",
+        "-e",
+    ]
+    .map(String::from)
+    .to_vec();
     v.push(format!("SERVICE_NAME={service}"));
     v.push(image());
     v.extend(["httpd", "-f", "-p", "80", "-h", "/www"].map(String::from));
@@ -456,7 +561,12 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for chunk in self.0.chunks(50) {
-            let _ = Command::new("docker").arg("rm").arg("-f").args(chunk).env("DOCKER_HOST", docker_host()).output();
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(chunk)
+                .env("DOCKER_HOST", docker_host())
+                .output();
         }
     }
 }
@@ -504,7 +614,12 @@ fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -
     }
     let (d1, e1, c1) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
     let cycles = cycles as f64;
-    Quiet { cycles, docker: d1.since(&d0), etcd: e1.since(&e0), cpu_ms_per_cycle: cpu_ms(c0, c1).1 / cycles }
+    Quiet {
+        cycles,
+        docker: d1.since(&d0),
+        etcd: e1.since(&e0),
+        cpu_ms_per_cycle: cpu_ms(c0, c1).1 / cycles,
+    }
 }
 
 /// Waits until the registrator's keepalive thread has refreshed its lease once (its
@@ -532,7 +647,8 @@ fn quiet_figure(q: &Quiet) -> String {
     )
 }
 
-const QUIET_TARGET: &str = "Docker: 1 list, 0 inspect; etcd: no write, a read O(own services) or none";
+const QUIET_TARGET: &str =
+    "Docker: 1 list, 0 inspect; etcd: no write, a read O(own services) or none";
 
 // ---------------------------------------------------------------------------------
 // Scenarios, run in name order by tests/bench.sh
@@ -544,7 +660,11 @@ fn b1_latency() {
     let scratch = Scratch::new("latency");
     let p = format!("{}/lat", root());
     let etcd_s = etcd_addr().to_string();
-    let mut reg = Reg::start(&docker_host(), &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)], scratch.path("registrator.log"));
+    let mut reg = Reg::start(
+        &docker_host(),
+        &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)],
+        scratch.path("registrator.log"),
+    );
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
 
@@ -580,7 +700,9 @@ fn b1_latency() {
         "real",
     );
     row(
-        &format!("deregistration: `docker stop` returns → keys gone, {runs} runs (min / median / max)"),
+        &format!(
+            "deregistration: `docker stop` returns → keys gone, {runs} runs (min / median / max)"
+        ),
         &stats(&down, limit),
         "median ≤ 2 ms, max ≤ 10 ms (Go registrator: ~1 ms)",
         "real",
@@ -589,21 +711,31 @@ fn b1_latency() {
 }
 
 /// Polls `prefix` every 2 ms on its own connection until `done(count)`.
-fn watch_for(prefix: String, done: fn(u64) -> bool, limit: Duration) -> std::thread::JoinHandle<Option<Instant>> {
+fn watch_for(
+    prefix: String,
+    done: fn(u64) -> bool,
+    limit: Duration,
+) -> std::thread::JoinHandle<Option<Instant>> {
     std::thread::spawn(move || {
         let mut etcd = Etcd::new();
         let t0 = Instant::now();
-        etcd.poll_until(&prefix, t0, limit, done).map(|(d, _)| t0 + d)
+        etcd.poll_until(&prefix, t0, limit, done)
+            .map(|(d, _)| t0 + d)
     })
 }
 
 /// `POST /containers/{name}/start` on the Docker socket; returns the HTTP status.
 fn docker_start_api(name: &str) -> u16 {
-    let mut conn = std::os::unix::net::UnixStream::connect(docker_socket()).expect("connect to the Docker socket");
-    let request = format!("POST /containers/{name}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n");
+    let mut conn = std::os::unix::net::UnixStream::connect(docker_socket())
+        .expect("connect to the Docker socket");
+    let request = format!(
+        "POST /containers/{name}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+    );
     conn.write_all(request.as_bytes()).expect("send start");
     let mut r = std::io::BufReader::new(conn);
-    let head = http::read_head(&mut r).expect("read start answer").expect("an answer to start");
+    let head = http::read_head(&mut r)
+        .expect("read start answer")
+        .expect("an answer to start");
     head.status()
 }
 
@@ -631,7 +763,11 @@ fn start_all(names: &[String]) -> Vec<(String, Instant, Instant)> {
 
 /// Polls the keys under `prefix` every 2 ms on its own connection and records when
 /// each container's service (all its keys) first shows up, until `n` have.
-fn watch_services(prefix: String, n: usize, limit: Duration) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Instant>> {
+fn watch_services(
+    prefix: String,
+    n: usize,
+    limit: Duration,
+) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Instant>> {
     std::thread::spawn(move || {
         let mut etcd = Etcd::new();
         let mut seen = std::collections::BTreeMap::new();
@@ -640,10 +776,15 @@ fn watch_services(prefix: String, n: usize, limit: Duration) -> std::thread::Joi
         while seen.len() < n && t0.elapsed() < limit {
             let keys = etcd.keys(&prefix);
             let now = Instant::now();
-            let mut per: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+            let mut per: std::collections::BTreeMap<String, u64> =
+                std::collections::BTreeMap::new();
             for key in &keys {
                 // <prefix>bench:<container>:80/<field>
-                if let Some(name) = key.strip_prefix(&prefix).and_then(|r| r.strip_prefix("bench:")).and_then(|r| r.split(':').next()) {
+                if let Some(name) = key
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_prefix("bench:"))
+                    .and_then(|r| r.split(':').next())
+                {
                     *per.entry(name.to_string()).or_default() += 1;
                 }
             }
@@ -687,7 +828,11 @@ fn b2_bursts_and_cpu() {
     let scratch = Scratch::new("burst");
     let p = format!("{}/burst", root());
     let etcd_s = etcd_addr().to_string();
-    let mut reg = Reg::start(&docker_host(), &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)], scratch.path("registrator.log"));
+    let mut reg = Reg::start(
+        &docker_host(),
+        &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)],
+        scratch.path("registrator.log"),
+    );
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
     let mut etcd = Etcd::new();
@@ -721,12 +866,20 @@ fn b2_bursts_and_cpu() {
             lags[lags.len() - 1]
         )
     } else {
-        format!("only {} of {N} registered after {} s", seen.len(), limit.as_secs())
+        format!(
+            "only {} of {N} registered after {} s",
+            seen.len(),
+            limit.as_secs()
+        )
     };
     row(&format!("burst: {N} created containers started at once ({N} concurrent start calls) → all registered"), &figure, "< 2 s", "real");
 
     // A quiet minute with 50 containers at the default 10 s interval.
-    assert!(etcd.wait_for(&all, limit, |n| n == want), "burst not registered:\n{}", reg.log_tail());
+    assert!(
+        etcd.wait_for(&all, limit, |n| n == want),
+        "burst not registered:\n{}",
+        reg.log_tail()
+    );
     std::thread::sleep(Duration::from_secs(2));
     let secs = knob("BENCH_CPU_SECS", 60);
     eprintln!("bench: measuring CPU for {secs} s");
@@ -746,7 +899,12 @@ fn b2_bursts_and_cpu() {
         "< 30 ms (Go registrator: 330-440 ms)",
         "real",
     );
-    row(&format!("resident memory, {N} containers, `--interval 10`"), &reg.memory_figure(), "(Go registrator: 13 MB)", "real");
+    row(
+        &format!("resident memory, {N} containers, `--interval 10`"),
+        &reg.memory_figure(),
+        "(Go registrator: 13 MB)",
+        "real",
+    );
 
     // All 50 removed by one `docker rm -f` (the CLI removes them in parallel).
     let watcher = watch_for(all.clone(), |n| n == 0, limit);
@@ -763,7 +921,11 @@ fn b2_bursts_and_cpu() {
             (done - began).as_secs_f64(),
             (returned - began).as_secs_f64()
         ),
-        None => format!("{} of {want} keys still there after {} s", etcd.count(&all), limit.as_secs()),
+        None => format!(
+            "{} of {want} keys still there after {} s",
+            etcd.count(&all),
+            limit.as_secs()
+        ),
     };
     row(
         &format!("burst: {N} containers removed by one `docker rm -f` → all deregistered"),
@@ -781,7 +943,12 @@ fn b2_bursts_and_cpu() {
 #[ignore]
 fn b3_idle_cost() {
     let scratch = Scratch::new("idle");
-    let docker_proxy = proxy::unix(&scratch.path("docker.sock"), &docker_socket(), proxy::docker_kind).unwrap();
+    let docker_proxy = proxy::unix(
+        &scratch.path("docker.sock"),
+        &docker_socket(),
+        proxy::docker_kind,
+    )
+    .unwrap();
     let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
     let cycles = knob("BENCH_QUIET_CYCLES", 10);
     let mut etcd = Etcd::new();
@@ -796,16 +963,36 @@ fn b3_idle_cost() {
         let e0 = etcd_proxy.counter.snapshot();
         let mut reg = Reg::start(
             &docker_proxy.address,
-            &["--interval", "1", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            &[
+                "--interval",
+                "1",
+                "--hostname",
+                "bench",
+                &uri(&etcd_proxy.address, &p),
+            ],
             scratch.path(&format!("registrator-{n}.log")),
         );
         let want = n as u64 * KEYS_PER_HTTPD;
-        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
+        assert!(
+            etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want),
+            "not registered:\n{}",
+            reg.log_tail()
+        );
         wait_first_keepalive(&etcd_proxy.counter, &e0, &mut reg);
         let q = measure_quiet(&mut reg, &docker_proxy.counter, &etcd_proxy.counter, cycles);
-        row(&format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"), &quiet_figure(&q), QUIET_TARGET, "real");
+        row(
+            &format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"),
+            &quiet_figure(&q),
+            QUIET_TARGET,
+            "real",
+        );
         if n == 100 {
-            row("resident memory, 100 containers (release binary)", &reg.memory_figure(), "< 4 MiB", "real");
+            row(
+                "resident memory, 100 containers (release binary)",
+                &reg.memory_figure(),
+                "< 4 MiB",
+                "real",
+            );
         }
         drop(reg);
         etcd.delete_prefix(&format!("{p}/"));
@@ -819,28 +1006,57 @@ fn b3_idle_cost() {
         let p = format!("{}/event", root());
         let mut reg = Reg::start(
             &docker_proxy.address,
-            &["--interval", "10", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            &[
+                "--interval",
+                "10",
+                "--hostname",
+                "bench",
+                &uri(&etcd_proxy.address, &p),
+            ],
             scratch.path("registrator-event.log"),
         );
         let want = pool.0.len() as u64 * KEYS_PER_HTTPD;
-        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
+        assert!(
+            etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want),
+            "not registered:\n{}",
+            reg.log_tail()
+        );
         std::thread::sleep(Duration::from_secs(1));
         let name = "bench-event-0".to_string();
         let dir = service_dir(&p, "event", &name);
         let limit = Duration::from_secs(10);
         let others = pool.0.len();
-        let (d0, e0) = (docker_proxy.counter.snapshot(), etcd_proxy.counter.snapshot());
+        let (d0, e0) = (
+            docker_proxy.counter.snapshot(),
+            etcd_proxy.counter.snapshot(),
+        );
         let mut args = vec!["run".to_string(), "-d".to_string()];
         args.extend(httpd(&name, "event"));
         pool.0.push(name.clone());
         docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(etcd.poll_until(&dir, Instant::now(), limit, |c| c == KEYS_PER_HTTPD).is_some(), "not registered:\n{}", reg.log_tail());
+        assert!(
+            etcd.poll_until(&dir, Instant::now(), limit, |c| c == KEYS_PER_HTTPD)
+                .is_some(),
+            "not registered:\n{}",
+            reg.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(300));
-        let (d1, e1) = (docker_proxy.counter.snapshot(), etcd_proxy.counter.snapshot());
+        let (d1, e1) = (
+            docker_proxy.counter.snapshot(),
+            etcd_proxy.counter.snapshot(),
+        );
         docker(&["stop", "-t", "5", &name]);
-        assert!(etcd.poll_until(&dir, Instant::now(), limit, |c| c == 0).is_some(), "not deregistered:\n{}", reg.log_tail());
+        assert!(
+            etcd.poll_until(&dir, Instant::now(), limit, |c| c == 0)
+                .is_some(),
+            "not deregistered:\n{}",
+            reg.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(300));
-        let (d2, e2) = (docker_proxy.counter.snapshot(), etcd_proxy.counter.snapshot());
+        let (d2, e2) = (
+            docker_proxy.counter.snapshot(),
+            etcd_proxy.counter.snapshot(),
+        );
         reg.check_alive();
         let cost = |d: Counts, e: Counts| {
             format!(
@@ -873,15 +1089,32 @@ fn b3_idle_cost() {
         let mut reg = Reg::start_bin(
             musl.to_str().unwrap(),
             &docker_host(),
-            &["--interval", "1", "--hostname", "bench", &uri(&etcd_addr().to_string(), &p)],
+            &[
+                "--interval",
+                "1",
+                "--hostname",
+                "bench",
+                &uri(&etcd_addr().to_string(), &p),
+            ],
             scratch.path("registrator-musl.log"),
         );
         let want = pool.0.len() as u64 * KEYS_PER_HTTPD;
-        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want), "not registered:\n{}", reg.log_tail());
+        assert!(
+            etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want),
+            "not registered:\n{}",
+            reg.log_tail()
+        );
         std::thread::sleep(Duration::from_secs(cycles));
-        let note = if stale { " (binary older than the release one: may be stale)" } else { "" };
+        let note = if stale {
+            " (binary older than the release one: may be stale)"
+        } else {
+            ""
+        };
         row(
-            &format!("resident memory, {} containers (static musl binary)", pool.0.len()),
+            &format!(
+                "resident memory, {} containers (static musl binary)",
+                pool.0.len()
+            ),
             &format!("{}{note}", reg.memory_figure()),
             "< 4 MiB",
             "real",
@@ -893,14 +1126,26 @@ fn b3_idle_cost() {
     // Cold `--once` at 100: timed on the direct sockets, counted through the proxies.
     let n = pool.0.len() as u64;
     let p = format!("{}/cold", root());
-    let (wall, ok, err) = once(&docker_host(), &["--hostname", "bench", &uri(&etcd_addr().to_string(), &p)]);
+    let (wall, ok, err) = once(
+        &docker_host(),
+        &["--hostname", "bench", &uri(&etcd_addr().to_string(), &p)],
+    );
     assert!(ok, "--once failed: {err}");
     assert_eq!(etcd.count(&format!("{p}/")), n * KEYS_PER_HTTPD);
     etcd.delete_prefix(&format!("{p}/"));
-    let (d0, e0) = (docker_proxy.counter.snapshot(), etcd_proxy.counter.snapshot());
-    let (_, ok, err) = once(&docker_proxy.address, &["--hostname", "bench", &uri(&etcd_proxy.address, &p)]);
+    let (d0, e0) = (
+        docker_proxy.counter.snapshot(),
+        etcd_proxy.counter.snapshot(),
+    );
+    let (_, ok, err) = once(
+        &docker_proxy.address,
+        &["--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+    );
     assert!(ok, "--once through the proxies failed: {err}");
-    let (d, e) = (docker_proxy.counter.snapshot().since(&d0), etcd_proxy.counter.snapshot().since(&e0));
+    let (d, e) = (
+        docker_proxy.counter.snapshot().since(&d0),
+        etcd_proxy.counter.snapshot().since(&e0),
+    );
     etcd.delete_prefix(&format!("{p}/"));
     row(
         &format!("cold `--once`, {n} containers (empty prefix)"),
@@ -929,7 +1174,10 @@ fn musl_binary() -> Option<(PathBuf, bool)> {
     let musl = target.join("x86_64-unknown-linux-musl/release/registrator");
     let m = std::fs::metadata(&musl).ok()?;
     let fresh = std::env::var("BENCH_STATIC_FRESH").is_ok_and(|v| v == "1");
-    let stale = match (m.modified(), std::fs::metadata(release).and_then(|r| r.modified())) {
+    let stale = match (
+        m.modified(),
+        std::fs::metadata(release).and_then(|r| r.modified()),
+    ) {
         (Ok(a), Ok(b)) => !fresh && a + Duration::from_secs(60) < b,
         _ => false,
     };
@@ -942,16 +1190,34 @@ fn musl_binary() -> Option<(PathBuf, bool)> {
 fn b4_size() {
     let release = Path::new(bin());
     let meta = std::fs::metadata(release).expect("release binary");
-    row("binary size, release (glibc, dynamic)", &format!("{:.2} MiB ({} bytes)", meta.len() as f64 / 1048576.0, meta.len()), "—", "—");
+    row(
+        "binary size, release (glibc, dynamic)",
+        &format!(
+            "{:.2} MiB ({} bytes)",
+            meta.len() as f64 / 1048576.0,
+            meta.len()
+        ),
+        "—",
+        "—",
+    );
     let figure = match musl_binary() {
         Some((musl, stale)) => {
             let len = std::fs::metadata(musl).map(|m| m.len()).unwrap_or(0);
-            let note = if stale { " (older than the release binary: may be stale)" } else { "" };
+            let note = if stale {
+                " (older than the release binary: may be stale)"
+            } else {
+                ""
+            };
             format!("{:.2} MiB ({len} bytes){note}", len as f64 / 1048576.0)
         }
         None => "not built (`make static`)".to_string(),
     };
-    row("binary size, static musl (`make static`)", &figure, "< 3 MiB", "—");
+    row(
+        "binary size, static musl (`make static`)",
+        &figure,
+        "< 3 MiB",
+        "—",
+    );
 }
 
 /// Cold `--once`, quiet-cycle requests and memory at 1,000 and 10,000 containers,
@@ -975,7 +1241,10 @@ fn b5_replay() {
         let want = n as u64 * keys;
 
         let p = format!("{}/replay{n}-once", root());
-        let (wall, ok, err) = once(&replay.docker_host(), &["--hostname", "bench", &uri(&etcd_proxy.address, &p)]);
+        let (wall, ok, err) = once(
+            &replay.docker_host(),
+            &["--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+        );
         assert!(ok, "--once failed: {err}");
         let got = etcd.count(&format!("{p}/"));
         assert_eq!(got, want, "--once at {n} wrote {got} keys, not {want}");
@@ -1001,14 +1270,29 @@ fn b5_replay() {
         let started = Instant::now();
         let mut reg = Reg::start(
             &replay.docker_host(),
-            &["--interval", "1", "--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            &[
+                "--interval",
+                "1",
+                "--hostname",
+                "bench",
+                &uri(&etcd_proxy.address, &p),
+            ],
             scratch.path(&format!("registrator-{n}.log")),
         );
-        assert!(etcd.wait_for(&format!("{p}/"), Duration::from_secs(180), |c| c == want), "not registered:\n{}", reg.log_tail());
+        assert!(
+            etcd.wait_for(&format!("{p}/"), Duration::from_secs(180), |c| c == want),
+            "not registered:\n{}",
+            reg.log_tail()
+        );
         let first = started.elapsed();
         wait_first_keepalive(&etcd_proxy.counter, &e0, &mut reg);
         // A pass at 10,000 takes seconds: fewer of them.
-        let q = measure_quiet(&mut reg, &replay.counter, &etcd_proxy.counter, if n > 1000 { cycles.div_ceil(2) } else { cycles });
+        let q = measure_quiet(
+            &mut reg,
+            &replay.counter,
+            &etcd_proxy.counter,
+            if n > 1000 { cycles.div_ceil(2) } else { cycles },
+        );
         row(
             &format!("quiet cycle, {n} containers, `--interval 1`: requests per cycle"),
             &quiet_figure(&q),
@@ -1017,7 +1301,11 @@ fn b5_replay() {
         );
         row(
             &format!("resident memory, {n} containers (release binary)"),
-            &format!("{}; loop start → all registered: {:.1} s", reg.memory_figure(), first.as_secs_f64()),
+            &format!(
+                "{}; loop start → all registered: {:.1} s",
+                reg.memory_figure(),
+                first.as_secs_f64()
+            ),
             "—",
             "replay",
         );

@@ -9,7 +9,10 @@ use std::time::Duration;
 use common::*;
 
 fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 #[test]
@@ -17,9 +20,25 @@ fn readme_examples_register_exactly_the_documented_keys() {
     let p = prefix("examples");
     let host = unique("node");
     let (wn, dn, cn) = (unique("web"), unique("db"), unique("cache"));
-    let web = Container::httpd(&wn, 80, &["SERVICE_NAME=web", "SERVICE_MODE=http", "SERVICE_DOMAINS=Example.com, www.example.com,example.com"]);
-    let db = Container::httpd(&dn, 5432, &["SERVICE_NAME=db", "SERVICE_EXTERNAL_PORT=25432"]);
-    let cache = Container::httpd(&cn, 6379, &["SERVICE_NAME=cache", "SERVICE_INTERNAL_PORT=26379"]);
+    let web = Container::httpd(
+        &wn,
+        80,
+        &[
+            "SERVICE_NAME=web",
+            "SERVICE_MODE=http",
+            "SERVICE_DOMAINS=Example.com, www.example.com,example.com",
+        ],
+    );
+    let db = Container::httpd(
+        &dn,
+        5432,
+        &["SERVICE_NAME=db", "SERVICE_EXTERNAL_PORT=25432"],
+    );
+    let cache = Container::httpd(
+        &cn,
+        6379,
+        &["SERVICE_NAME=cache", "SERVICE_INTERNAL_PORT=26379"],
+    );
 
     let out = once(&["--hostname", &host, &uri(&p)]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -33,7 +52,10 @@ fn readme_examples_register_exactly_the_documented_keys() {
         (&format!("{w}/port"), web.host_port(80).to_string()),
         (&format!("{w}/mode"), "http".into()),
         (&format!("{w}/domains/example.com"), "example.com".into()),
-        (&format!("{w}/domains/www.example.com"), "www.example.com".into()),
+        (
+            &format!("{w}/domains/www.example.com"),
+            "www.example.com".into(),
+        ),
         (&format!("{w}/node"), host.clone()),
         (&format!("{d}/address"), "127.0.0.1".into()),
         (&format!("{d}/port"), db.host_port(5432).to_string()),
@@ -55,7 +77,14 @@ fn readme_examples_register_exactly_the_documented_keys() {
     let out = once(&["--hostname", &host, &uri(&p)]);
     assert!(out.status.success());
     let ours = |l: &&str| [&wn, &dn, &cn].iter().any(|n| l.contains(n.as_str()));
-    assert!(stderr(&out).lines().filter(ours).all(|l| !l.contains("INFO")), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .lines()
+            .filter(ours)
+            .all(|l| !l.contains("INFO")),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -72,9 +101,19 @@ fn stopped_and_removed_containers_are_deregistered() {
     docker(&["rm", "-f", &b.name]);
     let out = once(&["--hostname", &host, &uri(&p)]);
     assert!(out.status.success());
-    assert!(keys_with(&p, &a.name).is_empty(), "stopped container still registered");
-    assert!(keys_with(&p, &b.name).is_empty(), "removed container still registered");
-    assert!(stderr(&out).contains(&format!("deregister a/{host}:{}:80", a.name)), "{}", stderr(&out));
+    assert!(
+        keys_with(&p, &a.name).is_empty(),
+        "stopped container still registered"
+    );
+    assert!(
+        keys_with(&p, &b.name).is_empty(),
+        "removed container still registered"
+    );
+    assert!(
+        stderr(&out).contains(&format!("deregister a/{host}:{}:80", a.name)),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -83,10 +122,19 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
     let host = unique("node");
     let sid = unique("explicit-id");
     let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let b = Container::httpd(&unique("b"), 80, &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")]);
+    let b = Container::httpd(
+        &unique("b"),
+        80,
+        &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")],
+    );
     let keep = Container::httpd(&unique("keep"), 80, &["SERVICE_NAME=keep"]);
     let mut r = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4 && keys_with(&p, &a.name).len() == 4), "{}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4
+            && keys_with(&p, &a.name).len() == 4),
+        "{}",
+        r.log()
+    );
     r.signal("KILL");
     r.wait(Duration::from_secs(2));
 
@@ -94,12 +142,17 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
     b.stop();
     let r2 = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
     assert!(
-        wait_until(Duration::from_secs(5), || keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty()),
+        wait_until(Duration::from_secs(5), || keys_with(&p, &a.name).is_empty()
+            && keys_with(&p, &sid).is_empty()),
         "stale services left behind: {:?}\n{}",
         etcd_get(&p),
         r2.log()
     );
-    assert_eq!(keys_with(&p, &keep.name).len(), 4, "the running container stays registered");
+    assert_eq!(
+        keys_with(&p, &keep.name).len(),
+        4,
+        "the running container stays registered"
+    );
 }
 
 #[test]
@@ -108,7 +161,11 @@ fn two_hosts_share_a_prefix_without_touching_each_other() {
     let (h1, h2) = (unique("h1"), unique("h2"));
     let sid = unique("shared-id");
     let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let x = Container::httpd(&unique("x"), 80, &["SERVICE_NAME=x", &format!("SERVICE_ID={sid}")]);
+    let x = Container::httpd(
+        &unique("x"),
+        80,
+        &["SERVICE_NAME=x", &format!("SERVICE_ID={sid}")],
+    );
 
     assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
     let out = once(&["--hostname", &h2, &uri(&p)]);
@@ -117,18 +174,39 @@ fn two_hosts_share_a_prefix_without_touching_each_other() {
     assert_eq!(keys_with(&p, &format!("{h1}:{}", a.name)).len(), 4);
     assert_eq!(keys_with(&p, &format!("{h2}:{}", a.name)).len(), 4);
     // ...but the explicit ID belongs to the first host; the second refuses to take it.
-    assert_eq!(etcd_get(&format!("{p}/x/{sid}/node")).values().next(), Some(&h1));
-    assert!(stderr(&out).contains(&format!("service x/{sid} is already registered by host {h1}")), "{}", stderr(&out));
+    assert_eq!(
+        etcd_get(&format!("{p}/x/{sid}/node")).values().next(),
+        Some(&h1)
+    );
+    assert!(
+        stderr(&out).contains(&format!(
+            "service x/{sid} is already registered by host {h1}"
+        )),
+        "{}",
+        stderr(&out)
+    );
 
     // The container goes away: h2's pass removes only h2's services.
     x.stop();
     a.stop();
     assert!(once(&["--hostname", &h2, &uri(&p)]).status.success());
     assert!(keys_with(&p, &format!("{h2}:{}", a.name)).is_empty());
-    assert_eq!(keys_with(&p, &format!("{h1}:{}", a.name)).len(), 4, "h2 deleted h1's service");
-    assert_eq!(keys_with(&p, &sid).len(), 4, "h2 deleted h1's explicit-ID service");
+    assert_eq!(
+        keys_with(&p, &format!("{h1}:{}", a.name)).len(),
+        4,
+        "h2 deleted h1's service"
+    );
+    assert_eq!(
+        keys_with(&p, &sid).len(),
+        4,
+        "h2 deleted h1's explicit-ID service"
+    );
     assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
-    assert!(keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty(), "{:?}", etcd_get(&p));
+    assert!(
+        keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty(),
+        "{:?}",
+        etcd_get(&p)
+    );
 }
 
 #[test]
@@ -138,13 +216,41 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
     let tag = unique("bad");
     let good = Container::httpd(&format!("{tag}-good"), 80, &["SERVICE_NAME=good"]);
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
-        ("mode", vec!["SERVICE_MODE=ftp"], "SERVICE_MODE=\"ftp\" is not http or tcp"),
-        ("nodomains", vec!["SERVICE_MODE=http"], "SERVICE_MODE=http needs SERVICE_DOMAINS"),
-        ("domain", vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=ok.com,no_way.com"], "\"no_way.com\" is not a valid DNS name"),
-        ("port", vec!["SERVICE_EXTERNAL_PORT=70000"], "SERVICE_EXTERNAL_PORT=\"70000\" is not a port number in 1-65535"),
-        ("both", vec!["SERVICE_EXTERNAL_PORT=1", "SERVICE_INTERNAL_PORT=2"], "both set"),
-        ("dotdot", vec!["SERVICE_NAME=.."], "SERVICE_NAME=\"..\" is not a usable key segment"),
-        ("slash", vec!["SERVICE_ID=../../escape"], "SERVICE_ID=\"../../escape\" contains '/'"),
+        (
+            "mode",
+            vec!["SERVICE_MODE=ftp"],
+            "SERVICE_MODE=\"ftp\" is not http or tcp",
+        ),
+        (
+            "nodomains",
+            vec!["SERVICE_MODE=http"],
+            "SERVICE_MODE=http needs SERVICE_DOMAINS",
+        ),
+        (
+            "domain",
+            vec!["SERVICE_MODE=http", "SERVICE_DOMAINS=ok.com,no_way.com"],
+            "\"no_way.com\" is not a valid DNS name",
+        ),
+        (
+            "port",
+            vec!["SERVICE_EXTERNAL_PORT=70000"],
+            "SERVICE_EXTERNAL_PORT=\"70000\" is not a port number in 1-65535",
+        ),
+        (
+            "both",
+            vec!["SERVICE_EXTERNAL_PORT=1", "SERVICE_INTERNAL_PORT=2"],
+            "both set",
+        ),
+        (
+            "dotdot",
+            vec!["SERVICE_NAME=.."],
+            "SERVICE_NAME=\"..\" is not a usable key segment",
+        ),
+        (
+            "slash",
+            vec!["SERVICE_ID=../../escape"],
+            "SERVICE_ID=\"../../escape\" contains '/'",
+        ),
         ("empty", vec!["SERVICE_NAME="], "SERVICE_NAME=\"\" is empty"),
     ];
     let mut containers = Vec::new();
@@ -152,7 +258,11 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
         containers.push(Container::httpd(&format!("{tag}-{case}"), 80, env));
     }
     let out = once(&["--hostname", &host, &uri(&p)]);
-    assert!(out.status.success(), "bad input is not a failed sync: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "bad input is not a failed sync: {}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     for (case, _, want) in &cases {
         let line = err
@@ -161,9 +271,16 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
             .unwrap_or_else(|| panic!("{case}: no error line in\n{err}"));
         assert!(line.contains(want), "{case}: {line}");
         assert!(line.contains("ERROR"), "{case}: {line}");
-        assert!(keys_with(&p, &format!("{tag}-{case}")).is_empty(), "{case} was registered");
+        assert!(
+            keys_with(&p, &format!("{tag}-{case}")).is_empty(),
+            "{case} was registered"
+        );
     }
-    assert_eq!(keys_with(&p, &good.name).len(), 4, "the good service is registered");
+    assert_eq!(
+        keys_with(&p, &good.name).len(),
+        4,
+        "the good service is registered"
+    );
     assert!(etcd_get(&p).keys().all(|k| !k.contains("escape")));
 }
 
@@ -171,20 +288,35 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
 fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated() {
     let p = prefix("claim");
     let host = unique("node");
-    let port = format!("SERVICE_EXTERNAL_PORT={}", 30000 + std::process::id() % 1000);
+    let port = format!(
+        "SERVICE_EXTERNAL_PORT={}",
+        30000 + std::process::id() % 1000
+    );
     let old = Container::httpd(&unique("old"), 80, &["SERVICE_NAME=first", &port]);
     std::thread::sleep(Duration::from_millis(50));
     let new = Container::httpd(&unique("new"), 80, &["SERVICE_NAME=second", &port]);
     let mut r = Running::start(&["--hostname", &host, "--interval", "0.2", &uri(&p)]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &old.name).len() == 5), "{}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &old.name).len()
+            == 5),
+        "{}",
+        r.log()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     r.signal("TERM");
     r.wait(Duration::from_secs(2));
     assert!(keys_with(&p, &new.name).is_empty());
     let log = r.log();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&format!("container {}:", new.name))).collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("container {}:", new.name)))
+        .collect();
     assert_eq!(lines.len(), 1, "one error, not one per cycle: {log}");
-    assert!(lines[0].contains("is already held by service first"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("is already held by service first"),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -200,8 +332,16 @@ fn docker_unreachable_changes_nothing_and_once_exits_1() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("/nonexistent/docker.sock"), "{}", stderr(&out));
-    assert_eq!(etcd_get(&p), before, "an unknown desired set must not count as empty");
+    assert!(
+        stderr(&out).contains("/nonexistent/docker.sock"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        etcd_get(&p),
+        before,
+        "an unknown desired set must not count as empty"
+    );
     drop(a);
 }
 
@@ -242,10 +382,19 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let p = prefix("dry");
     let host = unique("node");
     let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let out = registrator(&["--dry-run", "--hostname", &host, &uri(&p)]).output().unwrap();
+    let out = registrator(&["--dry-run", "--hostname", &host, &uri(&p)])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("put {p}/a/{host}:{}:80/port = {}", a.name, a.host_port(80))), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "put {p}/a/{host}:{}:80/port = {}",
+            a.name,
+            a.host_port(80)
+        )),
+        "{stdout}"
+    );
     assert!(etcd_get(&p).is_empty());
 }
 
@@ -256,13 +405,29 @@ fn loop_follows_docker_events_start_stop_pause() {
     let r = Running::start(&["--hostname", &host, "--interval", "60", &uri(&p)]);
     std::thread::sleep(Duration::from_millis(500));
     let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4), "not registered on start: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4),
+        "not registered on start: {}",
+        r.log()
+    );
     docker(&["pause", &a.name]);
-    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()), "paused still registered: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()),
+        "paused still registered: {}",
+        r.log()
+    );
     docker(&["unpause", &a.name]);
-    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4), "not registered on unpause: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4),
+        "not registered on unpause: {}",
+        r.log()
+    );
     a.stop();
-    assert!(wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()), "not deregistered on stop: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()),
+        "not deregistered on stop: {}",
+        r.log()
+    );
 }
 
 #[test]
@@ -273,15 +438,37 @@ fn healthcheck_gates_registration() {
     std::thread::sleep(Duration::from_millis(300));
     let c = Container::run(
         &unique("hc"),
-        &["-p", "127.0.0.1::80", "-e", "SERVICE_NAME=hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "300ms", "--health-retries", "1"],
+        &[
+            "-p",
+            "127.0.0.1::80",
+            "-e",
+            "SERVICE_NAME=hc",
+            "--health-cmd",
+            "test -f /tmp/ok",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "1",
+        ],
         &["httpd", "-f", "-p", "80", "-h", "/www"],
     );
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(keys_with(&p, &c.name).is_empty(), "registered before it was healthy");
+    assert!(
+        keys_with(&p, &c.name).is_empty(),
+        "registered before it was healthy"
+    );
     docker(&["exec", &c.name, "touch", "/tmp/ok"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4), "healthy but not registered: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4),
+        "healthy but not registered: {}",
+        r.log()
+    );
     docker(&["exec", &c.name, "rm", "/tmp/ok"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).is_empty()), "unhealthy but still registered: {}", r.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).is_empty()),
+        "unhealthy but still registered: {}",
+        r.log()
+    );
 }
 
 #[test]
@@ -289,21 +476,53 @@ fn internal_host_network_and_udp_ports() {
     let p = prefix("modes");
     let host = unique("node");
     let web = Container::httpd(&unique("web"), 80, &["SERVICE_NAME=web"]);
-    let hostnet = Container::run(&unique("hostnet"), &["--net", "host", "--expose", "9999", "-e", "SERVICE_NAME=hn"], &["sleep", "600"]);
-    let udp = Container::run(&unique("udp"), &["-p", "127.0.0.1::53/udp", "-e", "SERVICE_NAME=dns"], &["sleep", "600"]);
+    let hostnet = Container::run(
+        &unique("hostnet"),
+        &["--net", "host", "--expose", "9999", "-e", "SERVICE_NAME=hn"],
+        &["sleep", "600"],
+    );
+    let udp = Container::run(
+        &unique("udp"),
+        &["-p", "127.0.0.1::53/udp", "-e", "SERVICE_NAME=dns"],
+        &["sleep", "600"],
+    );
 
-    assert!(once(&["--hostname", &host, "--ip", "127.0.0.1", &uri(&p)]).status.success());
+    assert!(once(&["--hostname", &host, "--ip", "127.0.0.1", &uri(&p)])
+        .status
+        .success());
     let hn = keys_with(&p, &hostnet.name);
-    assert_eq!(hn.get(&format!("/hn/{host}:{}:9999/port", hostnet.name)).map(String::as_str), Some("9999"), "{hn:?}");
-    assert_eq!(hn.get(&format!("/hn/{host}:{}:9999/address", hostnet.name)).map(String::as_str), Some("127.0.0.1"));
+    assert_eq!(
+        hn.get(&format!("/hn/{host}:{}:9999/port", hostnet.name))
+            .map(String::as_str),
+        Some("9999"),
+        "{hn:?}"
+    );
+    assert_eq!(
+        hn.get(&format!("/hn/{host}:{}:9999/address", hostnet.name))
+            .map(String::as_str),
+        Some("127.0.0.1")
+    );
     let dns = keys_with(&p, &udp.name);
-    assert!(dns.contains_key(&format!("/dns/{host}:{}:53:udp/port", udp.name)), "{dns:?}");
+    assert!(
+        dns.contains_key(&format!("/dns/{host}:{}:53:udp/port", udp.name)),
+        "{dns:?}"
+    );
 
     // --internal: the container's own address and exposed port.
     let p2 = prefix("internal");
-    assert!(once(&["--hostname", &host, "--internal", &uri(&p2)]).status.success());
+    assert!(once(&["--hostname", &host, "--internal", &uri(&p2)])
+        .status
+        .success());
     let ip = docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &web.name]);
     let w = keys_with(&p2, &web.name);
-    assert_eq!(w.get(&format!("/web/{host}:{}:80/address", web.name)), Some(&ip), "{w:?}");
-    assert_eq!(w.get(&format!("/web/{host}:{}:80/port", web.name)).map(String::as_str), Some("80"));
+    assert_eq!(
+        w.get(&format!("/web/{host}:{}:80/address", web.name)),
+        Some(&ip),
+        "{w:?}"
+    );
+    assert_eq!(
+        w.get(&format!("/web/{host}:{}:80/port", web.name))
+            .map(String::as_str),
+        Some("80")
+    );
 }

@@ -61,7 +61,13 @@ impl Case {
             }
         });
         eprintln!("=== fault: {fault}");
-        Case { fault: fault.into(), checked: checked.into(), notes: Vec::new(), start: Instant::now(), _serial: serial }
+        Case {
+            fault: fault.into(),
+            checked: checked.into(),
+            notes: Vec::new(),
+            start: Instant::now(),
+            _serial: serial,
+        }
     }
 
     fn note(&mut self, s: impl Into<String>) {
@@ -76,10 +82,18 @@ impl Drop for Case {
         if *lock(&DOCKERD_UP) {
             // Leave the private dockerd empty for the next case.
             let d = Dock::new();
-            let ids: Vec<String> = d.docker_out(&["ps", "-aq"]).split_whitespace().map(String::from).collect();
+            let ids: Vec<String> = d
+                .docker_out(&["ps", "-aq"])
+                .split_whitespace()
+                .map(String::from)
+                .collect();
             d.rm_many(&ids, 4, false);
         }
-        let verdict = if std::thread::panicking() { "FAIL" } else { "pass" };
+        let verdict = if std::thread::panicking() {
+            "FAIL"
+        } else {
+            "pass"
+        };
         let mut outcome = format!("{verdict} ({:.0} s)", self.start.elapsed().as_secs_f64());
         if !self.notes.is_empty() {
             outcome = format!("{outcome}: {}", self.notes.join("; "));
@@ -91,7 +105,10 @@ impl Drop for Case {
 fn target_dir() -> PathBuf {
     // target/debug/deps/faults-<hash>
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.ancestors().nth(3).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"))
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 extern "C" fn at_exit() {
@@ -105,9 +122,14 @@ extern "C" fn at_exit() {
 /// deadlock in libnetwork under mass removal) is killed by PID, and so are the shims
 /// and containers of its containerd, found by their `-address` under our dir.
 fn teardown() {
-    let down = script_cmd("down").stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let down = script_cmd("down")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     let finished = down.map(|mut c| {
-        let done = wait_until(Duration::from_secs(90), || c.try_wait().ok().flatten().is_some());
+        let done = wait_until(Duration::from_secs(90), || {
+            c.try_wait().ok().flatten().is_some()
+        });
         if !done {
             let _ = c.kill();
             let _ = c.wait();
@@ -116,7 +138,10 @@ fn teardown() {
     });
     if finished.ok() != Some(true) {
         eprintln!("faults: the private dockerd did not stop cleanly; killing it and its containers by PID");
-        if let Some(pid) = std::fs::read_to_string(format!("{DOCKER_DIR}/dockerd.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(format!("{DOCKER_DIR}/dockerd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             kill_pid(pid, libc::SIGKILL);
         }
         let procs = processes();
@@ -141,7 +166,11 @@ fn teardown() {
         // `down` leaves dockerd's bind mount of its data root behind: unmount what is
         // still mounted under our own dir (deepest first), then remove it.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(DOCKER_DIR)).collect();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(DOCKER_DIR))
+            .collect();
         ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in ours {
             let _ = Command::new("umount").arg(m).output();
@@ -154,12 +183,17 @@ fn teardown() {
 fn processes() -> Vec<(u32, u32, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // pid (comm) state ppid ...
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
         out.push((pid, ppid, cmd));
     }
     out
@@ -177,7 +211,11 @@ fn print_summary() {
     let path = target_dir().join("fault-summary.md");
     let _ = std::fs::write(&path, &table);
     let mut out = std::io::stdout();
-    let _ = write!(out, "\nFault suite summary (also in {}):\n\n{table}", path.display());
+    let _ = write!(
+        out,
+        "\nFault suite summary (also in {}):\n\n{table}",
+        path.display()
+    );
     let _ = out.flush();
 }
 
@@ -204,7 +242,9 @@ struct Dock {
 
 impl Dock {
     fn new() -> Dock {
-        Dock { host: format!("unix://{DOCKER_DIR}/docker.sock") }
+        Dock {
+            host: format!("unix://{DOCKER_DIR}/docker.sock"),
+        }
     }
 
     /// Starts the private dockerd if needed, with no containers.
@@ -212,12 +252,20 @@ impl Dock {
         let mut up = lock(&DOCKERD_UP);
         if !*up {
             let out = script("up");
-            assert!(out.status.success(), "private dockerd: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "private dockerd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             *up = true;
         }
         drop(up);
         let d = Dock::new();
-        let ids: Vec<String> = d.docker_out(&["ps", "-aq"]).split_whitespace().map(String::from).collect();
+        let ids: Vec<String> = d
+            .docker_out(&["ps", "-aq"])
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         d.rm_many(&ids, 4, false);
         d
     }
@@ -248,13 +296,21 @@ impl Dock {
             let _ = child.wait();
             panic!("docker {args:?} did not finish within 60 s: dockerd hangs");
         };
-        Output { status, stdout: std::fs::read(out.path("stdout")).unwrap(), stderr: std::fs::read(out.path("stderr")).unwrap() }
+        Output {
+            status,
+            stdout: std::fs::read(out.path("stdout")).unwrap(),
+            stderr: std::fs::read(out.path("stderr")).unwrap(),
+        }
     }
 
     /// Runs docker; panics on failure.
     fn docker(&self, args: &[&str]) -> String {
         let out = self.exec(args);
-        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -268,15 +324,38 @@ impl Dock {
     fn httpd(&self, name: &str, extra: &[&str]) -> String {
         for _ in 0..5 {
             let publish = format!("127.0.0.1:{}:80", container_port());
-            let mut args = vec!["run", "-d", "--init", "--pull", "never", "--name", name, "-p", &publish, "-e", "SERVICE_NAME=web"];
+            let mut args = vec![
+                "run",
+                "-d",
+                "--init",
+                "--pull",
+                "never",
+                "--name",
+                name,
+                "-p",
+                &publish,
+                "-e",
+                "SERVICE_NAME=web",
+            ];
             args.extend_from_slice(extra);
-            args.extend_from_slice(&["local/busybox:latest", "httpd", "-f", "-p", "80", "-h", "/www"]);
+            args.extend_from_slice(&[
+                "local/busybox:latest",
+                "httpd",
+                "-f",
+                "-p",
+                "80",
+                "-h",
+                "/www",
+            ]);
             let out = self.exec(&args);
             if out.status.success() {
                 return name.to_string();
             }
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("address already in use"), "docker run {name}: {err}");
+            assert!(
+                err.contains("address already in use"),
+                "docker run {name}: {err}"
+            );
             self.docker_out(&["rm", "-f", name]);
         }
         panic!("docker run {name}: no free port");
@@ -284,7 +363,10 @@ impl Dock {
 
     /// Starts `names` with `workers` docker clients in parallel.
     fn httpd_many(&self, names: &[String], workers: usize) {
-        let chunks: Vec<Vec<String>> = names.chunks(names.len().div_ceil(workers)).map(|c| c.to_vec()).collect();
+        let chunks: Vec<Vec<String>> = names
+            .chunks(names.len().div_ceil(workers))
+            .map(|c| c.to_vec())
+            .collect();
         std::thread::scope(|s| {
             for chunk in &chunks {
                 s.spawn(move || {
@@ -303,7 +385,10 @@ impl Dock {
         if names.is_empty() {
             return;
         }
-        let chunks: Vec<Vec<String>> = names.chunks(names.len().div_ceil(workers)).map(|c| c.to_vec()).collect();
+        let chunks: Vec<Vec<String>> = names
+            .chunks(names.len().div_ceil(workers))
+            .map(|c| c.to_vec())
+            .collect();
         std::thread::scope(|s| {
             for chunk in &chunks {
                 s.spawn(move || {
@@ -330,7 +415,13 @@ impl Dock {
             .filter_map(|l| {
                 let (name, ports) = l.split_once('\t')?;
                 // 127.0.0.1:32768->80/tcp
-                let port = ports.split("->80/tcp").next()?.rsplit(':').next()?.parse().ok()?;
+                let port = ports
+                    .split("->80/tcp")
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
                 Some((name.to_string(), port))
             })
             .collect()
@@ -346,7 +437,11 @@ impl Dock {
     }
 
     fn dockerd_pid(&self) -> u32 {
-        std::fs::read_to_string(format!("{DOCKER_DIR}/dockerd.pid")).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(format!("{DOCKER_DIR}/dockerd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// Stops dockerd with `sig` and waits until the process is gone.
@@ -354,14 +449,20 @@ impl Dock {
         let pid = self.dockerd_pid();
         kill_pid(pid, sig);
         let gone = wait_until(Duration::from_secs(20), || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
         });
         assert!(gone, "dockerd {pid} did not exit");
     }
 
     fn start_dockerd(&self) {
         let out = script("up");
-        assert!(out.status.success(), "restart dockerd: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "restart dockerd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -388,18 +489,35 @@ fn start(docker_host: &str, args: &[&str]) -> Running {
 fn once_with(docker_host: &str, args: &[&str]) -> Output {
     let mut all = vec!["--once"];
     all.extend_from_slice(args);
-    registrator(&all).env("DOCKER_HOST", docker_host).output().unwrap()
+    registrator(&all)
+        .env("DOCKER_HOST", docker_host)
+        .output()
+        .unwrap()
 }
 
 fn diff(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> String {
-    let missing: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).collect();
-    let extra: Vec<_> = got.iter().filter(|(k, v)| want.get(*k) != Some(v)).collect();
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, v)| want.get(*k) != Some(v))
+        .collect();
     format!("missing or different: {missing:?}\nunexpected: {extra:?}")
 }
 
 /// Waits until etcd (read from `endpoints`) holds exactly what Docker says should be
 /// registered; returns how long that took.
-fn exact(what: &str, endpoints: &str, prefix: &str, host: &str, dock: &Dock, limit: Duration, r: &Running) -> Duration {
+fn exact(
+    what: &str,
+    endpoints: &str,
+    prefix: &str,
+    host: &str,
+    dock: &Dock,
+    limit: Duration,
+    r: &Running,
+) -> Duration {
     let start = Instant::now();
     let mut last = (BTreeMap::new(), BTreeMap::new());
     let ok = wait_until(limit, || {
@@ -409,7 +527,12 @@ fn exact(what: &str, endpoints: &str, prefix: &str, host: &str, dock: &Dock, lim
         last = (want, got);
         same
     });
-    assert!(ok, "{what}: etcd does not match Docker after {limit:?}\n{}\nregistrator log:\n{}", diff(&last.0, &last.1), r.log());
+    assert!(
+        ok,
+        "{what}: etcd does not match Docker after {limit:?}\n{}\nregistrator log:\n{}",
+        diff(&last.0, &last.1),
+        r.log()
+    );
     start.elapsed()
 }
 
@@ -468,7 +591,12 @@ impl Proxy {
     fn start(upstream: Upstream, mode: Mode) -> Proxy {
         let port = free_port();
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy");
-        let inner = Arc::new(ProxyInner { mode: Mutex::new(mode), conns: Mutex::new(Vec::new()), stop: AtomicBool::new(false), upstream });
+        let inner = Arc::new(ProxyInner {
+            mode: Mutex::new(mode),
+            conns: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            upstream,
+        });
         let i = inner.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -545,7 +673,9 @@ impl ProxyInner {
                 let back = client.try_clone().unwrap();
                 match &self.upstream {
                     Upstream::Tcp(port) => {
-                        let Ok(up) = TcpStream::connect(("127.0.0.1", *port)) else { return };
+                        let Ok(up) = TcpStream::connect(("127.0.0.1", *port)) else {
+                            return;
+                        };
                         let up2 = up.try_clone().unwrap();
                         let t = std::thread::spawn(move || pipe(up2, back));
                         pipe_until(&client, &up, stop);
@@ -554,7 +684,9 @@ impl ProxyInner {
                         let _ = t.join();
                     }
                     Upstream::Unix(path) => {
-                        let Ok(up) = UnixStream::connect(path) else { return };
+                        let Ok(up) = UnixStream::connect(path) else {
+                            return;
+                        };
                         let up2 = up.try_clone().unwrap();
                         let t = std::thread::spawn(move || pipe(up2, back));
                         pipe_until(&client, &up, stop);
@@ -566,7 +698,8 @@ impl ProxyInner {
             }
             Mode::Garbage => {
                 let _ = client.read(&mut buf);
-                let _ = client.write_all(b"\x16\x03\x01garbage\x00\xff{{{ not HTTP at all\r\n\r\n\xfe\xfe");
+                let _ = client
+                    .write_all(b"\x16\x03\x01garbage\x00\xff{{{ not HTTP at all\r\n\r\n\xfe\xfe");
                 let _ = client.shutdown(Shutdown::Both);
             }
             Mode::CutBody => {
@@ -579,13 +712,18 @@ impl ProxyInner {
             Mode::Stall => {
                 let _ = client.set_read_timeout(Some(Duration::from_millis(50)));
                 loop {
-                    if self.stop.load(Ordering::SeqCst) || *self.mode.lock().unwrap() != Mode::Stall {
+                    if self.stop.load(Ordering::SeqCst) || *self.mode.lock().unwrap() != Mode::Stall
+                    {
                         break;
                     }
                     match client.read(&mut buf) {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
                         Err(_) => break,
                     }
                 }
@@ -608,8 +746,27 @@ fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
     let (p, host) = (prefix(tag), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     let _b = dock.httpd(&unique("b"), &[]);
-    let mut r = start(&dock.host, &["--hostname", &host, "--ttl", ttl, "--interval", "1", &uri(&etcd.endpoint(), &p)]);
-    exact("before", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    let mut r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            ttl,
+            "--interval",
+            "1",
+            &uri(&etcd.endpoint(), &p),
+        ],
+    );
+    exact(
+        "before",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
 
     etcd.stop();
     let down = Instant::now();
@@ -617,15 +774,33 @@ fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
     dock.httpd(&unique("c"), &[]);
     dock.rm(&[a]);
     std::thread::sleep(outage.saturating_sub(down.elapsed()));
-    assert!(r.alive(), "the registrator exited during the outage: {}", r.log());
+    assert!(
+        r.alive(),
+        "the registrator exited during the outage: {}",
+        r.log()
+    );
     let back = Instant::now();
     etcd.start();
-    exact("after the outage", &etcd.url(), &p, &host, &dock, Duration::from_secs(10), &r);
-    case.note(format!("exact {} after etcd was started again", secs(back.elapsed())));
+    exact(
+        "after the outage",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
+    case.note(format!(
+        "exact {} after etcd was started again",
+        secs(back.elapsed())
+    ));
     let log = r.log();
     let errors = count(&log, "ERROR") + count(&log, "keepalive failed");
     case.note(format!("{errors} error/warning lines for the outage"));
-    assert!(errors <= 4, "the outage should be logged once, not per retry:\n{log}");
+    assert!(
+        errors <= 4,
+        "the outage should be logged once, not per retry:\n{log}"
+    );
     let (code, took) = term(&mut r, Duration::from_secs(2));
     assert_eq!(code, Some(0), "{}", r.log());
     assert!(took < Duration::from_secs(1));
@@ -651,26 +826,63 @@ fn f02_etcd_stopped_longer_than_the_ttl() {
 
 #[test]
 fn f03_etcd_restarted_with_an_empty_data_dir() {
-    let mut case = Case::new("etcd restarted with an empty data dir", "every service registered again, exactly");
+    let mut case = Case::new(
+        "etcd restarted with an empty data dir",
+        "every service registered again, exactly",
+    );
     let dock = Dock::get();
     let mut etcd = Etcd::start_single("f03", &[]);
     let (p, host) = (prefix("f03"), unique("host"));
     for _ in 0..3 {
         dock.httpd(&unique("a"), &[]);
     }
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "5", "--interval", "1", &uri(&etcd.endpoint(), &p)]);
-    exact("before", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "5",
+            "--interval",
+            "1",
+            &uri(&etcd.endpoint(), &p),
+        ],
+    );
+    exact(
+        "before",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
     etcd.stop();
     etcd.wipe();
     let back = Instant::now();
     etcd.start();
-    exact("after the wipe", &etcd.url(), &p, &host, &dock, Duration::from_secs(10), &r);
-    case.note(format!("3 services back {} after etcd was started empty", secs(back.elapsed())));
+    exact(
+        "after the wipe",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
+    case.note(format!(
+        "3 services back {} after etcd was started empty",
+        secs(back.elapsed())
+    ));
 }
 
 /// Index of the leader among `members`.
 fn leader(members: &[Etcd]) -> usize {
-    let eps: Vec<String> = members.iter().filter(|m| m.running()).map(|m| m.url()).collect();
+    let eps: Vec<String> = members
+        .iter()
+        .filter(|m| m.running())
+        .map(|m| m.url())
+        .collect();
     let out = etcdctl(&eps.join(","), &[], &["endpoint", "status", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     for s in v.as_array().unwrap() {
@@ -697,21 +909,64 @@ fn f04_cluster_leader_killed() {
     let (p, host) = (prefix("f04"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "1", &uri(&eps.join(","), &p)]);
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "1",
+            &uri(&eps.join(","), &p),
+        ],
+    );
     let all: Vec<String> = members.iter().map(|m| m.url()).collect();
-    exact("before", &all.join(","), &p, &host, &dock, Duration::from_secs(5), &r);
+    exact(
+        "before",
+        &all.join(","),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
 
     members[l].kill();
     dock.httpd(&unique("c"), &[]);
     dock.rm(&[a]);
-    let survivors: Vec<String> = members.iter().filter(|m| m.running()).map(|m| m.url()).collect();
-    let took = exact("leader gone", &survivors.join(","), &p, &host, &dock, Duration::from_secs(15), &r);
+    let survivors: Vec<String> = members
+        .iter()
+        .filter(|m| m.running())
+        .map(|m| m.url())
+        .collect();
+    let took = exact(
+        "leader gone",
+        &survivors.join(","),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(15),
+        &r,
+    );
     case.note(format!("exact {} after the leader died", secs(took)));
-    assert!(r.log().contains("using endpoint"), "did not fail over: {}", r.log());
+    assert!(
+        r.log().contains("using endpoint"),
+        "did not fail over: {}",
+        r.log()
+    );
 
     members[l].start();
     dock.httpd(&unique("d"), &[]);
-    let took = exact("member back", &all.join(","), &p, &host, &dock, Duration::from_secs(10), &r);
+    let took = exact(
+        "member back",
+        &all.join(","),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
     case.note(format!("exact {} after it rejoined", secs(took)));
 }
 
@@ -724,11 +979,26 @@ fn f05_cluster_member_endpoint_unreachable() {
     let dock = Dock::get();
     let members = Etcd::cluster("f05", 3);
     let proxy = Proxy::start(Upstream::Tcp(members[0].client_port), Mode::Forward);
-    let eps = [proxy.endpoint(), members[1].endpoint(), members[2].endpoint()];
+    let eps = [
+        proxy.endpoint(),
+        members[1].endpoint(),
+        members[2].endpoint(),
+    ];
     let (p, host) = (prefix("f05"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "1", &uri(&eps.join(","), &p)]);
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "1",
+            &uri(&eps.join(","), &p),
+        ],
+    );
     let all: Vec<String> = members.iter().map(|m| m.url()).collect();
     let all = all.join(",");
     exact("before", &all, &p, &host, &dock, Duration::from_secs(5), &r);
@@ -736,18 +1006,37 @@ fn f05_cluster_member_endpoint_unreachable() {
     proxy.set(Mode::Stall);
     dock.httpd(&unique("c"), &[]);
     dock.rm(&[a]);
-    let took = exact("first endpoint stalled", &all, &p, &host, &dock, Duration::from_secs(15), &r);
+    let took = exact(
+        "first endpoint stalled",
+        &all,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(15),
+        &r,
+    );
     case.note(format!("stalled endpoint: exact after {}", secs(took)));
 
     proxy.set(Mode::Forward);
     drop(proxy);
     let b2 = dock.httpd(&unique("d"), &[]);
-    let took = exact("first endpoint refused", &all, &p, &host, &dock, Duration::from_secs(10), &r);
+    let took = exact(
+        "first endpoint refused",
+        &all,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
     case.note(format!("refused endpoint: exact after {}", secs(took)));
     dock.rm(&[b2]);
     exact("end", &all, &p, &host, &dock, Duration::from_secs(10), &r);
     let log = r.log();
-    assert!(!log.contains("granting a new one"), "the lease was lost:\n{log}");
+    assert!(
+        !log.contains("granting a new one"),
+        "the lease was lost:\n{log}"
+    );
 }
 
 #[test]
@@ -768,10 +1057,33 @@ fn f06_dockerd_killed_and_restarted() {
             let running = dock.running();
             running.contains_key(&k1) && running.contains_key(&k2)
         });
-        assert!(ok, "dockerd did not restart the containers: {:?}", dock.running());
+        assert!(
+            ok,
+            "dockerd did not restart the containers: {:?}",
+            dock.running()
+        );
     };
-    let mut r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "60", &uri(ep, &p)]);
-    exact("before", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(5), &r);
+    let mut r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "60",
+            &uri(ep, &p),
+        ],
+    );
+    exact(
+        "before",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
 
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     dock.stop_dockerd(libc::SIGKILL);
@@ -786,28 +1098,74 @@ fn f06_dockerd_killed_and_restarted() {
         samples += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(changed.is_empty(), "keys changed while Docker was unreachable: {changed:?}\n{}", r.log());
+    assert!(
+        changed.is_empty(),
+        "keys changed while Docker was unreachable: {changed:?}\n{}",
+        r.log()
+    );
     assert!(r.alive(), "the registrator died: {}", r.log());
-    case.note(format!("0 of {} keys deleted in {samples} samples during the outage", before.len()));
+    case.note(format!(
+        "0 of {} keys deleted in {samples} samples during the outage",
+        before.len()
+    ));
 
     let restarted = Instant::now();
     dock.start_dockerd();
     back();
-    exact("after the restart", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(10), &r);
-    case.note(format!("exact {} after dockerd was started again", secs(restarted.elapsed())));
-    assert!(wait_until(Duration::from_secs(6), || r.log().contains("event stream reconnected")), "{}", r.log());
+    exact(
+        "after the restart",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
+    case.note(format!(
+        "exact {} after dockerd was started again",
+        secs(restarted.elapsed())
+    ));
+    assert!(
+        wait_until(Duration::from_secs(6), || r
+            .log()
+            .contains("event stream reconnected")),
+        "{}",
+        r.log()
+    );
     let started = Instant::now();
     dock.httpd(&unique("k4"), &[]);
-    exact("event after reconnect", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(5), &r);
-    case.note(format!("new container registered {} after start (events)", secs(started.elapsed())));
+    exact(
+        "event after reconnect",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
+    case.note(format!(
+        "new container registered {} after start (events)",
+        secs(started.elapsed())
+    ));
 
     dock.stop_dockerd(libc::SIGTERM);
     std::thread::sleep(Duration::from_secs(1));
     let restarted = Instant::now();
     dock.start_dockerd();
     back();
-    exact("after a graceful restart", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(10), &r);
-    case.note(format!("graceful restart: exact {} after dockerd was started again", secs(restarted.elapsed())));
+    exact(
+        "after a graceful restart",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(10),
+        &r,
+    );
+    case.note(format!(
+        "graceful restart: exact {} after dockerd was started again",
+        secs(restarted.elapsed())
+    ));
     assert!(r.alive(), "{}", r.log());
     let (code, _) = term(&mut r, Duration::from_secs(2));
     assert_eq!(code, Some(0));
@@ -832,21 +1190,58 @@ fn f07_docker_socket_missing_at_start() {
 
     let out = once_with(&missing_host, &["--hostname", &host, &uri(ep, &p)]);
     assert_eq!(out.status.code(), Some(1));
-    let errors: Vec<String> = stderr(&out).lines().filter(|l| l.contains("ERROR")).map(String::from).collect();
+    let errors: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(String::from)
+        .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains(&missing.display().to_string()), "{}", errors[0]);
-    case.note(format!("--once: {}", errors[0].split("] ").nth(1).unwrap_or(&errors[0])));
+    assert!(
+        errors[0].contains(&missing.display().to_string()),
+        "{}",
+        errors[0]
+    );
+    case.note(format!(
+        "--once: {}",
+        errors[0].split("] ").nth(1).unwrap_or(&errors[0])
+    ));
 
-    let mut r = start(&missing_host, &["--hostname", &host, "--ttl", "10", "--interval", "1", &uri(ep, &p)]);
+    let mut r = start(
+        &missing_host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "1",
+            &uri(ep, &p),
+        ],
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert!(r.alive());
-    assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before, "an unknown desired set is not an empty one");
+    assert_eq!(
+        etcd_get_at(SCRIPT_ETCD, &[], &p),
+        before,
+        "an unknown desired set is not an empty one"
+    );
     let log = r.log();
     assert_eq!(count(&log, "sync failed"), 1, "logged once:\n{log}");
     std::os::unix::fs::symlink(dock.socket(), &missing).unwrap();
     dock.httpd(&unique("b"), &[]);
-    let took = exact("socket appeared", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(8), &r);
-    case.note(format!("registered {} after the socket appeared", secs(took)));
+    let took = exact(
+        "socket appeared",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(8),
+        &r,
+    );
+    case.note(format!(
+        "registered {} after the socket appeared",
+        secs(took)
+    ));
     let (code, took) = term(&mut r, Duration::from_secs(2));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(1));
@@ -862,23 +1257,46 @@ fn f08_wrong_docker_host() {
     let ep = SCRIPT_ETCD.trim_start_matches("http://");
     let (p, host) = (prefix("f08"), unique("host"));
     dock.httpd(&unique("a"), &[]);
-    assert!(once_with(&dock.host, &["--hostname", &host, &uri(ep, &p)]).status.success());
+    assert!(once_with(&dock.host, &["--hostname", &host, &uri(ep, &p)])
+        .status
+        .success());
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     let closed = free_port();
     for (docker_host, want) in [
-        (format!("tcp://127.0.0.1:{closed}"), format!("127.0.0.1:{closed}")),
-        ("tcp://127.0.0.1:24790".to_string(), "127.0.0.1:24790".to_string()),
-        ("unix:///etc/hostname".to_string(), "/etc/hostname".to_string()),
+        (
+            format!("tcp://127.0.0.1:{closed}"),
+            format!("127.0.0.1:{closed}"),
+        ),
+        (
+            "tcp://127.0.0.1:24790".to_string(),
+            "127.0.0.1:24790".to_string(),
+        ),
+        (
+            "unix:///etc/hostname".to_string(),
+            "/etc/hostname".to_string(),
+        ),
     ] {
         let started = Instant::now();
         let out = once_with(&docker_host, &["--hostname", &host, &uri(ep, &p)]);
-        assert_eq!(out.status.code(), Some(1), "{docker_host}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{docker_host}: {}",
+            stderr(&out)
+        );
         let err = stderr(&out);
-        let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).map(|l| l.split("] ").nth(1).unwrap_or(l)).collect();
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(|l| l.split("] ").nth(1).unwrap_or(l))
+            .collect();
         assert_eq!(errors.len(), 1, "{docker_host}: {}", stderr(&out));
         assert!(errors[0].contains(&want), "{docker_host}: {}", errors[0]);
         assert!(started.elapsed() < Duration::from_secs(5));
-        case.note(format!("`{}`", errors[0].chars().take(140).collect::<String>()));
+        case.note(format!(
+            "`{}`",
+            errors[0].chars().take(140).collect::<String>()
+        ));
         assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before);
     }
     let out = once_with("ssh://somewhere", &["--hostname", &host, &uri(ep, &p)]);
@@ -898,19 +1316,57 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     let bad = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Garbage);
     let cut = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::CutBody);
     for proxy in [&bad, &cut] {
-        let out = once_with(&dock.host, &["--hostname", &host, &uri(&format!("{},{}", proxy.endpoint(), etcd.endpoint()), &p)]);
+        let out = once_with(
+            &dock.host,
+            &[
+                "--hostname",
+                &host,
+                &uri(&format!("{},{}", proxy.endpoint(), etcd.endpoint()), &p),
+            ],
+        );
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(etcd_get_at(&etcd.url(), &[], &p), dock.expected(&p, &host));
-    let first = stderr(&once_with(&dock.host, &["--hostname", &host, &uri(&bad.endpoint(), &p)]));
-    case.note(format!("garbage: `{}`", first.lines().find(|l| l.contains("ERROR")).unwrap_or("").split("] ").nth(1).unwrap_or("")));
+    let first = stderr(&once_with(
+        &dock.host,
+        &["--hostname", &host, &uri(&bad.endpoint(), &p)],
+    ));
+    case.note(format!(
+        "garbage: `{}`",
+        first
+            .lines()
+            .find(|l| l.contains("ERROR"))
+            .unwrap_or("")
+            .split("] ")
+            .nth(1)
+            .unwrap_or("")
+    ));
 
     // The loop on a prefix of its own: its first pass (which takes the --once keys over
     // onto its lease) must not race with the faults; f15 covers that race.
     let p = prefix("f09loop");
     let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Forward);
-    let mut r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.5", &uri(&proxy.endpoint(), &p)]);
-    exact("before", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    let mut r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "0.5",
+            &uri(&proxy.endpoint(), &p),
+        ],
+    );
+    exact(
+        "before",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
     let before = etcd_get_at(&etcd.url(), &[], &p);
     proxy.set(Mode::Garbage);
     dock.httpd(&unique("b"), &[]);
@@ -919,9 +1375,21 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     dock.rm(&[a]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(r.alive(), "{}", r.log());
-    assert_eq!(etcd_get_at(&etcd.url(), &[], &p), before, "nothing got through the bad proxy");
+    assert_eq!(
+        etcd_get_at(&etcd.url(), &[], &p),
+        before,
+        "nothing got through the bad proxy"
+    );
     proxy.set(Mode::Forward);
-    let took = exact("after", &etcd.url(), &p, &host, &dock, Duration::from_secs(8), &r);
+    let took = exact(
+        "after",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(8),
+        &r,
+    );
     case.note(format!("exact {} after the proxy behaved", secs(took)));
     let (code, took) = term(&mut r, Duration::from_secs(2));
     assert_eq!(code, Some(0));
@@ -941,25 +1409,69 @@ fn f10_docker_answers_garbage_or_cuts_the_body() {
     dock.httpd(&unique("b"), &[]);
     let proxy = Proxy::start(Upstream::Unix(dock.socket()), Mode::Forward);
     let via = format!("tcp://{}", proxy.endpoint());
-    let mut r = start(&via, &["--hostname", &host, "--ttl", "10", "--interval", "0.5", &uri(ep, &p)]);
-    exact("before", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(5), &r);
+    let mut r = start(
+        &via,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "0.5",
+            &uri(ep, &p),
+        ],
+    );
+    exact(
+        "before",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     for mode in [Mode::Garbage, Mode::CutBody] {
         proxy.set(mode);
         let out = once_with(&via, &["--hostname", &host, &uri(ep, &p)]);
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", stderr(&out));
-        let line = stderr(&out).lines().filter(|l| l.contains("ERROR")).map(String::from).collect::<Vec<_>>();
+        let line = stderr(&out)
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(String::from)
+            .collect::<Vec<_>>();
         assert_eq!(line.len(), 1, "{mode:?}: {line:?}");
-        case.note(format!("{mode:?}: `{}`", line[0].split("] ").nth(1).unwrap_or("").chars().take(120).collect::<String>()));
+        case.note(format!(
+            "{mode:?}: `{}`",
+            line[0]
+                .split("] ")
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take(120)
+                .collect::<String>()
+        ));
         std::thread::sleep(Duration::from_secs(2));
-        assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before, "{mode:?}: changed while Docker answered garbage");
+        assert_eq!(
+            etcd_get_at(SCRIPT_ETCD, &[], &p),
+            before,
+            "{mode:?}: changed while Docker answered garbage"
+        );
     }
     dock.rm(&[a]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before);
     assert!(r.alive(), "{}", r.log());
     proxy.set(Mode::Forward);
-    let took = exact("after", SCRIPT_ETCD, &p, &host, &dock, Duration::from_secs(8), &r);
+    let took = exact(
+        "after",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(8),
+        &r,
+    );
     case.note(format!("exact {} after the proxy behaved", secs(took)));
     let (code, took) = term(&mut r, Duration::from_secs(2));
     assert_eq!(code, Some(0));
@@ -988,7 +1500,15 @@ fn f11_stalled_endpoints_time_out_and_recover() {
     let r_args = args(&["--ttl", "6", "--interval", "0.5"]);
     let r_args: Vec<&str> = r_args.iter().map(String::as_str).collect();
     let mut r = start(&via, &r_args);
-    exact("before", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    exact(
+        "before",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
 
     // etcd stalls.
     etcd_proxy.set(Mode::Stall);
@@ -999,12 +1519,23 @@ fn f11_stalled_endpoints_time_out_and_recover() {
     assert_eq!(out.status.code(), Some(1));
     let once_took = started.elapsed();
     assert!(once_took < Duration::from_secs(8), "{once_took:?}");
-    case.note(format!("etcd stalled: --once exit 1 after {}", secs(once_took)));
+    case.note(format!(
+        "etcd stalled: --once exit 1 after {}",
+        secs(once_took)
+    ));
     let b = dock.httpd(&unique("b"), &[]);
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
     assert!(r.alive());
     etcd_proxy.set(Mode::Forward);
-    let took = exact("etcd answers again", &etcd.url(), &p, &host, &dock, Duration::from_secs(12), &r);
+    let took = exact(
+        "etcd answers again",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(12),
+        &r,
+    );
     case.note(format!("exact {} after etcd answered again", secs(took)));
 
     // Docker stalls.
@@ -1017,19 +1548,36 @@ fn f11_stalled_endpoints_time_out_and_recover() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let once_took = started.elapsed();
     assert!(once_took < Duration::from_secs(15), "{once_took:?}");
-    case.note(format!("Docker stalled: --once exit 1 after {}", secs(once_took)));
+    case.note(format!(
+        "Docker stalled: --once exit 1 after {}",
+        secs(once_took)
+    ));
     dock.rm(&[a, b]);
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
-    assert_eq!(etcd_get_at(&etcd.url(), &[], &p), before, "changed while Docker stalled");
+    assert_eq!(
+        etcd_get_at(&etcd.url(), &[], &p),
+        before,
+        "changed while Docker stalled"
+    );
     docker_proxy.set(Mode::Forward);
-    let took = exact("Docker answers again", &etcd.url(), &p, &host, &dock, Duration::from_secs(15), &r);
+    let took = exact(
+        "Docker answers again",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(15),
+        &r,
+    );
     case.note(format!("exact {} after Docker answered again", secs(took)));
-
 }
 
 #[test]
 fn f12_sigterm_during_a_stuck_request_exits_within_1s() {
-    let mut case = Case::new("SIGTERM while a request to a stalled etcd or Docker is in flight", "exit 0 within 1 s");
+    let mut case = Case::new(
+        "SIGTERM while a request to a stalled etcd or Docker is in flight",
+        "exit 0 within 1 s",
+    );
     let dock = Dock::get();
     let etcd = Etcd::start_single("f12", &[]);
     let (p, host) = (prefix("f12"), unique("host"));
@@ -1038,15 +1586,37 @@ fn f12_sigterm_during_a_stuck_request_exits_within_1s() {
     let docker_proxy = Proxy::start(Upstream::Unix(dock.socket()), Mode::Forward);
     let via = format!("tcp://{}", docker_proxy.endpoint());
     for (what, proxy) in [("etcd", &etcd_proxy), ("Docker", &docker_proxy)] {
-        let mut r = start(&via, &["--hostname", &host, "--ttl", "6", "--interval", "0.5", &uri(&etcd_proxy.endpoint(), &p)]);
-        exact("fresh", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+        let mut r = start(
+            &via,
+            &[
+                "--hostname",
+                &host,
+                "--ttl",
+                "6",
+                "--interval",
+                "0.5",
+                &uri(&etcd_proxy.endpoint(), &p),
+            ],
+        );
+        exact(
+            "fresh",
+            &etcd.url(),
+            &p,
+            &host,
+            &dock,
+            Duration::from_secs(5),
+            &r,
+        );
         proxy.set(Mode::Stall);
         dock.httpd(&unique("w"), &[]);
         std::thread::sleep(Duration::from_millis(700));
         let (code, took) = term(&mut r, Duration::from_secs(12));
         case.note(format!("{what}: exit {code:?} after {}", secs(took)));
         assert_eq!(code, Some(0));
-        assert!(took < Duration::from_secs(1), "{what}: SIGTERM took {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{what}: SIGTERM took {took:?}"
+        );
         proxy.set(Mode::Forward);
     }
 }
@@ -1060,20 +1630,41 @@ fn f13_bursts_of_200_containers() {
     let dock = Dock::get();
     let etcd = Etcd::start_single("f13", &[]);
     let (p, host) = (prefix("f13"), unique("host"));
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.05", &uri(&etcd.endpoint(), &p)]);
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "0.05",
+            &uri(&etcd.endpoint(), &p),
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = r.rss_kib();
     let mut peak = rss0;
     let mut after = Vec::new();
     for round in 1..=2 {
-        let names: Vec<String> = (0..200).map(|i| format!("{}-{i}", unique("burst"))).collect();
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("{}-{i}", unique("burst")))
+            .collect();
         let started = Instant::now();
         for burst in names.chunks(50) {
             dock.httpd_many(burst, 4);
             peak = peak.max(r.rss_kib());
         }
         let start_took = started.elapsed();
-        let took = exact("200 running", &etcd.url(), &p, &host, &dock, Duration::from_secs(20), &r);
+        let took = exact(
+            "200 running",
+            &etcd.url(),
+            &p,
+            &host,
+            &dock,
+            Duration::from_secs(20),
+            &r,
+        );
         assert_eq!(dock.running().len(), 200);
         assert_eq!(etcd_get_at(&etcd.url(), &[], &p).len(), 800);
         peak = peak.max(r.rss_kib());
@@ -1081,7 +1672,15 @@ fn f13_bursts_of_200_containers() {
             dock.rm(burst);
             peak = peak.max(r.rss_kib());
         }
-        let took0 = exact("all removed", &etcd.url(), &p, &host, &dock, Duration::from_secs(20), &r);
+        let took0 = exact(
+            "all removed",
+            &etcd.url(),
+            &p,
+            &host,
+            &dock,
+            Duration::from_secs(20),
+            &r,
+        );
         assert!(etcd_get_at(&etcd.url(), &[], &p).is_empty());
         case.note(format!(
             "round {round}: 200 started in {}, 800 keys exact {} after the last start, 0 keys {} after the last removal",
@@ -1092,7 +1691,10 @@ fn f13_bursts_of_200_containers() {
         std::thread::sleep(Duration::from_secs(1));
         after.push(r.rss_kib());
     }
-    case.note(format!("RSS {rss0} KiB idle, {peak} KiB peak, {} KiB after round 1, {} KiB after round 2", after[0], after[1]));
+    case.note(format!(
+        "RSS {rss0} KiB idle, {peak} KiB peak, {} KiB after round 1, {} KiB after round 2",
+        after[0], after[1]
+    ));
     assert!(after[1] <= after[0] + 1024, "RSS keeps growing: {after:?}");
     let log = r.log();
     assert_eq!(count(&log, "ERROR"), 0, "{log}");
@@ -1109,24 +1711,67 @@ fn f14_memory_flat_over_1000_cycles() {
     let (p, host) = (prefix("f14"), unique("host"));
     let names: Vec<String> = (0..20).map(|i| format!("{}-{i}", unique("mem"))).collect();
     dock.httpd_many(&names, 4);
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.02", &uri(&etcd.endpoint(), &p)]);
-    exact("running", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "0.02",
+            &uri(&etcd.endpoint(), &p),
+        ],
+    );
+    exact(
+        "running",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
     // A pass reads etcd once at its start: by the lease's keys, or the whole prefix.
     let cycles = || etcd.requests("LeaseTimeToLive") + etcd.requests("Range");
-    assert!(wait_until(Duration::from_secs(30), || cycles() >= 200), "too slow: {} cycles", cycles());
+    assert!(
+        wait_until(Duration::from_secs(30), || cycles() >= 200),
+        "too slow: {} cycles",
+        cycles()
+    );
     let (c0, rss0) = (cycles(), r.rss_kib());
     let started = Instant::now();
     let mut samples = vec![rss0];
     while cycles() < c0 + 1000 {
-        assert!(started.elapsed() < Duration::from_secs(120), "only {} cycles", cycles());
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} cycles",
+            cycles()
+        );
         std::thread::sleep(Duration::from_secs(2));
         samples.push(r.rss_kib());
     }
     let (c1, rss1) = (cycles(), r.rss_kib());
     let rate = (c1 - c0) as f64 / started.elapsed().as_secs_f64();
-    case.note(format!("cycle {c0}: {rss0} KiB, cycle {c1}: {rss1} KiB ({:+} KiB), max {} KiB; {rate:.0} cycles/s", rss1 as i64 - rss0 as i64, samples.iter().max().unwrap()));
-    assert!(rss1 <= rss0 + 1024, "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}", c1 - c0);
-    exact("end", &etcd.url(), &p, &host, &dock, Duration::from_secs(5), &r);
+    case.note(format!(
+        "cycle {c0}: {rss0} KiB, cycle {c1}: {rss1} KiB ({:+} KiB), max {} KiB; {rate:.0} cycles/s",
+        rss1 as i64 - rss0 as i64,
+        samples.iter().max().unwrap()
+    ));
+    assert!(
+        rss1 <= rss0 + 1024,
+        "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}",
+        c1 - c0
+    );
+    exact(
+        "end",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(5),
+        &r,
+    );
 }
 
 #[test]
@@ -1140,13 +1785,41 @@ fn f15_first_pass_interrupted_then_a_container_stops() {
     let (p, host) = (prefix("f15"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let out = once_with(&dock.host, &["--hostname", &host, &uri(&etcd.endpoint(), &p)]);
+    let out = once_with(
+        &dock.host,
+        &["--hostname", &host, &uri(&etcd.endpoint(), &p)],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::CutTxn);
-    let r = start(&dock.host, &["--hostname", &host, "--ttl", "10", "--interval", "0.5", &uri(&proxy.endpoint(), &p)]);
-    assert!(wait_until(Duration::from_secs(5), || r.log().contains("sync failed: etcd txn")), "{}", r.log());
+    let r = start(
+        &dock.host,
+        &[
+            "--hostname",
+            &host,
+            "--ttl",
+            "10",
+            "--interval",
+            "0.5",
+            &uri(&proxy.endpoint(), &p),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || r
+            .log()
+            .contains("sync failed: etcd txn")),
+        "{}",
+        r.log()
+    );
     dock.rm(&[a]);
     proxy.set(Mode::Forward);
-    let took = exact("writes accepted again", &etcd.url(), &p, &host, &dock, Duration::from_secs(8), &r);
+    let took = exact(
+        "writes accepted again",
+        &etcd.url(),
+        &p,
+        &host,
+        &dock,
+        Duration::from_secs(8),
+        &r,
+    );
     case.note(format!("exact {} after etcd accepted writes", secs(took)));
 }

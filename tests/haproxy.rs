@@ -22,15 +22,28 @@ fn example() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = Command::new(env!("CARGO"))
-            .args(["build", "--example", "haproxy", "--message-format=json-render-diagnostics"])
+            .args([
+                "build",
+                "--example",
+                "haproxy",
+                "--message-format=json-render-diagnostics",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("run cargo build --example haproxy");
-        assert!(out.status.success(), "cargo build --example haproxy failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cargo build --example haproxy failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "haproxy" && v["target"]["kind"][0] == "example")
+            .find(|v| {
+                v["reason"] == "compiler-artifact"
+                    && v["target"]["name"] == "haproxy"
+                    && v["target"]["kind"][0] == "example"
+            })
             .and_then(|v| v["executable"].as_str().map(PathBuf::from))
             .expect("no executable for the haproxy example in cargo's output")
     })
@@ -46,7 +59,10 @@ fn haproxy_ports() -> u16 {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         assert!(n < 1000, "no free ports for HAProxy in 40000-59999");
         let base = 40000 + ((pid.wrapping_mul(7) + n * 13) % 1000) as u16 * 20;
-        if [0, 10, 20].iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
+        if [0, 10, 20]
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok())
+        {
             return base;
         }
     }
@@ -55,7 +71,9 @@ fn haproxy_ports() -> u16 {
 /// True while `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -90,13 +108,22 @@ impl Mesh {
             "--master-socket".into(),
             dir.file("master.sock"),
         ];
-        let mut mesh = Mesh { dir, args, child: None, base };
+        let mut mesh = Mesh {
+            dir,
+            args,
+            child: None,
+            base,
+        };
         mesh.spawn();
         mesh
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("consumer.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path("consumer.log"))
+            .unwrap();
         let child = Command::new(example())
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -130,11 +157,19 @@ impl Mesh {
 
     /// Configurations HAProxy confirmed loading, as the consumer logged them.
     fn installs(&self) -> usize {
-        self.log().lines().filter(|l| l.contains("haproxy reloaded") || l.contains("haproxy started")).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains("haproxy reloaded") || l.contains("haproxy started"))
+            .count()
     }
 
     fn master(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.path("haproxy.pid")).ok()?.trim().parse().ok().filter(|&p| alive(p))
+        std::fs::read_to_string(self.dir.path("haproxy.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&p| alive(p))
     }
 
     /// A command on HAProxy's master CLI (`@1 ...` goes to the current worker).
@@ -154,7 +189,12 @@ impl Mesh {
         if !out.starts_with('1') {
             return None; // not the state file format: the worker is not ready
         }
-        Some(out.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect())
+        Some(
+            out.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+                .collect(),
+        )
     }
 }
 
@@ -162,8 +202,12 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         self.kill_consumer();
         let Some(master) = self.master() else { return };
-        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
-        let mut pids: Vec<u32> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        let mut pids: Vec<u32> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
         pids.push(master);
         kill_pid(master, libc::SIGTERM);
         if !wait_until(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))) {
@@ -194,19 +238,32 @@ fn settle(since: Instant, mut present: impl FnMut() -> Option<bool>) -> Option<D
 
 /// One HTTP/1.0 request on a new connection: (status, body).
 fn get(port: u16, host: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     write!(s, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| format!("send: {e}"))?;
     let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| format!("receive: {e}"))?;
-    let (head, body) = out.split_once("\r\n\r\n").ok_or(format!("no response head in {out:?}"))?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("no status in {head:?}"))?;
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("receive: {e}"))?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or(format!("no response head in {out:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(format!("no status in {head:?}"))?;
     Ok((status, body.trim().to_string()))
 }
 
 /// A busybox httpd replica of an HTTP service whose index page says `body`.
 fn replica(name: &str, service: &str, domains: &[&str], body: &str) -> Container {
-    let env = [format!("SERVICE_NAME={service}"), "SERVICE_MODE=http".to_string(), format!("SERVICE_DOMAINS={}", domains.join(","))];
+    let env = [
+        format!("SERVICE_NAME={service}"),
+        "SERVICE_MODE=http".to_string(),
+        format!("SERVICE_DOMAINS={}", domains.join(",")),
+    ];
     let mut args = vec!["-p", "127.0.0.1::80"];
     for e in &env {
         args.extend(["-e", e.as_str()]);
@@ -220,48 +277,105 @@ fn services_route_through_haproxy_and_follow_their_containers() {
     let p = prefix("mesh");
     let host = unique("node");
     let web = unique("web");
-    let (d1, d2) = (format!("{}.mesh.test", unique("a")), format!("{}.mesh.test", unique("b")));
+    let (d1, d2) = (
+        format!("{}.mesh.test", unique("a")),
+        format!("{}.mesh.test", unique("b")),
+    );
     // The consumer starts first: everything after its first read arrives by the watch.
     let mut mesh = Mesh::start(&uri(&p), "haproxy");
     let base = mesh.base;
     let r1 = replica(&unique("r1"), &web, &[&d1, &d2], "r1");
     let r2 = replica(&unique("r2"), &web, &[&d1, &d2], "r2");
-    let _ext = Container::httpd(&unique("ext"), 5432, &[&format!("SERVICE_NAME={}", unique("db")), "SERVICE_EXTERNAL_PORT=10"]);
-    let _int = Container::httpd(&unique("int"), 6379, &[&format!("SERVICE_NAME={}", unique("cache")), "SERVICE_INTERNAL_PORT=20"]);
+    let _ext = Container::httpd(
+        &unique("ext"),
+        5432,
+        &[
+            &format!("SERVICE_NAME={}", unique("db")),
+            "SERVICE_EXTERNAL_PORT=10",
+        ],
+    );
+    let _int = Container::httpd(
+        &unique("int"),
+        6379,
+        &[
+            &format!("SERVICE_NAME={}", unique("cache")),
+            "SERVICE_INTERNAL_PORT=20",
+        ],
+    );
     // --explicit: only containers that name their service, not every container of the
     // shared dockerd.
-    let registrator = Running::start(&["--hostname", &host, "--interval", "1", "--explicit", &uri(&p)]);
-    let context = |mesh: &Mesh| format!("consumer:\n{}\nconfig:\n{}\nregistrator:\n{}", mesh.log(), mesh.config(), registrator.log());
+    let registrator = Running::start(&[
+        "--hostname",
+        &host,
+        "--interval",
+        "1",
+        "--explicit",
+        &uri(&p),
+    ]);
+    let context = |mesh: &Mesh| {
+        format!(
+            "consumer:\n{}\nconfig:\n{}\nregistrator:\n{}",
+            mesh.log(),
+            mesh.config(),
+            registrator.log()
+        )
+    };
 
     // Both domains answer by Host header, from both replicas; other hosts get 503.
     let both = BTreeSet::from(["r1".to_string(), "r2".to_string()]);
-    let answers = |domain: &str| -> BTreeSet<String> { (0..10).filter_map(|_| get(base, domain).ok()).filter(|(s, _)| *s == 200).map(|(_, b)| b).collect() };
+    let answers = |domain: &str| -> BTreeSet<String> {
+        (0..10)
+            .filter_map(|_| get(base, domain).ok())
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect()
+    };
     assert!(
-        wait_until(Duration::from_secs(20), || answers(&d1) == both && answers(&d2) == both),
+        wait_until(Duration::from_secs(20), || answers(&d1) == both
+            && answers(&d2) == both),
         "{d1} and {d2} do not answer from both replicas: {:?} {:?}\n{}",
         answers(&d1),
         answers(&d2),
         context(&mesh)
     );
-    assert_eq!(get(base, &format!("{d1}:{base}")).map(|(s, _)| s), Ok(200), "the port in the Host header is ignored");
-    assert_eq!(get(base, &d1.to_uppercase()).map(|(s, _)| s), Ok(200), "host names are case-insensitive");
+    assert_eq!(
+        get(base, &format!("{d1}:{base}")).map(|(s, _)| s),
+        Ok(200),
+        "the port in the Host header is ignored"
+    );
+    assert_eq!(
+        get(base, &d1.to_uppercase()).map(|(s, _)| s),
+        Ok(200),
+        "host names are case-insensitive"
+    );
     assert_eq!(get(base, "unknown.mesh.test").map(|(s, _)| s), Ok(503));
 
     // TCP: the external port on the public bind, the internal one on the private bind.
     assert!(
-        wait_until(Duration::from_secs(10), || get(base + 10, "x").is_ok_and(|(s, b)| s == 200 && b == "hello from busybox")
-            && get(base + 20, "x").is_ok_and(|(s, b)| s == 200 && b == "hello from busybox")),
+        wait_until(Duration::from_secs(10), || get(base + 10, "x")
+            .is_ok_and(|(s, b)| s == 200 && b == "hello from busybox")
+            && get(base + 20, "x")
+                .is_ok_and(|(s, b)| s == 200 && b == "hello from busybox")),
         "TCP services do not answer on {} and {}\n{}",
         base + 10,
         base + 20,
         context(&mesh)
     );
-    assert!(mesh.config().contains(&format!("bind 127.0.0.1:{}", base + 20)), "{}", mesh.config());
+    assert!(
+        mesh.config()
+            .contains(&format!("bind 127.0.0.1:{}", base + 20)),
+        "{}",
+        mesh.config()
+    );
 
     // The consumer crashes: HAProxy keeps serving. Restarted, it adopts the same master.
     let master = mesh.master().expect("HAProxy master running");
     mesh.kill_consumer();
-    assert_eq!(get(base, &d1).map(|(s, _)| s), Ok(200), "HAProxy outlives the consumer");
+    assert_eq!(
+        get(base, &d1).map(|(s, _)| s),
+        Ok(200),
+        "HAProxy outlives the consumer"
+    );
     let (installs, before) = (mesh.installs(), mesh.log().len());
     mesh.spawn();
     assert!(
@@ -269,7 +383,11 @@ fn services_route_through_haproxy_and_follow_their_containers() {
         "the restarted consumer did not reload HAProxy\n{}",
         context(&mesh)
     );
-    assert!(mesh.log()[before..].contains(&format!("haproxy reloaded (master pid {master})")), "{}", context(&mesh));
+    assert!(
+        mesh.log()[before..].contains(&format!("haproxy reloaded (master pid {master})")),
+        "{}",
+        context(&mesh)
+    );
     assert_eq!(mesh.master(), Some(master), "no second HAProxy");
 
     // An established connection (a TCP session half-way through its request) survives
@@ -280,8 +398,16 @@ fn services_route_through_haproxy_and_follow_their_containers() {
     let installs = mesh.installs();
 
     // Requests run continuously while replica r1 stops.
-    let (r1_server, r2_server) = (format!("{host}:{}:80", r1.name), format!("{host}:{}:80", r2.name));
-    assert!(mesh.servers().is_some_and(|s| s.contains(&r1_server) && s.contains(&r2_server)), "{:?}", mesh.servers());
+    let (r1_server, r2_server) = (
+        format!("{host}:{}:80", r1.name),
+        format!("{host}:{}:80", r2.name),
+    );
+    assert!(
+        mesh.servers()
+            .is_some_and(|s| s.contains(&r1_server) && s.contains(&r2_server)),
+        "{:?}",
+        mesh.servers()
+    );
     let running = Arc::new(AtomicBool::new(true));
     let load: Vec<_> = (0..3)
         .map(|_| {
@@ -299,7 +425,10 @@ fn services_route_through_haproxy_and_follow_their_containers() {
     let stop_called = Instant::now();
     r1.stop(); // docker stop -t 1
     let stopped = Instant::now();
-    let out_of_rotation = settle(stopped, || mesh.servers().map(|s| s.contains(&r1_server) || !s.contains(&r2_server)));
+    let out_of_rotation = settle(stopped, || {
+        mesh.servers()
+            .map(|s| s.contains(&r1_server) || !s.contains(&r2_server))
+    });
     running.store(false, Ordering::SeqCst);
     let results: Vec<_> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let failed: Vec<String> = results
@@ -309,7 +438,13 @@ fn services_route_through_haproxy_and_follow_their_containers() {
             other => Some(format!("{other:?}")),
         })
         .collect();
-    let out_of_rotation = out_of_rotation.unwrap_or_else(|| panic!("r1 is still in HAProxy's rotation: {:?}\n{}", mesh.servers(), context(&mesh)));
+    let out_of_rotation = out_of_rotation.unwrap_or_else(|| {
+        panic!(
+            "r1 is still in HAProxy's rotation: {:?}\n{}",
+            mesh.servers(),
+            context(&mesh)
+        )
+    });
     let after: BTreeSet<&str> = results
         .iter()
         .filter(|(t, _)| *t > stopped + out_of_rotation)
@@ -321,24 +456,57 @@ fn services_route_through_haproxy_and_follow_their_containers() {
         results.len(),
         failed.len()
     );
-    assert!(out_of_rotation <= Duration::from_secs(1), "r1 left the rotation only after {out_of_rotation:?}\n{}", context(&mesh));
-    assert!(failed.is_empty(), "{} of {} requests failed while r2 was up: {failed:?}", failed.len(), results.len());
-    assert_eq!(after, BTreeSet::from(["r2"]), "only r2 answers once r1 is out");
+    assert!(
+        out_of_rotation <= Duration::from_secs(1),
+        "r1 left the rotation only after {out_of_rotation:?}\n{}",
+        context(&mesh)
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed while r2 was up: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    assert_eq!(
+        after,
+        BTreeSet::from(["r2"]),
+        "only r2 answers once r1 is out"
+    );
 
     held.write_all(b"\r\n").unwrap();
     let mut answer = String::new();
     held.read_to_string(&mut answer).unwrap();
-    assert!(mesh.installs() > installs, "no reload happened while the connection was open\n{}", context(&mesh));
-    assert!(answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("hello from busybox\n"), "{answer:?}");
+    assert!(
+        mesh.installs() > installs,
+        "no reload happened while the connection was open\n{}",
+        context(&mesh)
+    );
+    assert!(
+        answer.starts_with("HTTP/1.")
+            && answer.contains(" 200 ")
+            && answer.ends_with("hello from busybox\n"),
+        "{answer:?}"
+    );
 
     // The last replica goes: its backend leaves HAProxy, its domains answer 503.
     docker(&["rm", "-f", &r2.name]);
     let removed = Instant::now();
     let took = settle(removed, || mesh.servers().map(|s| s.contains(&r2_server)));
-    let took = took.unwrap_or_else(|| panic!("r2 is still routed after its removal: {:?}\n{}", mesh.servers(), context(&mesh)));
+    let took = took.unwrap_or_else(|| {
+        panic!(
+            "r2 is still routed after its removal: {:?}\n{}",
+            mesh.servers(),
+            context(&mesh)
+        )
+    });
     eprintln!("last replica removed: out of HAProxy {took:?} after docker rm returned");
     for domain in [&d1, &d2] {
-        assert_eq!(get(base, domain).map(|(s, _)| s), Ok(503), "{domain}\n{}", context(&mesh));
+        assert_eq!(
+            get(base, domain).map(|(s, _)| s),
+            Ok(503),
+            "{domain}\n{}",
+            context(&mesh)
+        );
     }
     assert!(!mesh.config().contains(&web), "{}", mesh.config());
 }
@@ -348,14 +516,28 @@ fn a_watch_that_resumes_from_a_compacted_revision_reads_everything_again() {
     let mut etcd = Etcd::start_single("mesh-compact", &[]);
     let ep = etcd.url();
     let put_instance = |id: &str, port: &str| {
-        for (field, value) in [("address", "127.0.0.1"), ("port", port), ("mode", "http"), ("domains/a.compact.test", "a.compact.test")] {
-            etcdctl(&ep, &[], &["put", &format!("/mesh/web/{id}/{field}"), value]);
+        for (field, value) in [
+            ("address", "127.0.0.1"),
+            ("port", port),
+            ("mode", "http"),
+            ("domains/a.compact.test", "a.compact.test"),
+        ] {
+            etcdctl(
+                &ep,
+                &[],
+                &["put", &format!("/mesh/web/{id}/{field}"), value],
+            );
         }
     };
     put_instance("i1", "1111");
-    let mesh = Mesh::start(&format!("etcd://{}/mesh", etcd.endpoint()), "haproxy-compact");
+    let mesh = Mesh::start(
+        &format!("etcd://{}/mesh", etcd.endpoint()),
+        "haproxy-compact",
+    );
     assert!(
-        wait_until(Duration::from_secs(10), || mesh.config().contains("server i1 127.0.0.1:1111")),
+        wait_until(Duration::from_secs(10), || mesh
+            .config()
+            .contains("server i1 127.0.0.1:1111")),
         "{}\n{}",
         mesh.log(),
         mesh.config()
@@ -369,7 +551,8 @@ fn a_watch_that_resumes_from_a_compacted_revision_reads_everything_again() {
     etcd.start();
     etcdctl(&ep, &[], &["del", "--prefix", "/mesh/web/i1/"]);
     put_instance("i2", "2222");
-    let status: serde_json::Value = serde_json::from_str(&etcdctl(&ep, &[], &["get", "/mesh", "-w", "json"])).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&etcdctl(&ep, &[], &["get", "/mesh", "-w", "json"])).unwrap();
     let revision = status["header"]["revision"].as_i64().unwrap();
     etcdctl(&ep, &[], &["compact", &revision.to_string()]);
     kill_pid(consumer, libc::SIGCONT);

@@ -27,7 +27,9 @@ fn image_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         run(Command::new(root().join("tests/build-static.sh")).current_dir(root()));
-        run(Command::new(root().join("tests/build-image.sh")).current_dir(root()).env("DOCKER_HOST", docker_host()));
+        run(Command::new(root().join("tests/build-image.sh"))
+            .current_dir(root())
+            .env("DOCKER_HOST", docker_host()));
         let iid = root().join(format!("{STATIC_BIN}.iid"));
         let id = std::fs::read_to_string(&iid).unwrap_or_else(|e| panic!("{}: {e}", iid.display()));
         id.trim().to_string()
@@ -54,8 +56,16 @@ fn run_image(docker_args: &[&str], args: &[&str]) -> (Option<i32>, String, Strin
     all.extend_from_slice(docker_args);
     all.push(id);
     all.extend_from_slice(args);
-    let out = Command::new("docker").args(&all).env("DOCKER_HOST", docker_host()).output().expect("run docker");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new("docker")
+        .args(&all)
+        .env("DOCKER_HOST", docker_host())
+        .output()
+        .expect("run docker");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -63,13 +73,24 @@ fn static_binary_needs_no_libc_and_image_stays_small() {
     let id = image_id();
     let desc = run(Command::new("file").arg("-b").arg(static_bin()));
     // file 5.44 calls a static PIE "static-pie linked"; older ones "statically linked".
-    assert!(desc.contains("statically linked") || desc.contains("static-pie linked"), "not static: {desc}");
-    assert!(!desc.contains("dynamically linked") && !desc.contains("interpreter"), "needs a loader: {desc}");
+    assert!(
+        desc.contains("statically linked") || desc.contains("static-pie linked"),
+        "not static: {desc}"
+    );
+    assert!(
+        !desc.contains("dynamically linked") && !desc.contains("interpreter"),
+        "needs a loader: {desc}"
+    );
     let size = std::fs::metadata(static_bin()).unwrap().len();
     assert!(size < 3 << 20, "static binary is {size} bytes, over 3 MiB");
 
-    let image_size: u64 = docker(&["image", "inspect", "-f", "{{.Size}}", id]).parse().unwrap();
-    assert!(image_size < 5_000_000, "image is {image_size} bytes, over 5 MB");
+    let image_size: u64 = docker(&["image", "inspect", "-f", "{{.Size}}", id])
+        .parse()
+        .unwrap();
+    assert!(
+        image_size < 5_000_000,
+        "image is {image_size} bytes, over 5 MB"
+    );
     eprintln!("static binary {size} bytes, image {image_size} bytes");
     // Only the binary: one layer, no shell, nothing else to patch.
     let layers = docker(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", id]);
@@ -79,25 +100,52 @@ fn static_binary_needs_no_libc_and_image_stays_small() {
 
     // --version inside the scratch image, which has no libc: the binary is really static.
     // As nobody, read-only, without capabilities: nothing in it needs root.
-    let unprivileged = ["--user", "65534:65534", "--read-only", "--cap-drop", "ALL", "--net", "none"];
+    let unprivileged = [
+        "--user",
+        "65534:65534",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--net",
+        "none",
+    ];
     let (code, out, err) = run_image(&unprivileged, &["--version"]);
     assert_eq!(code, Some(0), "{out}{err}");
     let version = format!("registrator {} (commit ", env!("CARGO_PKG_VERSION"));
     assert!(out.starts_with(&version), "{out}");
-    let commit = out.trim().trim_start_matches(&version).trim_end_matches(')');
-    assert!(commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()), "no git commit in {out:?}");
-    run(Command::new("git").args(["-C", &root().to_string_lossy(), "cat-file", "-e", &format!("{commit}^{{commit}}")]));
+    let commit = out
+        .trim()
+        .trim_start_matches(&version)
+        .trim_end_matches(')');
+    assert!(
+        commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "no git commit in {out:?}"
+    );
+    run(Command::new("git").args([
+        "-C",
+        &root().to_string_lossy(),
+        "cat-file",
+        "-e",
+        &format!("{commit}^{{commit}}"),
+    ]));
 
     // --help fits one screen and shows an example.
     let (code, out, err) = run_image(&unprivileged, &["--help"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.lines().count() <= 40, "--help has {} lines", out.lines().count());
+    assert!(
+        out.lines().count() <= 40,
+        "--help has {} lines",
+        out.lines().count()
+    );
     assert!(out.contains("Example") && out.contains("etcd://"), "{out}");
 
     // No registry URI: a usage error, exit code 2, one line.
     let (code, out, err) = run_image(&unprivileged, &[]);
     assert_eq!(code, Some(2), "{out}{err}");
-    let err: Vec<&str> = err.lines().filter(|l| l.starts_with("registrator:")).collect();
+    let err: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("registrator:"))
+        .collect();
     assert_eq!(err.len(), 1, "{err:?}");
     assert!(err[0].contains("registry URI"), "{err:?}");
 }
@@ -118,18 +166,66 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
     let volume = format!("{}:/tmp/docker.sock", socket_path());
     let registry = uri(&p);
     let cid = docker(&[
-        "run", "-d", "--pull", "never", "--name", &rn, "--net", "host", "-h", &host, "-v", &volume, id, "--ip", "127.0.0.1", &registry,
+        "run",
+        "-d",
+        "--pull",
+        "never",
+        "--name",
+        &rn,
+        "--net",
+        "host",
+        "-h",
+        &host,
+        "-v",
+        &volume,
+        id,
+        "--ip",
+        "127.0.0.1",
+        &registry,
     ]);
-    let registrator = Container { name: rn.clone(), id: cid };
+    let registrator = Container {
+        name: rn.clone(),
+        id: cid,
+    };
     let logs = || {
-        let out = Command::new("docker").args(["logs", &registrator.name]).env("DOCKER_HOST", docker_host()).output().unwrap();
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        let out = Command::new("docker")
+            .args(["logs", &registrator.name])
+            .env("DOCKER_HOST", docker_host())
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
 
     let (wn, dn, cn) = (unique("web"), unique("db"), unique("cache"));
-    let web = Container::httpd(&wn, 80, &["SERVICE_NAME=web", "SERVICE_MODE=http", "SERVICE_DOMAINS=example.com,www.example.com"]);
-    let db = Container::httpd(&dn, 5432, &["SERVICE_NAME=db", &format!("SERVICE_EXTERNAL_PORT={external}")]);
-    let cache = Container::httpd(&cn, 6379, &["SERVICE_NAME=cache", &format!("SERVICE_INTERNAL_PORT={internal}")]);
+    let web = Container::httpd(
+        &wn,
+        80,
+        &[
+            "SERVICE_NAME=web",
+            "SERVICE_MODE=http",
+            "SERVICE_DOMAINS=example.com,www.example.com",
+        ],
+    );
+    let db = Container::httpd(
+        &dn,
+        5432,
+        &[
+            "SERVICE_NAME=db",
+            &format!("SERVICE_EXTERNAL_PORT={external}"),
+        ],
+    );
+    let cache = Container::httpd(
+        &cn,
+        6379,
+        &[
+            "SERVICE_NAME=cache",
+            &format!("SERVICE_INTERNAL_PORT={internal}"),
+        ],
+    );
 
     // Service IDs carry the hostname given with -h: the container reports it.
     let w = format!("/web/{host}:{wn}:80");
@@ -140,7 +236,10 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
         (format!("{w}/port"), web.host_port(80).to_string()),
         (format!("{w}/mode"), "http".into()),
         (format!("{w}/domains/example.com"), "example.com".into()),
-        (format!("{w}/domains/www.example.com"), "www.example.com".into()),
+        (
+            format!("{w}/domains/www.example.com"),
+            "www.example.com".into(),
+        ),
         (format!("{w}/node"), host.clone()),
         (format!("{d}/address"), "127.0.0.1".into()),
         (format!("{d}/port"), db.host_port(5432).to_string()),
@@ -164,14 +263,23 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
     let start = Instant::now();
     let registered = wait_until(Duration::from_secs(15), || got() == want);
     eprintln!("registered after {:?}", start.elapsed());
-    assert!(registered, "keys differ\n got: {:#?}\nwant: {want:#?}\nlogs:\n{}", got(), logs());
+    assert!(
+        registered,
+        "keys differ\n got: {:#?}\nwant: {want:#?}\nlogs:\n{}",
+        got(),
+        logs()
+    );
 
     // PID 1 in the container takes SIGTERM: docker stop returns at once, not after 10 s.
     let start = Instant::now();
     docker(&["stop", &registrator.name]);
     let took = start.elapsed();
     eprintln!("docker stop took {took:?}");
-    assert!(took < Duration::from_secs(2), "docker stop took {took:?}\nlogs:\n{}", logs());
+    assert!(
+        took < Duration::from_secs(2),
+        "docker stop took {took:?}\nlogs:\n{}",
+        logs()
+    );
     let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &registrator.name]);
     assert_eq!(code, "0", "exit code after SIGTERM\nlogs:\n{}", logs());
     // Without --deregister-on-exit the services stay until their lease expires.

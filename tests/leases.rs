@@ -61,7 +61,14 @@ impl Drop for Watch {
 
 /// The lease ID (decimal) a key carries, 0 for none.
 fn lease_of(key: &str) -> i64 {
-    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "get", key, "-w", "json"]));
+    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd_url(),
+        "get",
+        key,
+        "-w",
+        "json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["kvs"][0]["lease"].as_i64().unwrap_or(0)
 }
@@ -81,20 +88,34 @@ fn kill_9_expires_that_hosts_keys_within_the_ttl_and_no_one_elses() {
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let mut r1 = running(&h1, &p, &["--ttl", "3"]);
     let r2 = running(&h2, &p, &["--ttl", "3"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &format!("{h1}:{}", c.name)).len() == 4
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p,
+        &format!("{h1}:{}", c.name)
+    )
+    .len()
+        == 4
         && keys_with(&p, &format!("{h2}:{}", c.name)).len() == 4));
     r1.signal("KILL");
     r1.wait(Duration::from_secs(2));
     let killed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(6), || keys_with(&p, &format!("{h1}:{}", c.name)).is_empty()),
+        wait_until(Duration::from_secs(6), || keys_with(
+            &p,
+            &format!("{h1}:{}", c.name)
+        )
+        .is_empty()),
         "h1's keys outlived its lease: {:?}",
         etcd_get(&p)
     );
     let took = killed.elapsed();
     eprintln!("kill -9 -> keys gone after {took:?} (TTL 3 s)");
     assert!(took < Duration::from_millis(3000 + 1500), "took {took:?}");
-    assert_eq!(keys_with(&p, &format!("{h2}:{}", c.name)).len(), 4, "h2's keys were touched: {}", r2.log());
+    assert_eq!(
+        keys_with(&p, &format!("{h2}:{}", c.name)).len(),
+        4,
+        "h2's keys were touched: {}",
+        r2.log()
+    );
     drop(c);
 }
 
@@ -105,7 +126,12 @@ fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease() {
     let keep = Container::httpd(&unique("keep"), 80, &["SERVICE_NAME=keep"]);
     let gone = Container::httpd(&unique("gone"), 80, &["SERVICE_NAME=gone"]);
     let mut r = running(&host, &p, &["--ttl", "4"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &keep.name).len() == 4 && keys_with(&p, &gone.name).len() == 4));
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &keep.name
+    )
+    .len()
+        == 4
+        && keys_with(&p, &gone.name).len() == 4));
     let lease = lease_of(&format!("{p}/keep/{host}:{}:80/port", keep.name));
     assert_ne!(lease, 0, "loop keys carry a lease");
 
@@ -114,19 +140,35 @@ fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease() {
     let (code, took) = r.wait(Duration::from_secs(3));
     assert_eq!(code, Some(0), "{}", r.log());
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
-    assert_eq!(keys_with(&p, &keep.name).len(), 4, "keys stay in place after SIGTERM");
+    assert_eq!(
+        keys_with(&p, &keep.name).len(),
+        4,
+        "keys stay in place after SIGTERM"
+    );
 
     // While it is down, one container stops: the successor cleans that up.
     gone.stop();
     let r2 = running(&host, &p, &["--ttl", "4"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &gone.name).is_empty()), "{}", r2.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &gone.name)
+            .is_empty()),
+        "{}",
+        r2.log()
+    );
     assert!(r2.log().contains("adopted lease"), "{}", r2.log());
     // Well past the old TTL the keys are still there: the lease was taken over.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(keys_with(&p, &keep.name).len(), 4, "{}", r2.log());
-    assert_eq!(lease_of(&format!("{p}/keep/{host}:{}:80/port", keep.name)), lease, "same lease, not re-put");
+    assert_eq!(
+        lease_of(&format!("{p}/keep/{host}:{}:80/port", keep.name)),
+        lease,
+        "same lease, not re-put"
+    );
     let events = watch.events();
-    assert!(events.is_empty(), "a reader saw changes to an unchanged service during the restart: {events:?}");
+    assert!(
+        events.is_empty(),
+        "a reader saw changes to an unchanged service during the restart: {events:?}"
+    );
 }
 
 #[test]
@@ -135,12 +177,23 @@ fn successor_after_the_lease_expired_grants_a_new_one_and_re_registers() {
     let host = unique("h");
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let mut r = running(&host, &p, &["--ttl", "2"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4));
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .len()
+        == 4));
     r.signal("KILL");
     r.wait(Duration::from_secs(2));
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .is_empty()));
     let r2 = running(&host, &p, &["--ttl", "2"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4), "{}", r2.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4),
+        "{}",
+        r2.log()
+    );
     assert!(!r2.log().contains("adopted"), "{}", r2.log());
 }
 
@@ -150,14 +203,25 @@ fn lost_lease_is_replaced_and_everything_re_put_within_an_interval() {
     let host = unique("h");
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let r = running(&host, &p, &["--ttl", "30"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4));
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .len()
+        == 4));
     let key = format!("{p}/c/{host}:{}:80/port", c.name);
     let lease = lease_of(&key);
     // Revoking the lease is what etcd does when it expired during an outage.
-    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "lease", "revoke", &format!("{lease:x}")]));
+    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd_url(),
+        "lease",
+        "revoke",
+        &format!("{lease:x}"),
+    ]));
     // (A pass may already have re-registered them: other tests' containers wake it.)
     assert!(
-        wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4 && ![0, lease].contains(&lease_of(&key))),
+        wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4
+            && ![0, lease].contains(&lease_of(&key))),
         "not re-registered on a new lease: {}",
         r.log()
     );
@@ -170,17 +234,31 @@ fn deregister_on_exit_removes_this_hosts_services_only() {
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let mut r1 = running(&h1, &p, &["--deregister-on-exit"]);
     let _r2 = running(&h2, &p, &[]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &format!("{h1}:{}", c.name)).len() == 4
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p,
+        &format!("{h1}:{}", c.name)
+    )
+    .len()
+        == 4
         && keys_with(&p, &format!("{h2}:{}", c.name)).len() == 4));
     r1.signal("INT");
     let (code, took) = r1.wait(Duration::from_secs(3));
     assert_eq!(code, Some(0), "{}", r1.log());
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert!(keys_with(&p, &format!("{h1}:{}", c.name)).is_empty(), "{}", r1.log());
+    assert!(
+        keys_with(&p, &format!("{h1}:{}", c.name)).is_empty(),
+        "{}",
+        r1.log()
+    );
     assert_eq!(keys_with(&p, &format!("{h2}:{}", c.name)).len(), 4);
     // Without a lease (--ttl 0) the keys are deleted instead.
     let mut r3 = running(&h1, &p, &["--ttl", "0", "--deregister-on-exit"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p, &format!("{h1}:{}", c.name)).len() == 4));
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p,
+        &format!("{h1}:{}", c.name)
+    )
+    .len()
+        == 4));
     assert_eq!(lease_of(&format!("{p}/c/{h1}:{}:80/port", c.name)), 0);
     r3.signal("TERM");
     assert_eq!(r3.wait(Duration::from_secs(3)).0, Some(0));
@@ -196,9 +274,15 @@ fn once_writes_no_lease_unless_asked() {
     let key = format!("{p}/c/{host}:{}:80/port", c.name);
     assert_eq!(lease_of(&key), 0, "a cron job's keys must outlive it");
     let p2 = prefix("oncettl");
-    assert!(once(&["--hostname", &host, "--ttl", "2", &uri(&p2)]).status.success());
+    assert!(once(&["--hostname", &host, "--ttl", "2", &uri(&p2)])
+        .status
+        .success());
     assert_ne!(lease_of(&format!("{p2}/c/{host}:{}:80/port", c.name)), 0);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(&p2, &c.name).is_empty()), "--once --ttl keys must expire");
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p2, &c.name)
+            .is_empty()),
+        "--once --ttl keys must expire"
+    );
 }
 
 #[test]
@@ -208,24 +292,75 @@ fn external_port_held_by_another_service_is_refused_until_released() {
     let port = (20000 + std::process::id() % 5000).to_string();
     // Another host's service already holds the port.
     let other = format!("{p}/other/elsewhere:x:80");
-    for (k, v) in [("address", "10.9.9.9"), ("port", "80"), ("mode", "tcp"), ("external_port", port.as_str()), ("node", "elsewhere")] {
+    for (k, v) in [
+        ("address", "10.9.9.9"),
+        ("port", "80"),
+        ("mode", "tcp"),
+        ("external_port", port.as_str()),
+        ("node", "elsewhere"),
+    ] {
         etcd_put(&format!("{other}/{k}"), v);
     }
-    let mine = Container::httpd(&unique("mine"), 80, &["SERVICE_NAME=mine", &format!("SERVICE_EXTERNAL_PORT={port}")]);
+    let mine = Container::httpd(
+        &unique("mine"),
+        80,
+        &[
+            "SERVICE_NAME=mine",
+            &format!("SERVICE_EXTERNAL_PORT={port}"),
+        ],
+    );
     let r = running(&host, &p, &[]);
-    assert!(wait_until(Duration::from_secs(3), || r.log().contains(&format!("container {}:", mine.name))), "{}", r.log());
-    let line = r.log().lines().find(|l| l.contains(&format!("container {}:", mine.name))).unwrap().to_string();
-    assert!(line.contains(&format!("external port {port} is already held by other/elsewhere:x:80 on host elsewhere")), "{line}");
+    assert!(
+        wait_until(Duration::from_secs(3), || r
+            .log()
+            .contains(&format!("container {}:", mine.name))),
+        "{}",
+        r.log()
+    );
+    let line = r
+        .log()
+        .lines()
+        .find(|l| l.contains(&format!("container {}:", mine.name)))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(&format!(
+            "external port {port} is already held by other/elsewhere:x:80 on host elsewhere"
+        )),
+        "{line}"
+    );
     assert!(keys_with(&p, &mine.name).is_empty());
     // The holder goes away: the next sync registers ours.
-    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "del", "--prefix", &format!("{other}/")]));
-    assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &mine.name).len() == 5), "{}", r.log());
+    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd_url(),
+        "del",
+        "--prefix",
+        &format!("{other}/"),
+    ]));
+    assert!(
+        wait_until(Duration::from_secs(3), || keys_with(&p, &mine.name).len()
+            == 5),
+        "{}",
+        r.log()
+    );
     // The same service name on another host may share the port (replicas).
     let replica = format!("{p}/mine/elsewhere:y:80");
-    for (k, v) in [("address", "10.9.9.8"), ("port", "80"), ("mode", "tcp"), ("external_port", port.as_str()), ("node", "elsewhere")] {
+    for (k, v) in [
+        ("address", "10.9.9.8"),
+        ("port", "80"),
+        ("mode", "tcp"),
+        ("external_port", port.as_str()),
+        ("node", "elsewhere"),
+    ] {
         etcd_put(&format!("{replica}/{k}"), v);
     }
-    let mine_errors = || r.log().lines().filter(|l| l.contains("ERROR") && l.contains(&mine.name)).count();
+    let mine_errors = || {
+        r.log()
+            .lines()
+            .filter(|l| l.contains("ERROR") && l.contains(&mine.name))
+            .count()
+    };
     let errors_before = mine_errors();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(keys_with(&p, &mine.name).len(), 5);
@@ -238,14 +373,31 @@ fn two_hosts_racing_for_one_free_port_never_both_win() {
     // host B also sees the older `beta` (named after its image), which then keeps the
     // port on B. Both claim the same free port at the same moment, many times.
     let port = (40000 + std::process::id() % 5000).to_string();
-    let beta = Container::httpd(&unique("beta"), 80, &[&format!("SERVICE_EXTERNAL_PORT={port}")]);
+    let beta = Container::httpd(
+        &unique("beta"),
+        80,
+        &[&format!("SERVICE_EXTERNAL_PORT={port}")],
+    );
     std::thread::sleep(Duration::from_millis(20));
-    let alpha = Container::httpd(&unique("alpha"), 80, &["SERVICE_NAME=alpha", &format!("SERVICE_EXTERNAL_PORT={port}")]);
+    let alpha = Container::httpd(
+        &unique("alpha"),
+        80,
+        &[
+            "SERVICE_NAME=alpha",
+            &format!("SERVICE_EXTERNAL_PORT={port}"),
+        ],
+    );
     let mut wins = std::collections::BTreeMap::new();
     for round in 0..20 {
         let p = prefix("race");
-        let a = registrator(&["--once", "--explicit", "--hostname", "host-a", &uri(&p)]).stderr(Stdio::null()).spawn().unwrap();
-        let b = registrator(&["--once", "--hostname", "host-b", &uri(&p)]).stderr(Stdio::null()).spawn().unwrap();
+        let a = registrator(&["--once", "--explicit", "--hostname", "host-a", &uri(&p)])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = registrator(&["--once", "--hostname", "host-b", &uri(&p)])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         for mut child in [a, b] {
             child.wait().unwrap();
         }
@@ -254,7 +406,11 @@ fn two_hosts_racing_for_one_free_port_never_both_win() {
             .filter(|(k, v)| k.ends_with("/external_port") && *v == port)
             .map(|(k, _)| k[p.len() + 1..].split('/').next().unwrap().to_string())
             .collect();
-        assert_eq!(holders.len(), 1, "round {round}: port {port} held by {holders:?}");
+        assert_eq!(
+            holders.len(),
+            1,
+            "round {round}: port {port} held by {holders:?}"
+        );
         *wins.entry(holders.into_iter().next().unwrap()).or_insert(0) += 1;
     }
     eprintln!("race winners over 20 rounds: {wins:?}");
@@ -271,14 +427,29 @@ fn docker_stop_deregisters_without_flapping() {
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..8 {
         let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
-        assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4), "{}", r.log());
+        assert!(
+            wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4),
+            "{}",
+            r.log()
+        );
         let watch = Watch::start(&format!("{p}/c/{host}:{}:80/", c.name));
         c.stop();
-        assert!(wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).is_empty()));
+        assert!(wait_until(Duration::from_secs(3), || keys_with(
+            &p, &c.name
+        )
+        .is_empty()));
         std::thread::sleep(Duration::from_millis(500));
         let events = watch.events();
         let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
-        assert!(kinds.iter().all(|k| *k == "DELETE"), "round {round}: {events:?}\n{}", r.log());
-        assert_eq!(kinds.len(), 4, "round {round}: each key deleted once: {events:?}");
+        assert!(
+            kinds.iter().all(|k| *k == "DELETE"),
+            "round {round}: {events:?}\n{}",
+            r.log()
+        );
+        assert_eq!(
+            kinds.len(),
+            4,
+            "round {round}: each key deleted once: {events:?}"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub struct Head {
 impl Head {
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The request target (`/v1.41/containers/json?x=y`) of a request head.
@@ -28,15 +31,21 @@ impl Head {
 
     /// The status code of a response head.
     pub fn status(&self) -> u16 {
-        self.first_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.first_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     fn chunked(&self) -> bool {
-        self.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        self.header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     }
 
     fn content_length(&self) -> Option<usize> {
-        self.header("content-length").and_then(|v| v.trim().parse().ok())
+        self.header("content-length")
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
@@ -49,7 +58,10 @@ pub fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
             if raw.is_empty() {
                 return Ok(None);
             }
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside an HTTP head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream ended inside an HTTP head",
+            ));
         }
         let line = &raw[start..];
         if line == b"\r\n" || line == b"\n" {
@@ -68,7 +80,11 @@ pub fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    Ok(Some(Head { raw, first_line, headers }))
+    Ok(Some(Head {
+        raw,
+        first_line,
+        headers,
+    }))
 }
 
 /// Reads the body that follows `head`: returns the bytes as on the wire (to forward
@@ -82,12 +98,20 @@ pub fn read_body<R: BufRead>(r: &mut R, head: &Head) -> io::Result<(Vec<u8>, Vec
             r.read_until(b'\n', &mut raw)?;
             let size_line = String::from_utf8_lossy(&raw[start..]).trim().to_string();
             let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {size_line:?}")))?;
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {size_line:?}"),
+                    )
+                })?;
             if size == 0 {
                 // Trailers, then the blank line.
                 loop {
                     let s = raw.len();
-                    if r.read_until(b'\n', &mut raw)? == 0 || raw[s..] == *b"\r\n" || raw[s..] == *b"\n" {
+                    if r.read_until(b'\n', &mut raw)? == 0
+                        || raw[s..] == *b"\r\n"
+                        || raw[s..] == *b"\n"
+                    {
                         return Ok((raw, body));
                     }
                 }
@@ -145,9 +169,13 @@ impl Client {
         }
         let conn = self.conn.as_mut().expect("connected above");
         conn.get_mut().write_all(request)?;
-        let head = read_head(conn)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))?;
+        let head = read_head(conn)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"))?;
         let (_, body) = read_body(conn, &head)?;
-        if head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+        if head
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
             self.conn = None;
         }
         Ok((head.status(), body))

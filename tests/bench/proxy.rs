@@ -47,13 +47,22 @@ impl Counts {
             *v -= earlier.get(k);
         }
         by_kind.retain(|_, v| *v > 0);
-        Counts { by_kind, up: self.up - earlier.up, down: self.down - earlier.down }
+        Counts {
+            by_kind,
+            up: self.up - earlier.up,
+            down: self.down - earlier.down,
+        }
     }
 }
 
 impl Counter {
     pub fn add(&self, kind: &str, n: u64) {
-        *self.counts.lock().unwrap().entry(kind.to_string()).or_default() += n;
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(kind.to_string())
+            .or_default() += n;
     }
 
     pub fn snapshot(&self) -> Counts {
@@ -77,7 +86,9 @@ pub fn docker_kind(head: &Head, _body: &[u8]) -> Vec<(String, u64)> {
 pub fn docker_path_kind(target: &str) -> String {
     let path = target.split('?').next().unwrap_or("");
     let path = match path.strip_prefix("/v") {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            rest.find('/').map(|i| &rest[i..]).unwrap_or("/")
+        }
         _ => path,
     };
     let parts: Vec<&str> = path.split('/').collect();
@@ -104,7 +115,11 @@ pub fn etcd_kind(head: &Head, body: &[u8]) -> Vec<(String, u64)> {
         if puts + deletes == 0 {
             return vec![("txn read".into(), 1)];
         }
-        return vec![("txn write".into(), 1), ("put".into(), puts), ("delete".into(), deletes)];
+        return vec![
+            ("txn write".into(), 1),
+            ("put".into(), puts),
+            ("delete".into(), deletes),
+        ];
     }
     let kind = if path.starts_with("/v3") { last } else { path };
     vec![(kind.to_string(), 1)]
@@ -167,7 +182,11 @@ pub fn unix(listen: &Path, upstream: &Path, classify: Classify) -> io::Result<Pr
             });
         }
     });
-    Ok(Proxy { counter, address: format!("unix://{}", listen.display()), socket: Some(listen.to_path_buf()) })
+    Ok(Proxy {
+        counter,
+        address: format!("unix://{}", listen.display()),
+        socket: Some(listen.to_path_buf()),
+    })
 }
 
 /// A counting proxy on a free 127.0.0.1 port in front of TCP `upstream`.
@@ -188,13 +207,19 @@ pub fn tcp(upstream: SocketAddr, classify: Classify) -> io::Result<Proxy> {
             });
         }
     });
-    Ok(Proxy { counter, address, socket: None })
+    Ok(Proxy {
+        counter,
+        address,
+        socket: None,
+    })
 }
 
 /// Copies answers back on a second thread while this one parses, counts and forwards
 /// the requests. Either side closing ends both directions.
 fn relay<S: Duplex>(client: S, server: S, counter: &Arc<Counter>, classify: Classify) {
-    let (Ok(client_w), Ok(server_r)) = (client.dup(), server.dup()) else { return };
+    let (Ok(client_w), Ok(server_r)) = (client.dup(), server.dup()) else {
+        return;
+    };
     let down = counter.clone();
     let back = std::thread::spawn(move || {
         let mut server_r = server_r;
@@ -214,18 +239,20 @@ fn relay<S: Duplex>(client: S, server: S, counter: &Arc<Counter>, classify: Clas
         client_w.close(Shutdown::Both);
         server_r.close(Shutdown::Both);
     });
-    let Ok(mut server_w) = server.dup() else { return };
+    let Ok(mut server_w) = server.dup() else {
+        return;
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, client);
-    loop {
-        let head = match read_head(&mut reader) {
-            Ok(Some(h)) => h,
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(head)) = read_head(&mut reader) {
+        let Ok((raw_body, body)) = read_body(&mut reader, &head) else {
+            break;
         };
-        let Ok((raw_body, body)) = read_body(&mut reader, &head) else { break };
         for (kind, n) in classify(&head, &body) {
             counter.add(&kind, n);
         }
-        counter.up.fetch_add((head.raw.len() + raw_body.len()) as u64, Ordering::SeqCst);
+        counter
+            .up
+            .fetch_add((head.raw.len() + raw_body.len()) as u64, Ordering::SeqCst);
         let mut msg = head.raw;
         msg.extend_from_slice(&raw_body);
         if server_w.write_all(&msg).is_err() {

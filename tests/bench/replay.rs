@@ -56,7 +56,10 @@ impl Recorded {
             .and_then(|l| l.iter().find(|e| e["Names"][0] == format!("/{TEMPLATE}")))
             .cloned()
             .unwrap_or_else(|| panic!("no /{TEMPLATE} in containers_list.json"));
-        Recorded { entry, inspect: fixture(&format!("inspect_{TEMPLATE}.json")) }
+        Recorded {
+            entry,
+            inspect: fixture(&format!("inspect_{TEMPLATE}.json")),
+        }
     }
 
     fn entry(&self, i: usize) -> Value {
@@ -78,7 +81,9 @@ impl Recorded {
         v["Config"]["Hostname"] = Value::from(&id[..12]);
         v["Id"] = Value::from(id);
         v["Name"] = Value::from(format!("/{}", name_of(i)));
-        let ports = v["NetworkSettings"]["Ports"].as_object_mut().expect("recorded NetworkSettings.Ports");
+        let ports = v["NetworkSettings"]["Ports"]
+            .as_object_mut()
+            .expect("recorded NetworkSettings.Ports");
         for (port, bindings) in ports.iter_mut() {
             let public = if port == "80/tcp" { http } else { https };
             for b in bindings.as_array_mut().into_iter().flatten() {
@@ -124,7 +129,12 @@ pub fn start(path: &Path, n: usize) -> io::Result<Replay> {
     let mut list = serde_json::to_vec(&entries)?;
     list.push(b'\n');
     let counter = Arc::new(Counter::default());
-    let state = Arc::new(State { n, list, recorded, counter: counter.clone() });
+    let state = Arc::new(State {
+        n,
+        list,
+        recorded,
+        counter: counter.clone(),
+    });
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::thread::spawn(move || {
@@ -134,7 +144,11 @@ pub fn start(path: &Path, n: usize) -> io::Result<Replay> {
         }
     });
     // address, port, mode, node and one domains/<d> per recorded SERVICE_DOMAINS entry.
-    Ok(Replay { counter, keys_per_service: 5, path: path.to_path_buf() })
+    Ok(Replay {
+        counter,
+        keys_per_service: 5,
+        path: path.to_path_buf(),
+    })
 }
 
 fn respond(w: &mut UnixStream, status: &str, content_type: &str, body: &[u8]) -> io::Result<()> {
@@ -162,7 +176,8 @@ fn serve(conn: UnixStream, state: &State) {
                 let id = path.rsplit('/').nth(1).unwrap_or("");
                 match index_of(id).filter(|&i| i < state.n) {
                     Some(i) => {
-                        let mut body = serde_json::to_vec(&state.recorded.inspect(i)).unwrap_or_default();
+                        let mut body =
+                            serde_json::to_vec(&state.recorded.inspect(i)).unwrap_or_default();
                         body.push(b'\n');
                         respond(&mut w, "200 OK", "application/json", &body)
                     }
@@ -183,7 +198,12 @@ fn serve(conn: UnixStream, state: &State) {
                 }
                 return;
             }
-            _ => respond(&mut w, "404 Not Found", "application/json", b"{\"message\":\"page not found\"}\n"),
+            _ => respond(
+                &mut w,
+                "404 Not Found",
+                "application/json",
+                b"{\"message\":\"page not found\"}\n",
+            ),
         };
         if sent.is_err() {
             return;

@@ -20,7 +20,10 @@ pub fn etcd_url() -> String {
 
 /// The registry URI for a prefix.
 pub fn uri(prefix: &str) -> String {
-    format!("etcd://{}{prefix}", etcd_url().trim_start_matches("http://"))
+    format!(
+        "etcd://{}{prefix}",
+        etcd_url().trim_start_matches("http://")
+    )
 }
 
 pub fn docker_host() -> String {
@@ -35,7 +38,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A name unique to this test run: `<tag>-<pid>-<n>`.
 pub fn unique(tag: &str) -> String {
-    format!("{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A fresh key prefix for one test.
@@ -46,12 +53,19 @@ pub fn prefix(tag: &str) -> String {
 /// Runs a command, panicking with its output when it fails.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn docker(args: &[&str]) -> String {
-    run(Command::new("docker").args(args).env("DOCKER_HOST", docker_host()))
+    run(Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", docker_host()))
 }
 
 /// A container removed (`docker rm -f`) when dropped.
@@ -69,7 +83,10 @@ impl Container {
         all.push(&image);
         all.extend_from_slice(cmd);
         let id = docker(&all);
-        Container { name: name.to_string(), id }
+        Container {
+            name: name.to_string(),
+            id,
+        }
     }
 
     /// A busybox httpd on container port `port`, published on 127.0.0.1 (random host port).
@@ -87,7 +104,11 @@ impl Container {
     /// The host port Docker published for `port/tcp`.
     pub fn host_port(&self, port: u16) -> u16 {
         let out = docker(&["port", &self.name, &format!("{port}/tcp")]);
-        out.lines().next().and_then(|l| l.rsplit(':').next()).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {out:?}"))
+        out.lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {out:?}"))
     }
 
     pub fn stop(&self) {
@@ -97,20 +118,39 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.name]).env("DOCKER_HOST", docker_host()).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .env("DOCKER_HOST", docker_host())
+            .output();
     }
 }
 
 /// Every key under `prefix` with its value, read with etcdctl (a client we did not write).
 pub fn etcd_get(prefix: &str) -> BTreeMap<String, String> {
-    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "get", "--prefix", prefix]));
+    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd_url(),
+        "get",
+        "--prefix",
+        prefix,
+    ]));
     let lines: Vec<&str> = out.lines().collect();
-    lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect()
+    lines
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].to_string(), c[1].to_string()))
+        .collect()
 }
 
 /// Puts a key with etcdctl.
 pub fn etcd_put(key: &str, value: &str) {
-    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &etcd_url(), "put", key, value]));
+    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        &etcd_url(),
+        "put",
+        key,
+        value,
+    ]));
 }
 
 /// Keys under `prefix` that belong to service IDs containing `needle`, relative to the prefix.
@@ -135,7 +175,9 @@ pub fn registrator(args: &[&str]) -> Command {
     if !args.iter().any(|a| *a == "--ip" || a.starts_with("--ip=")) {
         c.args(["--ip", "127.0.0.1"]);
     }
-    c.args(args).env("DOCKER_HOST", docker_host()).env("RUST_LOG", "info");
+    c.args(args)
+        .env("DOCKER_HOST", docker_host())
+        .env("RUST_LOG", "info");
     c
 }
 
@@ -160,7 +202,11 @@ impl Running {
     pub fn start(args: &[&str]) -> Running {
         let log = std::env::temp_dir().join(format!("{}.log", unique("registrator")));
         let file = std::fs::File::create(&log).unwrap();
-        let child = registrator(args).stdout(Stdio::null()).stderr(file).spawn().expect("spawn registrator");
+        let child = registrator(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn registrator");
         Running { child, log }
     }
 
@@ -230,7 +276,9 @@ pub fn free_port() -> u16 {
         let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         assert!(n < 600, "no free port left in 24100-24699");
         let port = 24100 + ((base + n) % 600) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
             return port;
         }
     }
@@ -321,7 +369,11 @@ impl Etcd {
     /// A started `n`-member cluster on loopback; every member answers `/health`.
     pub fn cluster(tag: &str, n: usize) -> Vec<Etcd> {
         let mut members: Vec<Etcd> = (0..n).map(|_| Etcd::new(tag, &[])).collect();
-        let cluster: Vec<String> = members.iter().enumerate().map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.peer_port)).collect();
+        let cluster: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.peer_port))
+            .collect();
         let token = unique(tag);
         for (i, m) in members.iter_mut().enumerate() {
             m.name = format!("m{i}");
@@ -342,7 +394,11 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", if self.tls { "https" } else { "http" }, self.client_port)
+        format!(
+            "{}://127.0.0.1:{}",
+            if self.tls { "https" } else { "http" },
+            self.client_port
+        )
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -368,12 +424,36 @@ impl Etcd {
         let scheme = if self.tls { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("etcd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path("etcd.log"))
+            .unwrap();
         let child = Command::new("etcd")
-            .args(["--name", &self.name, "--data-dir", &self.data_dir().to_string_lossy()])
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
+            .args([
+                "--name",
+                &self.name,
+                "--data-dir",
+                &self.data_dir().to_string_lossy(),
+            ])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--initial-cluster-token", &self.token])
             .args(&self.args)
             .stdin(Stdio::null())
@@ -390,10 +470,17 @@ impl Etcd {
             if self.tls {
                 TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
             } else {
-                http_get(self.client_port, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+                http_get(self.client_port, "/health")
+                    .is_some_and(|b| b.contains("\"health\":\"true\""))
             }
         });
-        assert!(ok, "etcd {} on port {} did not become healthy: {}", self.name, self.client_port, self.log_tail());
+        assert!(
+            ok,
+            "etcd {} on port {} did not become healthy: {}",
+            self.name,
+            self.client_port,
+            self.log_tail()
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -470,7 +557,9 @@ impl Drop for Etcd {
 /// A plain HTTP GET on 127.0.0.1:port with a short timeout; the body, if any.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut out = String::new();
@@ -491,17 +580,32 @@ pub fn etcdctl(endpoints: &str, flags: &[&str], args: &[&str]) -> String {
 pub fn etcd_get_at(endpoints: &str, flags: &[&str], prefix: &str) -> BTreeMap<String, String> {
     let out = etcdctl(endpoints, flags, &["get", "--prefix", prefix]);
     let lines: Vec<&str> = out.lines().collect();
-    lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect()
+    lines
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].to_string(), c[1].to_string()))
+        .collect()
 }
 
 /// The four keys the registrator writes for a container `name` whose container port
 /// 80 is published on 127.0.0.1:`port` with `SERVICE_NAME=svc` and no other settings.
-pub fn service_keys(prefix: &str, host: &str, svc: &str, name: &str, port: u16) -> BTreeMap<String, String> {
+pub fn service_keys(
+    prefix: &str,
+    host: &str,
+    svc: &str,
+    name: &str,
+    port: u16,
+) -> BTreeMap<String, String> {
     let dir = format!("{prefix}/{svc}/{host}:{name}:80");
-    [("address", "127.0.0.1".to_string()), ("mode", "tcp".into()), ("node", host.to_string()), ("port", port.to_string())]
-        .into_iter()
-        .map(|(f, v)| (format!("{dir}/{f}"), v))
-        .collect()
+    [
+        ("address", "127.0.0.1".to_string()),
+        ("mode", "tcp".into()),
+        ("node", host.to_string()),
+        ("port", port.to_string()),
+    ]
+    .into_iter()
+    .map(|(f, v)| (format!("{dir}/{f}"), v))
+    .collect()
 }
 
 /// Test certificates made with openssl: a CA, a server certificate for IP:127.0.0.1
@@ -514,7 +618,10 @@ impl Certs {
     pub fn new() -> Certs {
         let dir = TempDir::new("certs");
         let sh = |script: &str| {
-            run(Command::new("sh").arg("-ec").arg(script).current_dir(&dir.0));
+            run(Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .current_dir(&dir.0));
         };
         let key = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         sh(&format!(
@@ -541,9 +648,18 @@ impl Certs {
     /// etcd flags for server TLS with `cert`/`key` (`server` or `expired`), and with
     /// `--client-cert-auth` when `client_auth`.
     pub fn etcd_flags(&self, cert: &str, client_auth: bool) -> Vec<String> {
-        let mut f = vec!["--cert-file".into(), self.file(&format!("{cert}.pem")), "--key-file".into(), self.file(&format!("{cert}.key"))];
+        let mut f = vec![
+            "--cert-file".into(),
+            self.file(&format!("{cert}.pem")),
+            "--key-file".into(),
+            self.file(&format!("{cert}.key")),
+        ];
         if client_auth {
-            f.extend(["--trusted-ca-file".into(), self.file("ca.pem"), "--client-cert-auth".into()]);
+            f.extend([
+                "--trusted-ca-file".into(),
+                self.file("ca.pem"),
+                "--client-cert-auth".into(),
+            ]);
         }
         f
     }
@@ -555,13 +671,18 @@ impl Running {
     pub fn spawn(mut cmd: Command) -> Running {
         let log = std::env::temp_dir().join(format!("{}.log", unique("registrator")));
         let file = std::fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().expect("spawn registrator");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn registrator");
         Running { child, log }
     }
 
     /// VmRSS in KiB from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -577,7 +698,11 @@ impl Running {
 
 /// [`etcd_get_at`] that returns None instead of panicking when etcdctl fails (a cluster
 /// electing a leader, a member just killed).
-pub fn try_etcd_get_at(endpoints: &str, flags: &[&str], prefix: &str) -> Option<BTreeMap<String, String>> {
+pub fn try_etcd_get_at(
+    endpoints: &str,
+    flags: &[&str],
+    prefix: &str,
+) -> Option<BTreeMap<String, String>> {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", endpoints, "--command-timeout", "3s"])
@@ -590,5 +715,11 @@ pub fn try_etcd_get_at(endpoints: &str, flags: &[&str], prefix: &str) -> Option<
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    Some(lines.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].to_string(), c[1].to_string())).collect())
+    Some(
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect(),
+    )
 }

@@ -73,7 +73,10 @@ fn run(options: cli::Options) -> ! {
             }
         };
         retry.recovered(etcd.endpoint());
-        log::info!("read {} keys under {dir} at revision {revision}", keys.len());
+        log::info!(
+            "read {} keys under {dir} at revision {revision}",
+            keys.len()
+        );
         proxy.apply(&keys);
 
         // Follow, resuming after the last revision seen, until that revision is compacted.
@@ -89,7 +92,10 @@ fn run(options: cli::Options) -> ! {
             loop {
                 match watch.next() {
                     Ok(Some(etcd::Message::Created)) => retry.recovered(etcd.endpoint()),
-                    Ok(Some(etcd::Message::Changes { changes, revision: at })) => {
+                    Ok(Some(etcd::Message::Changes {
+                        changes,
+                        revision: at,
+                    })) => {
                         for change in changes {
                             apply_change(&dir, &mut keys, change);
                         }
@@ -135,7 +141,13 @@ fn keys_from(dir: &str, kvs: Vec<etcd::Kv>) -> Keys {
     kvs.into_iter()
         .filter_map(|kv| {
             let rel = kv.key.strip_prefix(dir)?.to_string();
-            Some((rel, Stored { value: kv.value, created: kv.created }))
+            Some((
+                rel,
+                Stored {
+                    value: kv.value,
+                    created: kv.created,
+                },
+            ))
         })
         .collect()
 }
@@ -144,7 +156,13 @@ fn apply_change(dir: &str, keys: &mut Keys, change: etcd::Change) {
     match change {
         etcd::Change::Put(kv) => {
             if let Some(rel) = kv.key.strip_prefix(dir) {
-                keys.insert(rel.to_string(), Stored { value: kv.value, created: kv.created });
+                keys.insert(
+                    rel.to_string(),
+                    Stored {
+                        value: kv.value,
+                        created: kv.created,
+                    },
+                );
             }
         }
         etcd::Change::Delete(key) => {
@@ -163,7 +181,10 @@ struct Retry {
 
 impl Default for Retry {
     fn default() -> Retry {
-        Retry { delay: Duration::from_millis(200), failing: false }
+        Retry {
+            delay: Duration::from_millis(200),
+            failing: false,
+        }
     }
 }
 
@@ -232,7 +253,11 @@ impl Proxy {
         match self.haproxy.install(&text) {
             Ok(how) => {
                 let ms = started.elapsed().as_millis();
-                log::info!("haproxy {how} in {ms} ms: {} HTTP services, {} TCP listeners", mesh.http.len(), mesh.tcp.len());
+                log::info!(
+                    "haproxy {how} in {ms} ms: {} HTTP services, {} TCP listeners",
+                    mesh.http.len(),
+                    mesh.tcp.len()
+                );
                 self.running = Some(text);
                 self.rejected = None;
                 self.failure = None;
@@ -312,48 +337,77 @@ Environment: RUST_LOG (default info).
         if p.contains(["-h", "--help"]) {
             return Ok(Command::Help);
         }
-        let value = |p: &mut pico_args::Arguments, key: &'static str| -> Result<Option<String>, String> {
-            p.opt_value_from_str::<_, String>(key).map_err(|e| format!("{key}: {e}"))
-        };
+        let value =
+            |p: &mut pico_args::Arguments, key: &'static str| -> Result<Option<String>, String> {
+                p.opt_value_from_str::<_, String>(key)
+                    .map_err(|e| format!("{key}: {e}"))
+            };
         let ip = |key: &str, v: Option<String>| -> Result<IpAddr, String> {
             match v {
                 None => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                Some(s) => s.parse().map_err(|_| format!("{key} {s:?} is not an IP address")),
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| format!("{key} {s:?} is not an IP address")),
             }
         };
         let public = ip("--public-bind", value(&mut p, "--public-bind")?)?;
         let private = ip("--private-bind", value(&mut p, "--private-bind")?)?;
         let http_port = match value(&mut p, "--http-port")? {
             None => 80,
-            Some(s) => s.parse::<u16>().ok().filter(|&n| n > 0).ok_or(format!("--http-port {s:?} is not a port in 1-65535"))?,
+            Some(s) => s
+                .parse::<u16>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("--http-port {s:?} is not a port in 1-65535"))?,
         };
         let offset = match value(&mut p, "--port-offset")? {
             None => 0,
-            Some(s) => s.parse::<u16>().map_err(|_| format!("--port-offset {s:?} is not a number in 0-65535"))?,
+            Some(s) => s
+                .parse::<u16>()
+                .map_err(|_| format!("--port-offset {s:?} is not a number in 0-65535"))?,
         };
-        let config = PathBuf::from(value(&mut p, "--config")?.unwrap_or_else(|| "haproxy-mesh.cfg".into()));
+        let config =
+            PathBuf::from(value(&mut p, "--config")?.unwrap_or_else(|| "haproxy-mesh.cfg".into()));
         let beside = |ext: &str| {
             let mut s = config.as_os_str().to_owned();
             s.push(ext);
             PathBuf::from(s)
         };
-        let pidfile = value(&mut p, "--pidfile")?.map(PathBuf::from).unwrap_or_else(|| beside(".pid"));
-        let master_socket = value(&mut p, "--master-socket")?.map(PathBuf::from).unwrap_or_else(|| beside(".sock"));
-        let haproxy = PathBuf::from(value(&mut p, "--haproxy")?.unwrap_or_else(|| "haproxy".into()));
+        let pidfile = value(&mut p, "--pidfile")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| beside(".pid"));
+        let master_socket = value(&mut p, "--master-socket")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| beside(".sock"));
+        let haproxy =
+            PathBuf::from(value(&mut p, "--haproxy")?.unwrap_or_else(|| "haproxy".into()));
 
         let mut free = p.finish();
         if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-            return Err(format!("unknown option {:?} (see --help)", unknown.to_string_lossy()));
+            return Err(format!(
+                "unknown option {:?} (see --help)",
+                unknown.to_string_lossy()
+            ));
         }
         if free.len() != 1 {
-            return Err("expected exactly one registry URI, e.g. etcd:///services (see --help)".into());
+            return Err(
+                "expected exactly one registry URI, e.g. etcd:///services (see --help)".into(),
+            );
         }
-        let uri = free.remove(0).into_string().map_err(|_| "registry URI is not valid UTF-8".to_string())?;
+        let uri = free
+            .remove(0)
+            .into_string()
+            .map_err(|_| "registry URI is not valid UTF-8".to_string())?;
         let (endpoints, prefix) = parse_uri(&uri)?;
         Ok(Command::Run(Options {
             endpoints,
             prefix,
-            listen: Listen { public, private, http_port, offset },
+            listen: Listen {
+                public,
+                private,
+                http_port,
+                offset,
+            },
             config,
             pidfile,
             master_socket,
@@ -367,13 +421,17 @@ Environment: RUST_LOG (default info).
         let rest = match uri.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("etcd") => rest,
             Some((scheme, _)) if scheme.eq_ignore_ascii_case("etcds") => {
-                return Err(bad("etcds:// (TLS) is not supported by this example; use etcd://"))
+                return Err(bad(
+                    "etcds:// (TLS) is not supported by this example; use etcd://",
+                ))
             }
             _ => return Err(bad("expected etcd://host:port/prefix")),
         };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.contains('@') || path.contains('?') {
-            return Err(bad("credentials and query parameters are not supported by this example"));
+            return Err(bad(
+                "credentials and query parameters are not supported by this example",
+            ));
         }
         let mut endpoints = Vec::new();
         for host in authority.split(',').filter(|h| !h.is_empty()) {
@@ -387,7 +445,9 @@ Environment: RUST_LOG (default info).
             if has_port {
                 let port = host.rsplit(':').next().unwrap_or("");
                 if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-                    return Err(bad(&format!("endpoint {host:?}: port {port:?} is not in 1-65535")));
+                    return Err(bad(&format!(
+                        "endpoint {host:?}: port {port:?} is not in 1-65535"
+                    )));
                 }
                 endpoints.push(format!("http://{host}"));
             } else {
@@ -474,7 +534,10 @@ mod mesh {
     #[derive(Debug, PartialEq)]
     enum Route {
         Http(BTreeSet<String>),
-        Tcp { external: Option<u16>, internal: Option<u16> },
+        Tcp {
+            external: Option<u16>,
+            internal: Option<u16>,
+        },
     }
 
     #[derive(Debug, PartialEq)]
@@ -501,12 +564,16 @@ mod mesh {
         let mut dirs: BTreeMap<(&str, &str), Dir> = BTreeMap::new();
         for (key, stored) in keys {
             let mut parts = key.splitn(3, '/');
-            let (Some(name), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(name), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next())
+            else {
                 warnings.insert(format!("ignoring key {key:?}: not <name>/<id>/<field>"));
                 continue;
             };
             let dir = dirs.entry((name, id)).or_default();
-            dir.created = Some(dir.created.map_or(stored.created, |c| c.min(stored.created)));
+            dir.created = Some(
+                dir.created
+                    .map_or(stored.created, |c| c.min(stored.created)),
+            );
             match field.strip_prefix("domains/") {
                 Some(domain) => dir.domains.push(domain),
                 None => {
@@ -529,7 +596,11 @@ mod mesh {
         instances.sort_by(|a, b| (a.created, &a.name, &a.id).cmp(&(b.created, &b.name, &b.id)));
 
         let http_bind = SocketAddr::new(listen.public, listen.http_port);
-        let mut mesh = Mesh { http_bind, http: BTreeMap::new(), tcp: BTreeMap::new() };
+        let mut mesh = Mesh {
+            http_bind,
+            http: BTreeMap::new(),
+            tcp: BTreeMap::new(),
+        };
         let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
         for inst in &instances {
             let who = format!("service {}/{}", inst.name, inst.id);
@@ -541,7 +612,9 @@ mod mesh {
                         if owner == inst.name {
                             won.push(d.clone());
                         } else {
-                            warnings.insert(format!("{who}: domain {d} is served by service {owner}, registered first"));
+                            warnings.insert(format!(
+                                "{who}: domain {d} is served by service {owner}, registered first"
+                            ));
                         }
                     }
                     if !won.is_empty() {
@@ -551,12 +624,22 @@ mod mesh {
                     }
                 }
                 Route::Tcp { external, internal } => {
-                    let ports = [(Side::Public, "external_port", *external), (Side::Private, "internal_port", *internal)];
+                    let ports = [
+                        (Side::Public, "external_port", *external),
+                        (Side::Private, "internal_port", *internal),
+                    ];
                     for (side, field, port) in ports {
                         let Some(port) = port else { continue };
-                        let ip = if side == Side::Public { listen.public } else { listen.private };
+                        let ip = if side == Side::Public {
+                            listen.public
+                        } else {
+                            listen.private
+                        };
                         let Some(listen_port) = port.checked_add(listen.offset) else {
-                            warnings.insert(format!("{who}: {field} {port} + offset {} is above 65535", listen.offset));
+                            warnings.insert(format!(
+                                "{who}: {field} {port} + offset {} is above 65535",
+                                listen.offset
+                            ));
                             continue;
                         };
                         let bind = SocketAddr::new(ip, listen_port);
@@ -571,14 +654,27 @@ mod mesh {
                         let taken = if overlaps(bind, http_bind) {
                             Some("the HTTP frontend".to_string())
                         } else {
-                            mesh.tcp.iter().find(|(b, _)| overlaps(**b, bind)).map(|(b, t)| format!("service {} on {b}", t.name))
+                            mesh.tcp
+                                .iter()
+                                .find(|(b, _)| overlaps(**b, bind))
+                                .map(|(b, t)| format!("service {} on {b}", t.name))
                         };
                         if let Some(taken) = taken {
-                            warnings.insert(format!("{who}: {field} {port} would listen on {bind}, taken by {taken}"));
+                            warnings.insert(format!(
+                                "{who}: {field} {port} would listen on {bind}, taken by {taken}"
+                            ));
                             continue;
                         }
                         let servers = BTreeSet::from([inst.server.clone()]);
-                        mesh.tcp.insert(bind, TcpService { name: inst.name.clone(), side, port, servers });
+                        mesh.tcp.insert(
+                            bind,
+                            TcpService {
+                                name: inst.name.clone(),
+                                side,
+                                port,
+                                servers,
+                            },
+                        );
                     }
                 }
             }
@@ -592,10 +688,17 @@ mod mesh {
         if name.chars().chain(id.chars()).any(char::is_control) {
             return Err("its name or ID contains a control character".into());
         }
-        let field = |f: &str| dir.fields.get(f).copied().ok_or(format!("incomplete, no {f}"));
+        let field = |f: &str| {
+            dir.fields
+                .get(f)
+                .copied()
+                .ok_or(format!("incomplete, no {f}"))
+        };
         let (address, port, mode) = (field("address")?, field("port")?, field("mode")?);
         if address.parse::<IpAddr>().is_err() && !is_hostname(address) {
-            return Err(format!("address {address:?} is neither an IP address nor a host name"));
+            return Err(format!(
+                "address {address:?} is neither an IP address nor a host name"
+            ));
         }
         let port = parse_port("port", port)?;
         let route = match mode {
@@ -623,12 +726,25 @@ mod mesh {
             }
             other => return Err(format!("mode {other:?} is neither http nor tcp")),
         };
-        let server = Server { id: id.to_string(), address: address.to_string(), port };
-        Ok(Some(Instance { name: name.into(), id: id.into(), created: dir.created.unwrap_or(0), server, route }))
+        let server = Server {
+            id: id.to_string(),
+            address: address.to_string(),
+            port,
+        };
+        Ok(Some(Instance {
+            name: name.into(),
+            id: id.into(),
+            created: dir.created.unwrap_or(0),
+            server,
+            route,
+        }))
     }
 
     fn parse_port(field: &str, v: &str) -> Result<u16, String> {
-        v.parse::<u16>().ok().filter(|&p| p > 0).ok_or(format!("{field} {v:?} is not a port in 1-65535"))
+        v.parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or(format!("{field} {v:?} is not a port in 1-65535"))
     }
 
     /// A DNS name, optionally `*.` and a name (one label wildcard). Lower case only.
@@ -643,7 +759,9 @@ mod mesh {
             && h.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             })
@@ -651,7 +769,8 @@ mod mesh {
 
     /// Two listening addresses on one port collide when they are equal or one is a wildcard.
     fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-        a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
     }
 
     #[cfg(test)]
@@ -662,12 +781,28 @@ mod mesh {
         const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
         fn listen() -> Listen {
-            Listen { public: LOOPBACK, private: "127.0.0.2".parse().unwrap(), http_port: 8080, offset: 40000 }
+            Listen {
+                public: LOOPBACK,
+                private: "127.0.0.2".parse().unwrap(),
+                http_port: 8080,
+                offset: 40000,
+            }
         }
 
         /// Keys from `(relative key, value)`, each created at revision `created`.
         fn keys(created: i64, pairs: &[(&str, &str)]) -> Keys {
-            pairs.iter().map(|(k, v)| (k.to_string(), Stored { value: v.to_string(), created })).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        Stored {
+                            value: v.to_string(),
+                            created,
+                        },
+                    )
+                })
+                .collect()
         }
 
         fn web(id: &str, port: &str, domains: &[&str]) -> Vec<(String, String)> {
@@ -684,23 +819,39 @@ mod mesh {
         }
 
         fn owned(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
         }
 
         fn server(id: &str, port: u16) -> Server {
-            Server { id: id.into(), address: "127.0.0.1".into(), port }
+            Server {
+                id: id.into(),
+                address: "127.0.0.1".into(),
+                port,
+            }
         }
 
         #[test]
         fn http_replicas_share_one_backend_with_the_union_of_their_domains() {
-            let mut k = keys(5, &owned(&web("h:a:80", "32768", &["example.com", "www.example.com"])));
+            let mut k = keys(
+                5,
+                &owned(&web("h:a:80", "32768", &["example.com", "www.example.com"])),
+            );
             k.extend(keys(6, &owned(&web("h:b:80", "32769", &["example.com"]))));
             let (mesh, warnings) = build(&k, &listen());
             assert!(warnings.is_empty(), "{warnings:?}");
             assert_eq!(mesh.http_bind, "127.0.0.1:8080".parse().unwrap());
             let svc = &mesh.http["web"];
-            assert_eq!(svc.domains, BTreeSet::from(["example.com".into(), "www.example.com".into()]));
-            assert_eq!(svc.servers, BTreeSet::from([server("h:a:80", 32768), server("h:b:80", 32769)]));
+            assert_eq!(
+                svc.domains,
+                BTreeSet::from(["example.com".into(), "www.example.com".into()])
+            );
+            assert_eq!(
+                svc.servers,
+                BTreeSet::from([server("h:a:80", 32768), server("h:b:80", 32769)])
+            );
             assert!(mesh.tcp.is_empty());
         }
 
@@ -726,8 +877,18 @@ mod mesh {
             let (mesh, warnings) = build(&k, &listen());
             assert!(warnings.is_empty(), "{warnings:?}");
             let db = &mesh.tcp[&"127.0.0.1:55432".parse().unwrap()];
-            assert_eq!((db.name.as_str(), db.side, db.port), ("db", Side::Public, 15432));
-            assert_eq!(db.servers, BTreeSet::from([Server { id: "h:d:5432".into(), address: "10.0.0.5".into(), port: 32770 }]));
+            assert_eq!(
+                (db.name.as_str(), db.side, db.port),
+                ("db", Side::Public, 15432)
+            );
+            assert_eq!(
+                db.servers,
+                BTreeSet::from([Server {
+                    id: "h:d:5432".into(),
+                    address: "10.0.0.5".into(),
+                    port: 32770
+                }])
+            );
             let cache = &mesh.tcp[&"127.0.0.2:56379".parse().unwrap()];
             assert_eq!((cache.name.as_str(), cache.side), ("cache", Side::Private));
             assert_eq!(mesh.tcp.len(), 2);
@@ -738,42 +899,91 @@ mod mesh {
         fn incomplete_and_malformed_instances_are_skipped_with_one_warning_each() {
             type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
             let cases: &[Case] = &[
-                ("no port", &[("s/i/address", "127.0.0.1"), ("s/i/mode", "tcp")], "incomplete, no port"),
-                ("no address", &[("s/i/port", "80"), ("s/i/mode", "tcp")], "incomplete, no address"),
+                (
+                    "no port",
+                    &[("s/i/address", "127.0.0.1"), ("s/i/mode", "tcp")],
+                    "incomplete, no port",
+                ),
+                (
+                    "no address",
+                    &[("s/i/port", "80"), ("s/i/mode", "tcp")],
+                    "incomplete, no address",
+                ),
                 (
                     "http without domains",
-                    &[("s/i/address", "127.0.0.1"), ("s/i/port", "80"), ("s/i/mode", "http")],
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "80"),
+                        ("s/i/mode", "http"),
+                    ],
                     "mode http without domains",
                 ),
                 (
                     "bad port",
-                    &[("s/i/address", "127.0.0.1"), ("s/i/port", "80x"), ("s/i/mode", "tcp"), ("s/i/external_port", "1")],
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "80x"),
+                        ("s/i/mode", "tcp"),
+                        ("s/i/external_port", "1"),
+                    ],
                     "port \"80x\" is not a port",
                 ),
                 (
                     "port zero",
-                    &[("s/i/address", "127.0.0.1"), ("s/i/port", "0"), ("s/i/mode", "tcp"), ("s/i/external_port", "1")],
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "0"),
+                        ("s/i/mode", "tcp"),
+                        ("s/i/external_port", "1"),
+                    ],
                     "port \"0\" is not a port",
                 ),
                 (
                     "bad external port",
-                    &[("s/i/address", "127.0.0.1"), ("s/i/port", "80"), ("s/i/mode", "tcp"), ("s/i/external_port", "99999")],
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "80"),
+                        ("s/i/mode", "tcp"),
+                        ("s/i/external_port", "99999"),
+                    ],
                     "external_port \"99999\"",
                 ),
-                ("bad mode", &[("s/i/address", "127.0.0.1"), ("s/i/port", "80"), ("s/i/mode", "udp")], "mode \"udp\""),
+                (
+                    "bad mode",
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "80"),
+                        ("s/i/mode", "udp"),
+                    ],
+                    "mode \"udp\"",
+                ),
                 (
                     "address with a newline (config injection)",
-                    &[("s/i/address", "127.0.0.1\n    bind :1"), ("s/i/port", "80"), ("s/i/mode", "tcp"), ("s/i/external_port", "1")],
+                    &[
+                        ("s/i/address", "127.0.0.1\n    bind :1"),
+                        ("s/i/port", "80"),
+                        ("s/i/mode", "tcp"),
+                        ("s/i/external_port", "1"),
+                    ],
                     "neither an IP address nor a host name",
                 ),
                 (
                     "bad domain",
-                    &[("s/i/address", "127.0.0.1"), ("s/i/port", "80"), ("s/i/mode", "http"), ("s/i/domains/a b", "a b")],
+                    &[
+                        ("s/i/address", "127.0.0.1"),
+                        ("s/i/port", "80"),
+                        ("s/i/mode", "http"),
+                        ("s/i/domains/a b", "a b"),
+                    ],
                     "domain \"a b\" is not a DNS name",
                 ),
                 (
                     "control character in the ID",
-                    &[("s/i\u{7}/address", "127.0.0.1"), ("s/i\u{7}/port", "80"), ("s/i\u{7}/mode", "tcp")],
+                    &[
+                        ("s/i\u{7}/address", "127.0.0.1"),
+                        ("s/i\u{7}/port", "80"),
+                        ("s/i\u{7}/mode", "tcp"),
+                    ],
                     "control character",
                 ),
             ];
@@ -783,8 +993,15 @@ mod mesh {
                 let (mesh, warnings) = build(&k, &listen());
                 assert_eq!(warnings.len(), 1, "{case}: {warnings:?}");
                 let w = warnings.iter().next().unwrap();
-                assert!(w.contains(want) && w.starts_with("skipping service s/"), "{case}: {w}");
-                assert_eq!(mesh.http["web"].servers.len(), 1, "{case}: the good service is still served");
+                assert!(
+                    w.contains(want) && w.starts_with("skipping service s/"),
+                    "{case}: {w}"
+                );
+                assert_eq!(
+                    mesh.http["web"].servers.len(),
+                    1,
+                    "{case}: the good service is still served"
+                );
                 assert!(mesh.tcp.is_empty(), "{case}");
             }
         }
@@ -794,13 +1011,19 @@ mod mesh {
             let mut k = keys(1, &[("loose", "x"), ("web/h:a:80/weight", "7")]);
             k.extend(keys(1, &owned(&web("h:a:80", "80", &["a.example"]))));
             let (mesh, warnings) = build(&k, &listen());
-            assert_eq!(warnings.into_iter().collect::<Vec<_>>(), vec!["ignoring key \"loose\": not <name>/<id>/<field>".to_string()]);
+            assert_eq!(
+                warnings.into_iter().collect::<Vec<_>>(),
+                vec!["ignoring key \"loose\": not <name>/<id>/<field>".to_string()]
+            );
             assert_eq!(mesh.http["web"].servers.len(), 1);
         }
 
         #[test]
         fn the_service_registered_first_keeps_a_contested_domain_or_port() {
-            let mut k = keys(9, &owned(&web("h:a:80", "80", &["shared.example", "web.example"])));
+            let mut k = keys(
+                9,
+                &owned(&web("h:a:80", "80", &["shared.example", "web.example"])),
+            );
             k.extend(keys(
                 4,
                 &[
@@ -819,13 +1042,25 @@ mod mesh {
                 ],
             ));
             let (mesh, warnings) = build(&k, &listen());
-            assert_eq!(mesh.http["api"].domains, BTreeSet::from(["shared.example".to_string()]));
-            assert_eq!(mesh.http["web"].domains, BTreeSet::from(["web.example".to_string()]));
+            assert_eq!(
+                mesh.http["api"].domains,
+                BTreeSet::from(["shared.example".to_string()])
+            );
+            assert_eq!(
+                mesh.http["web"].domains,
+                BTreeSet::from(["web.example".to_string()])
+            );
             assert_eq!(mesh.tcp[&"127.0.0.1:55432".parse().unwrap()].name, "db");
             let w: Vec<&String> = warnings.iter().collect();
             assert_eq!(w.len(), 2, "{w:?}");
-            assert!(w[0].contains("web/h:a:80: domain shared.example is served by service api"), "{w:?}");
-            assert!(w[1].contains("zdb/h:z:1: external_port 15432 is served by service db"), "{w:?}");
+            assert!(
+                w[0].contains("web/h:a:80: domain shared.example is served by service api"),
+                "{w:?}"
+            );
+            assert!(
+                w[1].contains("zdb/h:z:1: external_port 15432 is served by service db"),
+                "{w:?}"
+            );
         }
 
         #[test]
@@ -841,13 +1076,24 @@ mod mesh {
             let mut k = keys(1, &owned(&tcp("big", "external_port", "30000")));
             k.extend(keys(1, &owned(&tcp("clash", "external_port", "1"))));
             k.extend(keys(1, &owned(&tcp("priv", "internal_port", "1"))));
-            let l = Listen { public: LOOPBACK, private: "0.0.0.0".parse().unwrap(), http_port: 40001, offset: 40000 };
+            let l = Listen {
+                public: LOOPBACK,
+                private: "0.0.0.0".parse().unwrap(),
+                http_port: 40001,
+                offset: 40000,
+            };
             let (mesh, warnings) = build(&k, &l);
             let w: Vec<&String> = warnings.iter().collect();
             assert_eq!(w.len(), 3, "{w:?}");
-            assert!(w[0].contains("big/i: external_port 30000 + offset 40000 is above 65535"), "{w:?}");
+            assert!(
+                w[0].contains("big/i: external_port 30000 + offset 40000 is above 65535"),
+                "{w:?}"
+            );
             assert!(w[1].contains("clash/i: external_port 1 would listen on 127.0.0.1:40001, taken by the HTTP frontend"), "{w:?}");
-            assert!(w[2].contains("priv/i: internal_port 1 would listen on 0.0.0.0:40001"), "{w:?}");
+            assert!(
+                w[2].contains("priv/i: internal_port 1 would listen on 0.0.0.0:40001"),
+                "{w:?}"
+            );
             assert!(mesh.tcp.is_empty());
         }
 
@@ -863,7 +1109,10 @@ mod mesh {
             let k = keys(1, &owned(&web("i", "80", &["WWW.Example.com"])));
             let (mesh, warnings) = build(&k, &listen());
             assert!(warnings.is_empty());
-            assert_eq!(mesh.http["web"].domains, BTreeSet::from(["www.example.com".to_string()]));
+            assert_eq!(
+                mesh.http["web"].domains,
+                BTreeSet::from(["www.example.com".to_string()])
+            );
         }
     }
 }
@@ -884,7 +1133,10 @@ mod render {
         let mut names = Names::default();
         let mut out = String::new();
         let w = &mut out;
-        let _ = writeln!(w, "# Rendered by the etcd-registrator haproxy example from the keys under {prefix}/.");
+        let _ = writeln!(
+            w,
+            "# Rendered by the etcd-registrator haproxy example from the keys under {prefix}/."
+        );
         let _ = writeln!(w, "# Do not edit: it is rewritten on every change. HAProxy runs it with -W (master-worker).");
         let _ = writeln!(w, "global");
         let _ = writeln!(w);
@@ -893,26 +1145,44 @@ mod render {
         let _ = writeln!(w, "    timeout client 60s");
         let _ = writeln!(w, "    timeout server 60s");
         let _ = writeln!(w, "    timeout http-request 10s");
-        let _ = writeln!(w, "    # An instance that went away since the last change: try another one.");
+        let _ = writeln!(
+            w,
+            "    # An instance that went away since the last change: try another one."
+        );
         let _ = writeln!(w, "    retries 3");
         let _ = writeln!(w, "    option redispatch 1");
         let _ = writeln!(w, "    # Host names are resolved at start; one that does not resolve disables its server only.");
         let _ = writeln!(w, "    default-server init-addr last,libc,none");
 
         // Backend names first, so the frontend can refer to them.
-        let backends: Vec<(String, &String)> = mesh.http.keys().map(|name| (names.unique(&format!("http_{}", ident(name))), name)).collect();
+        let backends: Vec<(String, &String)> = mesh
+            .http
+            .keys()
+            .map(|name| (names.unique(&format!("http_{}", ident(name))), name))
+            .collect();
         let _ = writeln!(w);
         let _ = writeln!(w, "frontend http");
         let _ = writeln!(w, "    mode http");
         let _ = writeln!(w, "    bind {}", mesh.http_bind);
-        let _ = writeln!(w, "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower");
+        let _ = writeln!(
+            w,
+            "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower"
+        );
         let mut wildcards = Vec::new();
         for (backend, name) in &backends {
             let domains = &mesh.http[*name].domains;
-            let exact: Vec<&str> = domains.iter().filter(|d| !d.starts_with("*.")).map(String::as_str).collect();
+            let exact: Vec<&str> = domains
+                .iter()
+                .filter(|d| !d.starts_with("*."))
+                .map(String::as_str)
+                .collect();
             // HAProxy reads at most 64 words per line.
             for chunk in exact.chunks(DOMAINS_PER_LINE) {
-                let _ = writeln!(w, "    use_backend {backend} if {{ var(txn.host) -m str {} }}", chunk.join(" "));
+                let _ = writeln!(
+                    w,
+                    "    use_backend {backend} if {{ var(txn.host) -m str {} }}",
+                    chunk.join(" ")
+                );
             }
             for d in domains.iter().filter_map(|d| d.strip_prefix("*.")) {
                 wildcards.push((d, backend));
@@ -920,9 +1190,16 @@ mod render {
         }
         // Exact names win over wildcards: their rules come first.
         for (suffix, backend) in wildcards {
-            let _ = writeln!(w, "    use_backend {backend} if {{ var(txn.host) -m reg ^[^.]+\\.{} }}", suffix.replace('.', "\\.") + "$");
+            let _ = writeln!(
+                w,
+                "    use_backend {backend} if {{ var(txn.host) -m reg ^[^.]+\\.{} }}",
+                suffix.replace('.', "\\.") + "$"
+            );
         }
-        let _ = writeln!(w, "    # Unknown hosts, and domains whose last instance is gone: 503.");
+        let _ = writeln!(
+            w,
+            "    # Unknown hosts, and domains whose last instance is gone: 503."
+        );
         let _ = writeln!(w, "    default_backend no_service");
         let _ = writeln!(w);
         let _ = writeln!(w, "backend no_service");
@@ -934,7 +1211,10 @@ mod render {
             let _ = writeln!(w, "backend {backend}");
             let _ = writeln!(w, "    mode http");
             let _ = writeln!(w, "    balance roundrobin");
-            let _ = writeln!(w, "    # Retry safe requests on another instance when one has just gone away.");
+            let _ = writeln!(
+                w,
+                "    # Retry safe requests on another instance when one has just gone away."
+            );
             let _ = writeln!(w, "    retry-on conn-failure empty-response");
             let _ = writeln!(w, "    http-request disable-l7-retry if !METH_GET");
             servers(w, &mesh.http[*name].servers);
@@ -947,7 +1227,11 @@ mod render {
             };
             let _ = writeln!(w);
             let _ = writeln!(w, "# service {}, {field} {}", tcp.name, tcp.port);
-            let _ = writeln!(w, "listen {}", names.unique(&format!("tcp_{side}_{}", bind.port())));
+            let _ = writeln!(
+                w,
+                "listen {}",
+                names.unique(&format!("tcp_{side}_{}", bind.port()))
+            );
             let _ = writeln!(w, "    mode tcp");
             let _ = writeln!(w, "    bind {bind}");
             let _ = writeln!(w, "    balance roundrobin");
@@ -959,14 +1243,31 @@ mod render {
     fn servers(w: &mut String, servers: &BTreeSet<Server>) {
         let mut names = Names::default();
         for s in servers {
-            let address = if s.address.contains(':') { format!("[{}]", s.address) } else { s.address.clone() };
-            let _ = writeln!(w, "    server {} {address}:{}", names.unique(&ident(&s.id)), s.port);
+            let address = if s.address.contains(':') {
+                format!("[{}]", s.address)
+            } else {
+                s.address.clone()
+            };
+            let _ = writeln!(
+                w,
+                "    server {} {address}:{}",
+                names.unique(&ident(&s.id)),
+                s.port
+            );
         }
     }
 
     /// HAProxy identifiers allow letters, digits and `-_.:`; anything else becomes `_`.
     fn ident(raw: &str) -> String {
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' }).collect()
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 
     /// Hands out identifiers, numbering the ones that two raw names would share.
@@ -992,11 +1293,19 @@ mod render {
         use std::collections::BTreeMap;
 
         fn server(id: &str, address: &str, port: u16) -> Server {
-            Server { id: id.into(), address: address.into(), port }
+            Server {
+                id: id.into(),
+                address: address.into(),
+                port,
+            }
         }
 
         fn body(text: &str) -> String {
-            text.lines().filter(|l| !l.trim_start().starts_with('#')).skip_while(|l| !l.starts_with("frontend")).collect::<Vec<_>>().join("\n")
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .skip_while(|l| !l.starts_with("frontend"))
+                .collect::<Vec<_>>()
+                .join("\n")
         }
 
         #[test]
@@ -1005,24 +1314,48 @@ mod render {
             http.insert(
                 "web".to_string(),
                 HttpService {
-                    domains: ["example.com", "www.example.com", "*.apps.example.com"].iter().map(|d| d.to_string()).collect(),
-                    servers: [server("h:a:80", "127.0.0.1", 32768), server("h:b:80", "::1", 32769)].into(),
+                    domains: ["example.com", "www.example.com", "*.apps.example.com"]
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect(),
+                    servers: [
+                        server("h:a:80", "127.0.0.1", 32768),
+                        server("h:b:80", "::1", 32769),
+                    ]
+                    .into(),
                 },
             );
             http.insert(
                 "my api".to_string(),
-                HttpService { domains: ["api.example.com".to_string()].into(), servers: [server("h:c 80", "10.0.0.5", 8080)].into() },
+                HttpService {
+                    domains: ["api.example.com".to_string()].into(),
+                    servers: [server("h:c 80", "10.0.0.5", 8080)].into(),
+                },
             );
             let mut tcp = BTreeMap::new();
             tcp.insert(
                 "127.0.0.1:55432".parse().unwrap(),
-                TcpService { name: "db".into(), side: Side::Public, port: 15432, servers: [server("h:d:5432", "10.0.0.5", 32770)].into() },
+                TcpService {
+                    name: "db".into(),
+                    side: Side::Public,
+                    port: 15432,
+                    servers: [server("h:d:5432", "10.0.0.5", 32770)].into(),
+                },
             );
             tcp.insert(
                 "127.0.0.2:56379".parse().unwrap(),
-                TcpService { name: "cache".into(), side: Side::Private, port: 16379, servers: [server("h:e:6379", "db.internal", 32771)].into() },
+                TcpService {
+                    name: "cache".into(),
+                    side: Side::Private,
+                    port: 16379,
+                    servers: [server("h:e:6379", "db.internal", 32771)].into(),
+                },
             );
-            let mesh = Mesh { http_bind: "127.0.0.1:8080".parse().unwrap(), http, tcp };
+            let mesh = Mesh {
+                http_bind: "127.0.0.1:8080".parse().unwrap(),
+                http,
+                tcp,
+            };
             let text = config(&mesh, "/services");
             assert!(text.starts_with("# Rendered by the etcd-registrator haproxy example from the keys under /services/."));
             assert!(text.contains("\ndefaults\n"));
@@ -1067,18 +1400,35 @@ listen tcp_private_56379
             assert_eq!(body(&text), want, "\n{text}");
             assert!(text.contains("# service my api\n"));
             assert!(text.contains("# service db, external_port 15432\n"));
-            assert_eq!(config(&mesh, "/services"), text, "rendering is deterministic");
+            assert_eq!(
+                config(&mesh, "/services"),
+                text,
+                "rendering is deterministic"
+            );
         }
 
         #[test]
         fn many_domains_are_split_across_lines() {
             let domains: BTreeSet<String> = (0..70).map(|i| format!("d{i:02}.example")).collect();
-            let http = BTreeMap::from([("web".to_string(), HttpService { domains, servers: [server("i", "10.0.0.1", 80)].into() })]);
-            let mesh = Mesh { http_bind: "127.0.0.1:80".parse().unwrap(), http, tcp: BTreeMap::new() };
+            let http = BTreeMap::from([(
+                "web".to_string(),
+                HttpService {
+                    domains,
+                    servers: [server("i", "10.0.0.1", 80)].into(),
+                },
+            )]);
+            let mesh = Mesh {
+                http_bind: "127.0.0.1:80".parse().unwrap(),
+                http,
+                tcp: BTreeMap::new(),
+            };
             let text = config(&mesh, "/s");
             let rules: Vec<&str> = text.lines().filter(|l| l.contains("use_backend")).collect();
             assert_eq!(rules.len(), 3);
-            assert!(rules.iter().all(|l| l.split_whitespace().count() <= 64), "{rules:?}");
+            assert!(
+                rules.iter().all(|l| l.split_whitespace().count() <= 64),
+                "{rules:?}"
+            );
             assert!(rules[2].ends_with("d68.example d69.example }"), "{rules:?}");
         }
 
@@ -1092,7 +1442,11 @@ listen tcp_private_56379
 
         #[test]
         fn an_empty_mesh_still_answers_503_on_the_http_port() {
-            let mesh = Mesh { http_bind: "0.0.0.0:80".parse().unwrap(), http: BTreeMap::new(), tcp: BTreeMap::new() };
+            let mesh = Mesh {
+                http_bind: "0.0.0.0:80".parse().unwrap(),
+                http: BTreeMap::new(),
+                tcp: BTreeMap::new(),
+            };
             let text = config(&mesh, "/s");
             assert!(text.contains("    bind 0.0.0.0:80\n"));
             assert!(text.contains("    default_backend no_service\n"));
@@ -1135,7 +1489,10 @@ mod etcd {
     pub enum Message {
         Created,
         /// Every event of one response (whole revisions) and the newest revision in it.
-        Changes { changes: Vec<Change>, revision: i64 },
+        Changes {
+            changes: Vec<Change>,
+            revision: i64,
+        },
         /// The start revision is gone; etcd keeps this one and later.
         Compacted(i64),
         Canceled(String),
@@ -1182,7 +1539,12 @@ mod etcd {
                 .timeout_per_read(Some(IDLE))
                 .build()
                 .new_agent();
-            Client { agent, stream, endpoints, current: 0 }
+            Client {
+                agent,
+                stream,
+                endpoints,
+                current: 0,
+            }
         }
 
         pub fn endpoint(&self) -> &str {
@@ -1190,24 +1552,51 @@ mod etcd {
         }
 
         fn fail(&mut self, op: &'static str, detail: impl fmt::Display) -> Error {
-            let e = Error { op, endpoint: self.endpoint().to_string(), detail: detail.to_string() };
+            let e = Error {
+                op,
+                endpoint: self.endpoint().to_string(),
+                detail: detail.to_string(),
+            };
             self.current = (self.current + 1) % self.endpoints.len();
             e
         }
 
         /// Every key under `prefix` and the revision they were read at.
         pub fn range(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), Error> {
-            let body = json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
+            let body =
+                json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
             let url = format!("{}/v3/kv/range", self.endpoint());
-            let answer = self.agent.post(&url).header("Content-Type", "application/json").send(body.to_string());
+            let answer = self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.to_string());
             let mut resp = answer.map_err(|e| self.fail("range", e))?;
             let status = resp.status().as_u16();
-            let text = resp.body_mut().with_config().limit(1 << 30).read_to_string().map_err(|e| self.fail("range", e))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| self.fail("range", format!("{e}: {}", clip(&text))))?;
+            let text = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 30)
+                .read_to_string()
+                .map_err(|e| self.fail("range", e))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| self.fail("range", format!("{e}: {}", clip(&text))))?;
             if status != 200 {
-                return Err(self.fail("range", format!("HTTP {status}: {}", v["message"].as_str().unwrap_or(clip(&text)))));
+                return Err(self.fail(
+                    "range",
+                    format!(
+                        "HTTP {status}: {}",
+                        v["message"].as_str().unwrap_or(clip(&text))
+                    ),
+                ));
             }
-            let kvs = v["kvs"].as_array().map(Vec::as_slice).unwrap_or(&[]).iter().map(kv).collect();
+            let kvs = v["kvs"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .map(kv)
+                .collect();
             Ok((kvs, num(&v["header"]["revision"])))
         }
 
@@ -1216,15 +1605,24 @@ mod etcd {
             let create = json!({"create_request": {"key": B64.encode(prefix),
                 "range_end": B64.encode(prefix_end(prefix)), "start_revision": start_revision}});
             let url = format!("{}/v3/watch", self.endpoint());
-            let answer = self.stream.post(&url).header("Content-Type", "application/json").send(create.to_string());
+            let answer = self
+                .stream
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(create.to_string());
             let resp = answer.map_err(|e| self.fail("watch", e))?;
             let status = resp.status().as_u16();
             if status != 200 {
                 let text = resp.into_body().read_to_string().unwrap_or_default();
                 return Err(self.fail("watch", format!("HTTP {status}: {}", clip(&text))));
             }
-            let reader = BufReader::new(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
-            Ok(Watch { reader, line: Vec::new(), endpoint: self.endpoint().to_string() })
+            let reader =
+                BufReader::new(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
+            Ok(Watch {
+                reader,
+                line: Vec::new(),
+                endpoint: self.endpoint().to_string(),
+            })
         }
     }
 
@@ -1238,7 +1636,11 @@ mod etcd {
     impl Watch {
         /// The next message; Ok(None) when the stream was quiet for [`IDLE`].
         pub fn next(&mut self) -> Result<Option<Message>, Error> {
-            let err = |detail: String| Error { op: "watch", endpoint: self.endpoint.clone(), detail };
+            let err = |detail: String| Error {
+                op: "watch",
+                endpoint: self.endpoint.clone(),
+                detail,
+            };
             loop {
                 match self.reader.read_until(b'\n', &mut self.line) {
                     Ok(0) => return Err(err("the stream ended".into())),
@@ -1267,16 +1669,25 @@ mod etcd {
     }
 
     fn is_timeout(e: &std::io::Error) -> bool {
-        matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
-            || matches!(ureq::Error::from(std::io::Error::new(e.kind(), e.to_string())), ureq::Error::Timeout(_))
-            || e.to_string().contains("timeout")
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        ) || matches!(
+            ureq::Error::from(std::io::Error::new(e.kind(), e.to_string())),
+            ureq::Error::Timeout(_)
+        ) || e.to_string().contains("timeout")
     }
 
     /// Parses one line of `/v3/watch`; Ok(None) for lines that change nothing (progress).
     pub fn parse_line(line: &[u8]) -> Result<Option<Message>, String> {
-        let v: Value = serde_json::from_slice(line).map_err(|e| format!("{e}: {}", clip(&String::from_utf8_lossy(line))))?;
+        let v: Value = serde_json::from_slice(line)
+            .map_err(|e| format!("{e}: {}", clip(&String::from_utf8_lossy(line))))?;
         if let Some(error) = v.get("error") {
-            let message = error["message"].as_str().or(v["message"].as_str()).or(error.as_str()).unwrap_or("unknown error");
+            let message = error["message"]
+                .as_str()
+                .or(v["message"].as_str())
+                .or(error.as_str())
+                .unwrap_or("unknown error");
             return Err(format!("the stream reported an error: {message}"));
         }
         let r = &v["result"];
@@ -1285,7 +1696,12 @@ mod etcd {
             if compacted > 0 {
                 return Ok(Some(Message::Compacted(compacted)));
             }
-            return Ok(Some(Message::Canceled(r["cancel_reason"].as_str().unwrap_or("no reason given").to_string())));
+            return Ok(Some(Message::Canceled(
+                r["cancel_reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string(),
+            )));
         }
         if let Some(events) = r["events"].as_array() {
             let mut revision = 0;
@@ -1310,10 +1726,16 @@ mod etcd {
 
     fn kv(v: &Value) -> Kv {
         let text = |field: &str| {
-            let bytes = B64.decode(v[field].as_str().unwrap_or("")).unwrap_or_default();
+            let bytes = B64
+                .decode(v[field].as_str().unwrap_or(""))
+                .unwrap_or_default();
             String::from_utf8_lossy(&bytes).into_owned()
         };
-        Kv { key: text("key"), value: text("value"), created: num(&v["create_revision"]) }
+        Kv {
+            key: text("key"),
+            value: text("value"),
+            created: num(&v["create_revision"]),
+        }
     }
 
     /// The `range_end` that selects every key starting with `prefix`.
@@ -1355,17 +1777,37 @@ mod etcd {
         #[test]
         fn watch_lines() {
             assert_eq!(parse_line(CREATED.as_bytes()), Ok(Some(Message::Created)));
-            let put = |k: &str, v: &str| Change::Put(Kv { key: k.into(), value: v.into(), created: 7 });
+            let put = |k: &str, v: &str| {
+                Change::Put(Kv {
+                    key: k.into(),
+                    value: v.into(),
+                    created: 7,
+                })
+            };
             assert_eq!(
                 parse_line(TXN.as_bytes()),
                 Ok(Some(Message::Changes {
-                    changes: vec![put("/s/b/1/address", "127.0.0.1"), put("/s/b/1/port", "81"), Change::Delete("/s/a/1/address".into())],
+                    changes: vec![
+                        put("/s/b/1/address", "127.0.0.1"),
+                        put("/s/b/1/port", "81"),
+                        Change::Delete("/s/a/1/address".into())
+                    ],
                     revision: 7
                 }))
             );
-            assert_eq!(parse_line(COMPACTED.as_bytes()), Ok(Some(Message::Compacted(5))));
-            assert_eq!(parse_line(ERROR.as_bytes()), Err("the stream reported an error: transport is closing".into()));
-            assert_eq!(parse_line(br#"{"result":{"header":{"revision":"9"}}}"#), Ok(None), "progress notification");
+            assert_eq!(
+                parse_line(COMPACTED.as_bytes()),
+                Ok(Some(Message::Compacted(5)))
+            );
+            assert_eq!(
+                parse_line(ERROR.as_bytes()),
+                Err("the stream reported an error: transport is closing".into())
+            );
+            assert_eq!(
+                parse_line(br#"{"result":{"header":{"revision":"9"}}}"#),
+                Ok(None),
+                "progress notification"
+            );
             assert!(parse_line(b"{not json").is_err());
         }
 
@@ -1438,12 +1880,22 @@ mod haproxy {
     }
 
     fn absolute(p: &Path) -> PathBuf {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 
     fn output_text(out: &Output) -> String {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     impl Haproxy {
@@ -1463,9 +1915,19 @@ mod haproxy {
             let mut staged = self.config.as_os_str().to_owned();
             staged.push(".new");
             let staged = PathBuf::from(staged);
-            let io = |op: &'static str| move |e: std::io::Error| Error::Io { op, detail: e.to_string() };
+            let io = |op: &'static str| {
+                move |e: std::io::Error| Error::Io {
+                    op,
+                    detail: e.to_string(),
+                }
+            };
             std::fs::write(&staged, text).map_err(io("write the configuration"))?;
-            let check = Command::new(&self.bin).arg("-c").arg("-f").arg(&staged).output().map_err(io("check"))?;
+            let check = Command::new(&self.bin)
+                .arg("-c")
+                .arg("-f")
+                .arg(&staged)
+                .output()
+                .map_err(io("check"))?;
             if !check.status.success() {
                 let _ = std::fs::remove_file(&staged);
                 return Err(Error::Invalid(output_text(&check)));
@@ -1480,11 +1942,18 @@ mod haproxy {
 
         /// The running master started on this configuration, from the pidfile.
         pub fn master(&self) -> Option<i32> {
-            let pid: i32 = std::fs::read_to_string(&self.pidfile).ok()?.trim().parse().ok()?;
+            let pid: i32 = std::fs::read_to_string(&self.pidfile)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
             // A zombie or a reused PID has a different (or empty) command line.
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let config = self.config.as_os_str().as_encoded_bytes();
-            cmdline.split(|&b| b == 0).any(|arg| arg == config).then_some(pid)
+            cmdline
+                .split(|&b| b == 0)
+                .any(|arg| arg == config)
+                .then_some(pid)
         }
 
         fn start(&self) -> Result<Installed, Error> {
@@ -1498,9 +1967,15 @@ mod haproxy {
                 .arg("-S")
                 .arg(socket)
                 .output()
-                .map_err(|e| Error::Io { op: "start", detail: e.to_string() })?;
+                .map_err(|e| Error::Io {
+                    op: "start",
+                    detail: e.to_string(),
+                })?;
             if !out.status.success() {
-                return Err(Error::Io { op: "start", detail: output_text(&out) });
+                return Err(Error::Io {
+                    op: "start",
+                    detail: output_text(&out),
+                });
             }
             // With -D the launcher exits as soon as it forked; the master writes the pidfile.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -1510,7 +1985,10 @@ mod haproxy {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(Error::Io { op: "start", detail: format!("no running master in {} after 5 s", self.pidfile.display()) })
+            Err(Error::Io {
+                op: "start",
+                detail: format!("no running master in {} after 5 s", self.pidfile.display()),
+            })
         }
 
         /// SIGUSR2 to the master, then waits until the master CLI reports the reload.
@@ -1518,10 +1996,16 @@ mod haproxy {
             let before = self.reloads();
             // SAFETY: kill(2) with a PID read from our pidfile and checked to be our master.
             if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
-                return Err(Error::Io { op: "reload", detail: std::io::Error::last_os_error().to_string() });
+                return Err(Error::Io {
+                    op: "reload",
+                    detail: std::io::Error::last_os_error().to_string(),
+                });
             }
             let Some((reloads, failed)) = before else {
-                log::debug!("no answer on {}; not confirming the reload", self.socket.display());
+                log::debug!(
+                    "no answer on {}; not confirming the reload",
+                    self.socket.display()
+                );
                 return Ok(Installed::Reloaded(pid));
             };
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -1533,12 +2017,21 @@ mod haproxy {
                         return if failed_now <= failed {
                             Ok(Installed::Reloaded(pid))
                         } else {
-                            Err(Error::NotLoaded { pid, detail: "its reload failed, often a port in use".into() })
+                            Err(Error::NotLoaded {
+                                pid,
+                                detail: "its reload failed, often a port in use".into(),
+                            })
                         };
                     }
                 }
             }
-            Err(Error::NotLoaded { pid, detail: format!("no reload reported on {} within 10 s", self.socket.display()) })
+            Err(Error::NotLoaded {
+                pid,
+                detail: format!(
+                    "no reload reported on {} within 10 s",
+                    self.socket.display()
+                ),
+            })
         }
 
         /// The master's reload count and failed-reload count, from `show proc`.
@@ -1556,7 +2049,9 @@ mod haproxy {
 
     /// `<pid> master <reloads> [failed: <n>] <uptime> <version>` from the master CLI.
     pub fn parse_show_proc(out: &str) -> Option<(u64, u64)> {
-        let line = out.lines().find(|l| l.split_whitespace().nth(1) == Some("master"))?;
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("master"))?;
         let words: Vec<&str> = line.split_whitespace().collect();
         let reloads = words.get(2)?.parse().ok()?;
         let failed = match (words.get(3), words.get(4)) {
@@ -1578,7 +2073,10 @@ mod haproxy {
                        # workers\n\
                        659             worker          0               0d00h00m00s     2.6.12-1+deb12u4\n";
             assert_eq!(parse_show_proc(out), Some((2, 0)));
-            assert_eq!(parse_show_proc("29388 master 1 [failed: 1] 0d 2.6"), Some((1, 1)));
+            assert_eq!(
+                parse_show_proc("29388 master 1 [failed: 1] 0d 2.6"),
+                Some((1, 1))
+            );
             assert_eq!(parse_show_proc("Unknown command\n"), None);
         }
     }
@@ -1591,7 +2089,9 @@ mod tests {
     #[test]
     fn cli_defaults_and_options() {
         let args = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
-        let cli::Command::Run(o) = cli::parse(args(&["etcd:///services"])).unwrap() else { panic!() };
+        let cli::Command::Run(o) = cli::parse(args(&["etcd:///services"])).unwrap() else {
+            panic!()
+        };
         assert_eq!(o.endpoints, vec!["http://127.0.0.1:2379"]);
         assert_eq!(o.prefix, "/services");
         assert_eq!(o.listen.http_port, 80);
@@ -1609,9 +2109,19 @@ mod tests {
         .unwrap() else {
             panic!()
         };
-        assert_eq!(o.endpoints, vec!["http://h1:2379", "http://h2:4001", "http://[::1]:2379"]);
+        assert_eq!(
+            o.endpoints,
+            vec!["http://h1:2379", "http://h2:4001", "http://[::1]:2379"]
+        );
         assert_eq!(o.prefix, "/a/b");
-        assert_eq!((o.listen.public.to_string(), o.listen.http_port, o.listen.offset), ("0.0.0.0".into(), 8080, 40000));
+        assert_eq!(
+            (
+                o.listen.public.to_string(),
+                o.listen.http_port,
+                o.listen.offset
+            ),
+            ("0.0.0.0".into(), 8080, 40000)
+        );
         assert_eq!(o.master_socket, std::path::PathBuf::from("/tmp/m.cfg.sock"));
         assert_eq!(cli::parse(args(&["-h"])), Ok(cli::Command::Help));
     }
@@ -1627,7 +2137,10 @@ mod tests {
             (&["etcd://h:0/s"], "port \"0\""),
             (&["--http-port", "0", "etcd:///s"], "--http-port"),
             (&["--port-offset", "-1", "etcd:///s"], "--port-offset"),
-            (&["--public-bind", "localhost", "etcd:///s"], "not an IP address"),
+            (
+                &["--public-bind", "localhost", "etcd:///s"],
+                "not an IP address",
+            ),
             (&["--bogus", "etcd:///s"], "unknown option"),
         ];
         for (argv, want) in cases {
@@ -1638,11 +2151,41 @@ mod tests {
 
     #[test]
     fn watch_changes_apply_to_the_keys_under_the_prefix_only() {
-        let mut keys = keys_from("/s/", vec![etcd::Kv { key: "/s/a/1/port".into(), value: "80".into(), created: 3 }]);
-        apply_change("/s/", &mut keys, etcd::Change::Put(etcd::Kv { key: "/s/a/1/mode".into(), value: "tcp".into(), created: 4 }));
+        let mut keys = keys_from(
+            "/s/",
+            vec![etcd::Kv {
+                key: "/s/a/1/port".into(),
+                value: "80".into(),
+                created: 3,
+            }],
+        );
+        apply_change(
+            "/s/",
+            &mut keys,
+            etcd::Change::Put(etcd::Kv {
+                key: "/s/a/1/mode".into(),
+                value: "tcp".into(),
+                created: 4,
+            }),
+        );
         apply_change("/s/", &mut keys, etcd::Change::Delete("/s/a/1/port".into()));
-        apply_change("/s/", &mut keys, etcd::Change::Put(etcd::Kv { key: "/other".into(), value: "x".into(), created: 5 }));
-        let want: Keys = [("a/1/mode".to_string(), Stored { value: "tcp".into(), created: 4 })].into();
+        apply_change(
+            "/s/",
+            &mut keys,
+            etcd::Change::Put(etcd::Kv {
+                key: "/other".into(),
+                value: "x".into(),
+                created: 5,
+            }),
+        );
+        let want: Keys = [(
+            "a/1/mode".to_string(),
+            Stored {
+                value: "tcp".into(),
+                created: 4,
+            },
+        )]
+        .into();
         assert_eq!(keys, want);
     }
 }

@@ -7,42 +7,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use serde_json::{json, Value};
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::cli::Registry;
+use crate::store::{Compare, Kv, Request, Store, StoreError};
 
-/// One stored key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kv {
-    pub key: String,
-    pub value: String,
-    /// 0: no lease.
-    pub lease: i64,
-}
-
-/// A compare of a txn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Compare {
-    /// The key holds exactly this value.
-    ValueEquals(String, String),
-    /// The key does not exist.
-    Missing(String),
-    /// No key under the prefix was created or changed after this revision.
-    Unchanged { prefix: String, revision: i64 },
-}
-
-/// A request inside a txn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Put { key: String, value: String, lease: i64 },
-    Delete { key: String },
-    /// Every key that starts with this prefix.
-    DeletePrefix { prefix: String },
-}
+pub mod codec;
+use codec::prefix_end;
 
 /// Why an etcd request failed, with the operation, the key it was about and the endpoint.
 #[derive(Debug)]
@@ -59,17 +32,31 @@ pub struct EtcdError {
 enum Kind {
     /// No answer: connection refused, timeout, TLS failure... `tls`: the endpoint was
     /// spoken to over TLS (for the hints).
-    Transport { error: ureq::Error, tls: bool },
+    Transport {
+        error: ureq::Error,
+        tls: bool,
+    },
     /// An answer that is not etcd's: not JSON (a proxy, another service), or HTTP 5xx.
     BadAnswer(String),
     /// An answer with a gRPC error code.
-    Api { status: u16, code: i64, message: String },
+    Api {
+        status: u16,
+        code: i64,
+        message: String,
+    },
     /// 403: the user's roles do not cover the key.
-    PermissionDenied { user: Option<String>, prefix: String, message: String },
+    PermissionDenied {
+        user: Option<String>,
+        prefix: String,
+        message: String,
+    },
     /// Auth is enabled and no credentials were given.
     NoCredentials,
     /// Wrong user name or password.
-    AuthFailed { user: String, message: String },
+    AuthFailed {
+        user: String,
+        message: String,
+    },
     /// etcd has auth enabled and `--client-cert-auth`: its JSON gateway refuses every
     /// request of a client with a certificate.
     GatewayCertAuth,
@@ -130,6 +117,12 @@ impl fmt::Display for EtcdError {
     }
 }
 
+impl From<EtcdError> for StoreError {
+    fn from(e: EtcdError) -> Self {
+        StoreError::new(e)
+    }
+}
+
 impl std::error::Error for EtcdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &*self.kind {
@@ -147,8 +140,16 @@ fn describe_transport(e: &ureq::Error, tls: bool) -> String {
         " (the server certificate is not signed by a trusted CA: pass --etcd-cacert with the CA that signed it)".to_string()
     } else if let Some(rest) = text.split("not valid for name ").nth(1) {
         let name = rest.split(';').next().unwrap_or(rest).trim();
-        let valid = rest.split("only valid for ").nth(1).map(clean_names).unwrap_or_default();
-        let valid = if valid.is_empty() { String::new() } else { format!(" (it is valid for {valid})") };
+        let valid = rest
+            .split("only valid for ")
+            .nth(1)
+            .map(clean_names)
+            .unwrap_or_default();
+        let valid = if valid.is_empty() {
+            String::new()
+        } else {
+            format!(" (it is valid for {valid})")
+        };
         format!(" (the server certificate does not name {name}{valid}: connect by a name or IP in its subjectAltName)")
     } else if text.contains("NotValidForName") {
         " (the server certificate does not name this host: connect by a name or IP in its subjectAltName)".to_string()
@@ -156,13 +157,31 @@ fn describe_transport(e: &ureq::Error, tls: bool) -> String {
         " (the server certificate has expired, or this machine's clock is wrong)".to_string()
     } else if text.contains("NotValidYet") || text.contains("not valid yet") {
         " (the server certificate is not valid yet, or this machine's clock is wrong)".to_string()
-    } else if text.contains("BadCertificate") || text.contains("CertificateRequired") || text.contains("UnknownCA") {
+    } else if text.contains("BadCertificate")
+        || text.contains("CertificateRequired")
+        || text.contains("UnknownCA")
+    {
         " (the server refused our client certificate or needs one: pass --etcd-cert and --etcd-key with a certificate its CA signed)"
             .to_string()
-    } else if tls && ["end of file", "reset by peer", "Peer disconnected", "InvalidContentType", "corrupt message"].iter().any(|t| text.contains(t)) {
+    } else if tls
+        && [
+            "end of file",
+            "reset by peer",
+            "Peer disconnected",
+            "InvalidContentType",
+            "corrupt message",
+        ]
+        .iter()
+        .any(|t| text.contains(t))
+    {
         " (the TLS handshake failed: if this endpoint does not speak TLS, use etcd://)".to_string()
-    } else if !tls && (text.contains("Peer disconnected") || text.contains("reset by peer") || text.contains("end of file")) {
-        " (the endpoint closed the connection without an answer: if it speaks TLS, use etcds://)".to_string()
+    } else if !tls
+        && (text.contains("Peer disconnected")
+            || text.contains("reset by peer")
+            || text.contains("end of file"))
+    {
+        " (the endpoint closed the connection without an answer: if it speaks TLS, use etcds://)"
+            .to_string()
     } else if matches!(e, ureq::Error::Timeout(_)) {
         " (no answer in time)".to_string()
     } else if matches!(e, ureq::Error::Protocol(_)) {
@@ -248,14 +267,20 @@ impl Etcd {
         if let Some(ca) = &registry.cacert {
             let certs = pem_certs(&read_file("CA bundle", ca).map_err(config_err)?);
             if certs.is_empty() {
-                return Err(config_err(format!("CA bundle {} holds no PEM certificate", ca.display())));
+                return Err(config_err(format!(
+                    "CA bundle {} holds no PEM certificate",
+                    ca.display()
+                )));
             }
             tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
         }
         if let (Some(cert), Some(key)) = (&registry.cert, &registry.key) {
             let chain = pem_certs(&read_file("client certificate", cert).map_err(config_err)?);
             if chain.is_empty() {
-                return Err(config_err(format!("client certificate {} holds no PEM certificate", cert.display())));
+                return Err(config_err(format!(
+                    "client certificate {} holds no PEM certificate",
+                    cert.display()
+                )));
             }
             let key_pem = read_file("client key", key).map_err(config_err)?;
             let key = PrivateKey::from_pem(&key_pem)
@@ -277,13 +302,20 @@ impl Etcd {
         let scheme = if registry.tls { "https" } else { "http" };
         Ok(Etcd {
             agent: config.new_agent(),
-            endpoints: registry.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect(),
+            endpoints: registry
+                .endpoints
+                .iter()
+                .map(|e| format!("{scheme}://{e}"))
+                .collect(),
             tls: registry.tls,
             current: 0,
             down: vec![false; registry.endpoints.len()],
             api: None,
             prefix: format!("{}/", registry.prefix),
-            credentials: registry.username.clone().map(|u| (u, registry.password.clone().unwrap_or_default())),
+            credentials: registry
+                .username
+                .clone()
+                .map(|u| (u, registry.password.clone().unwrap_or_default())),
             token: None,
         })
     }
@@ -299,11 +331,23 @@ impl Etcd {
     }
 
     fn err(&self, op: &str, endpoint: &str, kind: Kind) -> EtcdError {
-        EtcdError { op: op.to_string(), key: String::new(), endpoint: endpoint.to_string(), kind: Box::new(kind) }
+        EtcdError {
+            op: op.to_string(),
+            key: String::new(),
+            endpoint: endpoint.to_string(),
+            kind: Box::new(kind),
+        }
     }
 
     fn transport(&self, op: &str, endpoint: &str, error: ureq::Error) -> EtcdError {
-        self.err(op, endpoint, Kind::Transport { error, tls: self.tls })
+        self.err(
+            op,
+            endpoint,
+            Kind::Transport {
+                error,
+                tls: self.tls,
+            },
+        )
     }
 
     /// POSTs to `path` (under the gateway prefix), trying each endpoint in turn,
@@ -344,10 +388,17 @@ impl Etcd {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| self.err(op, "(no endpoint)", Kind::Config("no endpoint".into()))))
+        Err(last
+            .unwrap_or_else(|| self.err(op, "(no endpoint)", Kind::Config("no endpoint".into()))))
     }
 
-    fn call_endpoint(&mut self, op: &str, idx: usize, path: &str, body: &Value) -> Result<Value, EtcdError> {
+    fn call_endpoint(
+        &mut self,
+        op: &str,
+        idx: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, EtcdError> {
         let api = self.api_prefix(idx)?;
         if self.credentials.is_some() && self.token.is_none() {
             self.authenticate(idx, &api)?;
@@ -356,7 +407,10 @@ impl Etcd {
         match self.post(op, idx, &url, body) {
             // An expired token, or one a restarted etcd forgot.
             Err(e) if e.api().is_some_and(|(code, _)| code == 16) && self.credentials.is_some() => {
-                log::debug!("etcd auth token expired or unknown at {}; authenticating again", self.endpoints[idx]);
+                log::debug!(
+                    "etcd auth token expired or unknown at {}; authenticating again",
+                    self.endpoints[idx]
+                );
                 self.authenticate(idx, &api)?;
                 self.post(op, idx, &url, body)
             }
@@ -366,11 +420,16 @@ impl Etcd {
 
     fn post(&self, op: &str, idx: usize, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let base = &self.endpoints[idx];
-        let mut req = self.agent.post(&format!("{base}{path}")).header("Content-Type", "application/json");
+        let mut req = self
+            .agent
+            .post(&format!("{base}{path}"))
+            .header("Content-Type", "application/json");
         if let Some(t) = &self.token {
             req = req.header("Authorization", t);
         }
-        let mut resp = req.send(body.to_string()).map_err(|e| self.transport(op, base, e))?;
+        let mut resp = req
+            .send(body.to_string())
+            .map_err(|e| self.transport(op, base, e))?;
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
@@ -385,25 +444,48 @@ impl Etcd {
             }
             Err(e) => {
                 let snippet: String = text.chars().take(200).collect();
-                return Err(self.err(op, base, Kind::BadAnswer(format!("HTTP {status}, {e}: {snippet:?}"))));
+                return Err(self.err(
+                    op,
+                    base,
+                    Kind::BadAnswer(format!("HTTP {status}, {e}: {snippet:?}")),
+                ));
             }
         };
         if status != 200 || v.get("error").is_some() && v.get("result").is_none() {
             let code = num(&v["code"]);
-            let message = v["message"].as_str().or(v["error"].as_str()).unwrap_or(&text).to_string();
+            let message = v["message"]
+                .as_str()
+                .or(v["error"].as_str())
+                .unwrap_or(&text)
+                .to_string();
             // 503 from a member without a leader, 502 from a proxy: another endpoint may
             // do better.
             if status >= 500 {
-                return Err(self.err(op, base, Kind::BadAnswer(format!("HTTP {status}, code {code}: {message}"))));
+                return Err(self.err(
+                    op,
+                    base,
+                    Kind::BadAnswer(format!("HTTP {status}, code {code}: {message}")),
+                ));
             }
             let user = self.credentials.as_ref().map(|(u, _)| u.clone());
             let kind = match (status, code) {
-                (403, _) | (_, 7) => Kind::PermissionDenied { user, prefix: self.prefix.clone(), message },
-                (_, 3) if message.contains("user name is empty") && self.credentials.is_none() => Kind::NoCredentials,
-                (_, 3) if message.contains("authentication failed") => {
-                    Kind::AuthFailed { user: user.unwrap_or_default(), message }
+                (403, _) | (_, 7) => Kind::PermissionDenied {
+                    user,
+                    prefix: self.prefix.clone(),
+                    message,
+                },
+                (_, 3) if message.contains("user name is empty") && self.credentials.is_none() => {
+                    Kind::NoCredentials
                 }
-                _ => Kind::Api { status, code, message },
+                (_, 3) if message.contains("authentication failed") => Kind::AuthFailed {
+                    user: user.unwrap_or_default(),
+                    message,
+                },
+                _ => Kind::Api {
+                    status,
+                    code,
+                    message,
+                },
             };
             return Err(self.err(op, base, kind));
         }
@@ -416,15 +498,30 @@ impl Etcd {
             return Ok(a.clone());
         }
         let base = self.endpoints[idx].clone();
-        let mut resp = self.agent.get(&format!("{base}/version")).call().map_err(|e| self.transport("version", &base, e))?;
+        let mut resp = self
+            .agent
+            .get(&format!("{base}/version"))
+            .call()
+            .map_err(|e| self.transport("version", &base, e))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().map_err(|e| self.transport("version", &base, e))?;
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport("version", &base, e))?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let Some(cluster) = v["etcdcluster"].as_str().or(v["etcdserver"].as_str()) else {
             let snippet: String = text.chars().take(200).collect();
-            return Err(self.err("version", &base, Kind::BadAnswer(format!("HTTP {status}, /version says {snippet:?}"))));
+            return Err(self.err(
+                "version",
+                &base,
+                Kind::BadAnswer(format!("HTTP {status}, /version says {snippet:?}")),
+            ));
         };
-        let minor: u32 = cluster.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(4);
+        let minor: u32 = cluster
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(4);
         let api = match minor {
             0..=2 => "/v3alpha",
             3 => "/v3beta",
@@ -436,12 +533,23 @@ impl Etcd {
     }
 
     fn authenticate(&mut self, idx: usize, api: &str) -> Result<(), EtcdError> {
-        let Some((name, password)) = self.credentials.clone() else { return Ok(()) };
+        let Some((name, password)) = self.credentials.clone() else {
+            return Ok(());
+        };
         self.token = None;
         let body = json!({"name": name, "password": password});
-        let v = match self.post("authenticate", idx, &format!("{api}/auth/authenticate"), &body) {
+        let v = match self.post(
+            "authenticate",
+            idx,
+            &format!("{api}/auth/authenticate"),
+            &body,
+        ) {
             Ok(v) => v,
-            Err(e) if e.api().is_some_and(|(code, message)| code == 9 && message.contains("not enabled")) => {
+            Err(e)
+                if e.api().is_some_and(|(code, message)| {
+                    code == 9 && message.contains("not enabled")
+                }) =>
+            {
                 log::warn!(
                     "etcd at {}: authentication is not enabled; continuing without the credentials of user {name:?}",
                     self.endpoints[idx]
@@ -452,20 +560,54 @@ impl Etcd {
             Err(e) => return Err(e),
         };
         let token = v["token"].as_str().ok_or_else(|| {
-            self.err("authenticate", &self.endpoints[idx], Kind::Decode("no token in the answer".into()))
+            self.err(
+                "authenticate",
+                &self.endpoints[idx],
+                Kind::Decode("no token in the answer".into()),
+            )
         })?;
         self.token = Some(token.to_string());
         Ok(())
     }
 
+    fn decode_kvs(&self, op: &str, kvs: &Value) -> Result<Vec<Kv>, EtcdError> {
+        let Some(list) = kvs.as_array() else {
+            return Ok(Vec::new());
+        };
+        list.iter()
+            .map(|kv| {
+                let dec = |field: &str| -> Result<String, EtcdError> {
+                    let raw = kv[field].as_str().unwrap_or("");
+                    let bytes = codec::decode(raw).map_err(|e| {
+                        self.err(op, self.endpoint(), Kind::Decode(format!("{field}: {e}")))
+                    })?;
+                    String::from_utf8(bytes).map_err(|_| {
+                        self.err(
+                            op,
+                            self.endpoint(),
+                            Kind::Decode(format!("{field} is not UTF-8")),
+                        )
+                    })
+                };
+                Ok(Kv {
+                    key: dec("key")?,
+                    value: dec("value")?,
+                    lease: num(&kv["lease"]),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store for Etcd {
     /// Every key under `prefix`, read page by page at one revision, and that revision.
-    pub fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
+    fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
         let end = prefix_end(prefix);
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0i64;
         loop {
-            let mut body = json!({"key": B64.encode(&start), "range_end": B64.encode(&end), "limit": 10000});
+            let mut body = json!({"key": codec::encode(&start), "range_end": codec::encode(&end), "limit": 10000});
             if revision > 0 {
                 body["revision"] = json!(revision);
             }
@@ -487,31 +629,17 @@ impl Etcd {
         }
     }
 
-    fn decode_kvs(&self, op: &str, kvs: &Value) -> Result<Vec<Kv>, EtcdError> {
-        let Some(list) = kvs.as_array() else { return Ok(Vec::new()) };
-        list.iter()
-            .map(|kv| {
-                let dec = |field: &str| -> Result<String, EtcdError> {
-                    let raw = kv[field].as_str().unwrap_or("");
-                    let bytes = B64.decode(raw).map_err(|e| self.err(op, self.endpoint(), Kind::Decode(format!("{field}: {e}"))))?;
-                    String::from_utf8(bytes).map_err(|_| self.err(op, self.endpoint(), Kind::Decode(format!("{field} is not UTF-8"))))
-                };
-                Ok(Kv { key: dec("key")?, value: dec("value")?, lease: num(&kv["lease"]) })
-            })
-            .collect()
-    }
-
     /// Runs one transaction; Ok(false) when a compare failed (nothing was changed).
-    pub fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, EtcdError> {
+    fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
         let compare: Vec<Value> = compares
             .iter()
             .map(|c| match c {
                 Compare::ValueEquals(k, v) => {
-                    json!({"key": B64.encode(k), "target": "VALUE", "result": "EQUAL", "value": B64.encode(v)})
+                    json!({"key": codec::encode(k), "target": "VALUE", "result": "EQUAL", "value": codec::encode(v)})
                 }
-                Compare::Missing(k) => json!({"key": B64.encode(k), "target": "CREATE", "result": "EQUAL", "create_revision": 0}),
-                Compare::Unchanged { prefix, revision } => json!({"key": B64.encode(prefix),
-                    "range_end": B64.encode(prefix_end(prefix)), "target": "MOD", "result": "LESS",
+                Compare::Missing(k) => json!({"key": codec::encode(k), "target": "CREATE", "result": "EQUAL", "create_revision": 0}),
+                Compare::Unchanged { prefix, revision } => json!({"key": codec::encode(prefix),
+                    "range_end": codec::encode(prefix_end(prefix)), "target": "MOD", "result": "LESS",
                     "mod_revision": (revision + 1).to_string()}),
             })
             .collect();
@@ -519,68 +647,107 @@ impl Etcd {
             .iter()
             .map(|r| match r {
                 Request::Put { key, value, lease } => {
-                    let mut p = json!({"key": B64.encode(key), "value": B64.encode(value)});
+                    let mut p = json!({"key": codec::encode(key), "value": codec::encode(value)});
                     if *lease != 0 {
                         p["lease"] = json!(lease.to_string());
                     }
                     json!({"request_put": p})
                 }
-                Request::Delete { key } => json!({"request_delete_range": {"key": B64.encode(key)}}),
+                Request::Delete { key } => {
+                    json!({"request_delete_range": {"key": codec::encode(key)}})
+                }
                 Request::DeletePrefix { prefix } => json!({"request_delete_range": {
-                    "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}}),
+                    "key": codec::encode(prefix), "range_end": codec::encode(prefix_end(prefix))}}),
             })
             .collect();
-        let v = self.call("txn", &txn_subject(compares, requests), "/kv/txn", &json!({"compare": compare, "success": success}))?;
+        let v = self.call(
+            "txn",
+            &txn_subject(compares, requests),
+            "/kv/txn",
+            &json!({"compare": compare, "success": success}),
+        )?;
         Ok(v["succeeded"].as_bool().unwrap_or(false))
     }
 
     /// Grants a lease of `ttl` seconds and returns its ID.
-    pub fn grant(&mut self, ttl: u64) -> Result<i64, EtcdError> {
-        let v = self.call("lease grant", "", "/lease/grant", &json!({"TTL": ttl.to_string()}))?;
+    fn grant(&mut self, ttl: u64) -> Result<i64, StoreError> {
+        let v = self.call(
+            "lease grant",
+            "",
+            "/lease/grant",
+            &json!({"TTL": ttl.to_string()}),
+        )?;
         match num(&v["ID"]) {
-            0 => Err(self.err("lease grant", self.endpoint(), Kind::Decode(format!("no lease ID in {v}")))),
+            0 => Err(self
+                .err(
+                    "lease grant",
+                    self.endpoint(),
+                    Kind::Decode(format!("no lease ID in {v}")),
+                )
+                .into()),
             id => Ok(id),
         }
     }
 
     /// Refreshes a lease; Ok(None) when etcd no longer knows it (expired or revoked).
-    pub fn keepalive(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
-        let v = self.call("lease keepalive", "", "/lease/keepalive", &json!({"ID": id.to_string()}))?;
+    fn keepalive(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
+        let v = self.call(
+            "lease keepalive",
+            "",
+            "/lease/keepalive",
+            &json!({"ID": id.to_string()}),
+        )?;
         let ttl = num(&v["result"]["TTL"]);
         Ok((ttl > 0).then_some(ttl))
     }
 
     /// Revokes a lease, deleting its keys. A lease that is already gone is fine.
-    pub fn revoke(&mut self, id: i64) -> Result<(), EtcdError> {
-        match self.call("lease revoke", "", "/lease/revoke", &json!({"ID": id.to_string()})) {
+    fn revoke(&mut self, id: i64) -> Result<(), StoreError> {
+        match self.call(
+            "lease revoke",
+            "",
+            "/lease/revoke",
+            &json!({"ID": id.to_string()}),
+        ) {
             Ok(_) => Ok(()),
             Err(e) if e.api().is_some_and(|(code, _)| code == 5) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// The keys attached to a lease; Ok(None) when the lease is gone.
-    pub fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, EtcdError> {
-        let v = self.call("lease timetolive", "", "/lease/timetolive", &json!({"ID": id.to_string(), "keys": true}))?;
+    fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, StoreError> {
+        let v = self.call(
+            "lease timetolive",
+            "",
+            "/lease/timetolive",
+            &json!({"ID": id.to_string(), "keys": true}),
+        )?;
         if num(&v["TTL"]) <= 0 {
             return Ok(None);
         }
         let keys = v["keys"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            let bytes = B64.decode(k.as_str().unwrap_or("")).map_err(|e| self.err("lease timetolive", self.endpoint(), Kind::Decode(e.to_string())))?;
+            let bytes = codec::decode(k.as_str().unwrap_or("")).map_err(|e| {
+                self.err(
+                    "lease timetolive",
+                    self.endpoint(),
+                    Kind::Decode(e.to_string()),
+                )
+            })?;
             out.push(String::from_utf8_lossy(&bytes).into_owned());
         }
         Ok(Some(out))
     }
 
     /// Reads several key prefixes in one transaction: one request, O(their keys).
-    pub fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, EtcdError> {
+    fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         let mut out = Vec::new();
-        for chunk in prefixes.chunks(128) {
+        for chunk in prefixes.chunks(codec::MAX_TXN_OPS) {
             let success: Vec<Value> = chunk
                 .iter()
-                .map(|p| json!({"request_range": {"key": B64.encode(p), "range_end": B64.encode(prefix_end(p))}}))
+                .map(|p| json!({"request_range": {"key": codec::encode(p), "range_end": codec::encode(prefix_end(p))}}))
                 .collect();
             let v = self.call("range", &chunk[0], "/kv/txn", &json!({"success": success}))?;
             for r in v["responses"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
@@ -611,18 +778,6 @@ fn txn_subject(compares: &[Compare], requests: &[Request]) -> String {
     }
 }
 
-/// The etcd `range_end` that selects every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// The gateway sends int64 as strings; accept numbers too.
 fn num(v: &Value) -> i64 {
     match v {
@@ -637,30 +792,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end("/s/"), b"/s0".to_vec());
-        assert_eq!(prefix_end("a"), b"b".to_vec());
-        assert_eq!(prefix_end(""), vec![0]);
-    }
-
-    #[test]
     fn certificate_names_in_words() {
         assert_eq!(clean_names(r#"IpAddress(127.0.0.1)"#), "127.0.0.1");
-        assert_eq!(clean_names(r#"[IpAddress(127.0.0.1), DnsName("etcd.lan")]"#), "127.0.0.1, etcd.lan");
+        assert_eq!(
+            clean_names(r#"[IpAddress(127.0.0.1), DnsName("etcd.lan")]"#),
+            "127.0.0.1, etcd.lan"
+        );
         let e = ureq::Error::Io(std::io::Error::other(
             r#"invalid peer certificate: certificate not valid for name "localhost"; certificate is only valid for IpAddress(127.0.0.1)"#,
         ));
         let text = describe_transport(&e, true);
-        assert!(text.contains(r#"does not name "localhost" (it is valid for 127.0.0.1)"#), "{text}");
-        let e = ureq::Error::Io(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        assert!(
+            text.contains(r#"does not name "localhost" (it is valid for 127.0.0.1)"#),
+            "{text}"
+        );
+        let e = ureq::Error::Io(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
         assert!(describe_transport(&e, true).contains("pass --etcd-cacert"));
     }
 
     #[test]
     fn txn_subjects_name_the_first_key() {
-        let put = |k: &str| Request::Put { key: k.into(), value: "v".into(), lease: 0 };
+        let put = |k: &str| Request::Put {
+            key: k.into(),
+            value: "v".into(),
+            lease: 0,
+        };
         assert_eq!(txn_subject(&[], &[put("/s/a/node")]), "/s/a/node");
-        assert_eq!(txn_subject(&[Compare::Missing("/s/a/node".into())], &[put("/s/a/port"), put("/s/a/mode")]), "/s/a/port (and 1 more)");
+        assert_eq!(
+            txn_subject(
+                &[Compare::Missing("/s/a/node".into())],
+                &[put("/s/a/port"), put("/s/a/mode")]
+            ),
+            "/s/a/port (and 1 more)"
+        );
         assert_eq!(txn_subject(&[], &[]), "");
     }
 
