@@ -20,9 +20,6 @@ use crate::transport;
 
 /// Newest API version this client knows; the daemon's own version caps it.
 const MAX_API: (u32, u32) = (1, 47);
-/// Per-connection I/O buffers. ureq's default (128 KiB each way) dominated resident
-/// memory; responses stream through, so a small buffer only costs a few more reads.
-pub const BUFFER: usize = 16 * 1024;
 /// Largest response body we read (a list of many thousands of containers fits).
 const BODY_LIMIT: u64 = 256 * 1024 * 1024;
 
@@ -140,14 +137,10 @@ fn base_for(host: &DockerHost) -> String {
 impl Docker {
     /// A client with `timeout` for connecting and for each whole request.
     pub fn new(host: &DockerHost, timeout: Duration) -> Docker {
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
+        let config = transport::agent_config()
             .timeout_connect(Some(timeout))
             .timeout_global(Some(timeout))
             .max_idle_age(Duration::from_secs(50))
-            .input_buffer_size(BUFFER)
-            .output_buffer_size(BUFFER)
             .build();
         Docker {
             agent: agent_for(host, config),
@@ -279,14 +272,10 @@ impl Docker {
     /// Opens the container event stream. Reads block for at most `idle` before the
     /// iterator yields `Ok(None)`, so the caller can check whether to stop.
     pub fn events(&mut self, idle: Duration) -> Result<Events, DockerError> {
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
+        let config = transport::agent_config()
             .timeout_connect(Some(self.timeout))
             .timeout_recv_response(Some(self.timeout))
             .timeout_per_read(Some(idle))
-            .input_buffer_size(BUFFER)
-            .output_buffer_size(BUFFER)
             .build();
         let agent = agent_for(&self.host, config);
         let filters = r#"{"type":["container"]}"#;

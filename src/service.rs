@@ -489,10 +489,12 @@ fn build(
         (_, Some(ip), _) => ip.clone(),
         (Some(a), None, _) => a,
         (None, None, Some(h)) => h.clone(),
-        (None, None, None) => return Err(format!(
+        (None, None, None) => {
+            return Err(format!(
             "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
             s.hostname
-        )),
+        ))
+        }
     };
     Ok(Service {
         name,

@@ -21,6 +21,21 @@ use ureq::unversioned::transport::{
 };
 use ureq::Agent;
 
+/// Per-connection I/O buffer size. ureq's default 128 KiB per direction and
+/// connection dominated resident memory; answers stream through, and headers fit.
+pub const BUFFER: usize = 16 * 1024;
+
+/// The settings every agent of ours shares: HTTP errors are answers to classify (not
+/// transport failures), no proxy from the environment, small buffers. Callers add their
+/// timeouts (and TLS) and build.
+pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .input_buffer_size(BUFFER)
+        .output_buffer_size(BUFFER)
+}
+
 /// Host name used in URLs sent over the Docker unix socket (`http://docker/...`).
 pub const UNIX_HOST: &str = "docker";
 

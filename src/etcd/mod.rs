@@ -13,6 +13,7 @@ use ureq::Agent;
 
 use crate::cli::Registry;
 use crate::store::{Compare, Kv, Request, Store, StoreError};
+use crate::transport;
 
 pub mod codec;
 use codec::prefix_end;
@@ -211,9 +212,6 @@ fn clean_names(s: &str) -> String {
     out
 }
 
-/// Per-connection I/O buffer size.
-const BUFFER: usize = 16 * 1024;
-
 /// A client for one etcd cluster.
 pub struct Etcd {
     agent: Agent,
@@ -287,17 +285,11 @@ impl Etcd {
                 .map_err(|e| config_err(format!("client key {}: {e}", key.display())))?;
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
         }
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
+        let config = transport::agent_config()
             .tls_config(tls.build())
             .timeout_connect(Some(timeout.min(Duration::from_secs(3))))
             .timeout_global(Some(timeout))
             .max_idle_age(Duration::from_secs(30))
-            // ureq's default 128 KiB per direction and connection dominated resident
-            // memory; answers stream through, and etcd's headers fit easily.
-            .input_buffer_size(BUFFER)
-            .output_buffer_size(BUFFER)
             .build();
         let scheme = if registry.tls { "https" } else { "http" };
         Ok(Etcd {
