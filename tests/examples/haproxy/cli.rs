@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+use etcd_registrator::cli::{parse_registry, Registry};
+
 use crate::model::Listen;
 
 pub const HELP: &str = "\
@@ -130,52 +132,43 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, String> {
 }
 
 /// `etcd://host[:port][,host[:port]...]/prefix` -> (`http://host:port` each, `/prefix`).
+/// The registrator's own parser reads it, so both agree on hosts, ports and the prefix;
+/// what this plain-HTTP example cannot use (TLS, credentials, certificates) is refused.
 pub fn parse_uri(uri: &str) -> Result<(Vec<String>, String), String> {
     let bad = |why: &str| format!("registry URI {uri:?}: {why}");
-    let rest = match uri.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("etcd") => rest,
+    // The scheme first, so a TLS or foreign URI gets this example's advice.
+    match uri.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("etcd") => {}
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("etcds") => {
             return Err(bad(
                 "etcds:// (TLS) is not supported by this example; use etcd://",
             ))
         }
         _ => return Err(bad("expected etcd://host:port/prefix")),
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if authority.contains('@') || path.contains('?') {
+    }
+    let registry = parse_registry(uri).map_err(|e| e.0)?;
+    let Registry {
+        endpoints,
+        prefix,
+        username,
+        password,
+        cacert,
+        cert,
+        key,
+        tls: _,
+    } = registry;
+    if username.is_some()
+        || password.is_some()
+        || cacert.is_some()
+        || cert.is_some()
+        || key.is_some()
+    {
         return Err(bad(
             "credentials and query parameters are not supported by this example",
         ));
     }
-    let mut endpoints = Vec::new();
-    for host in authority.split(',').filter(|h| !h.is_empty()) {
-        let has_port = match host.rfind(']') {
-            Some(i) => host[i..].contains(':'),
-            None => host.contains(':'),
-        };
-        if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(&format!("endpoint {host:?} is malformed")));
-        }
-        if has_port {
-            let port = host.rsplit(':').next().unwrap_or("");
-            if !port.parse::<u16>().is_ok_and(|p| p > 0) {
-                return Err(bad(&format!(
-                    "endpoint {host:?}: port {port:?} is not in 1-65535"
-                )));
-            }
-            endpoints.push(format!("http://{host}"));
-        } else {
-            endpoints.push(format!("http://{host}:2379"));
-        }
-    }
-    if endpoints.is_empty() {
-        endpoints.push("http://127.0.0.1:2379".into());
-    }
-    let prefix = path.trim_end_matches('/');
-    if prefix.is_empty() {
-        return Err(bad("no key prefix; add a path, e.g. etcd:///services"));
-    }
-    Ok((endpoints, prefix.to_string()))
+    let endpoints = endpoints.iter().map(|e| format!("http://{e}")).collect();
+    Ok((endpoints, prefix))
 }
 
 #[cfg(test)]

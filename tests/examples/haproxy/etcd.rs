@@ -1,12 +1,12 @@
 //! The etcd v3 JSON gateway: one read of a prefix and the watch stream that follows
-//! it. base64 lives only here. A failing endpoint makes the next call use the next one.
+//! it, with the registrator's own key codec. A failing endpoint makes the next call use
+//! the next one.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use etcd_registrator::etcd::codec::{decode, encode, prefix_end};
 use serde_json::{json, Value};
 use ureq::Agent;
 
@@ -105,7 +105,7 @@ impl Client {
 
     /// Every key under `prefix` and the revision they were read at.
     pub fn range(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), Error> {
-        let body = json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))});
+        let body = json!({"key": encode(prefix), "range_end": encode(prefix_end(prefix))});
         let url = format!("{}/v3/kv/range", self.endpoint());
         let answer = self
             .agent
@@ -143,8 +143,8 @@ impl Client {
 
     /// Opens a watch on `prefix` from `start_revision`.
     pub fn watch(&mut self, prefix: &str, start_revision: i64) -> Result<Watch, Error> {
-        let create = json!({"create_request": {"key": B64.encode(prefix),
-            "range_end": B64.encode(prefix_end(prefix)), "start_revision": start_revision}});
+        let create = json!({"create_request": {"key": encode(prefix),
+            "range_end": encode(prefix_end(prefix)), "start_revision": start_revision}});
         let url = format!("{}/v3/watch", self.endpoint());
         let answer = self
             .stream
@@ -267,9 +267,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Message>, String> {
 
 fn kv(v: &Value) -> Kv {
     let text = |field: &str| {
-        let bytes = B64
-            .decode(v[field].as_str().unwrap_or(""))
-            .unwrap_or_default();
+        let bytes = decode(v[field].as_str().unwrap_or("")).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     Kv {
@@ -277,18 +275,6 @@ fn kv(v: &Value) -> Kv {
         value: text("value"),
         created: num(&v["create_revision"]),
     }
-}
-
-/// The `range_end` that selects every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// The gateway sends int64 as strings.

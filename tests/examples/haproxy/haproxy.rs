@@ -42,7 +42,11 @@ impl fmt::Display for Error {
             Error::Invalid(out) => write!(f, "haproxy -c refused the new configuration: {out}"),
             Error::Io { op, detail } => write!(f, "haproxy {op}: {detail}"),
             Error::NotLoaded { pid, detail } => {
-                write!(f, "haproxy (master pid {pid}) did not load the new configuration ({detail}); it serves the previous one")
+                write!(
+                    f,
+                    "haproxy (master pid {pid}) did not load the new configuration \
+                     ({detail}); it serves the previous one"
+                )
             }
         }
     }

@@ -117,7 +117,11 @@ fn run(options: cli::Options) -> ! {
                         }
                     }
                     Ok(Some(etcd::Message::Compacted(at))) => {
-                        log::info!("revision {} was compacted (etcd keeps {at} and later); reading {dir} again", revision + 1);
+                        log::info!(
+                            "revision {} was compacted (etcd keeps {at} and later); \
+                             reading {dir} again",
+                            revision + 1
+                        );
                         break 'follow;
                     }
                     Ok(Some(etcd::Message::Canceled(why))) => {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+use etcd_registrator::plan;
+
 /// One key's value and the revision that created it (its age, for conflicts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -95,8 +97,7 @@ pub fn build(keys: &Keys, listen: &Listen) -> (Mesh, BTreeSet<String>) {
     let mut warnings = BTreeSet::new();
     let mut dirs: BTreeMap<(&str, &str), Dir> = BTreeMap::new();
     for (key, stored) in keys {
-        let mut parts = key.splitn(3, '/');
-        let (Some(name), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
+        let Some((name, id, field)) = split(key) else {
             warnings.insert(format!("ignoring key {key:?}: not <name>/<id>/<field>"));
             continue;
         };
@@ -214,6 +215,17 @@ pub fn build(keys: &Keys, listen: &Listen) -> (Mesh, BTreeSet<String>) {
         }
     }
     (mesh, warnings)
+}
+
+/// `<name>/<id>/<field>` of a key relative to the prefix, read by the registrator's own
+/// [`plan::split_key`]; None for keys of any other shape (an empty part included).
+fn split(key: &str) -> Option<(&str, &str, &str)> {
+    // split_key reads `<prefix>/<name>/<id>/<field>`: a relative key sits under the
+    // empty prefix. Its directory `<name>/<id>` is the start of the key.
+    let (dir, _) = plan::split_key("", &format!("/{key}"))?;
+    let (name, id) = key.get(..dir.len())?.split_once('/')?;
+    let field = key.get(dir.len() + 1..)?;
+    Some((name, id, field))
 }
 
 /// One instance from its directory; Ok(None): complete but not on the mesh (a TCP
@@ -622,7 +634,13 @@ mod tests {
             w[0].contains("big/i: external_port 30000 + offset 40000 is above 65535"),
             "{w:?}"
         );
-        assert!(w[1].contains("clash/i: external_port 1 would listen on 127.0.0.1:40001, taken by the HTTP frontend"), "{w:?}");
+        assert!(
+            w[1].contains(
+                "clash/i: external_port 1 would listen on 127.0.0.1:40001, \
+                 taken by the HTTP frontend"
+            ),
+            "{w:?}"
+        );
         assert!(
             w[2].contains("priv/i: internal_port 1 would listen on 0.0.0.0:40001"),
             "{w:?}"

@@ -34,7 +34,11 @@ pub fn config(mesh: &Mesh, prefix: &str) -> String {
     );
     let _ = writeln!(w, "    retries 3");
     let _ = writeln!(w, "    option redispatch 1");
-    let _ = writeln!(w, "    # Host names are resolved at start; one that does not resolve disables its server only.");
+    let _ = writeln!(
+        w,
+        "    # Host names are resolved at start; \
+         one that does not resolve disables its server only."
+    );
     let _ = writeln!(w, "    default-server init-addr last,libc,none");
 
     // Backend names first, so the frontend can refer to them.
