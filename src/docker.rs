@@ -257,31 +257,31 @@ impl Docker {
         self.cache.retain(|id, _| live.contains(id.as_str()));
         let mut out = Vec::with_capacity(list.len());
         for entry in &list {
-            let fresh = match self.cache.get(&entry.id) {
-                Some(s) if !entry.needs_inspect(s) => {
-                    out.push(entry.to_container(s));
-                    continue;
-                }
-                Some(_) => {
+            if let Some(s) = self
+                .cache
+                .get(&entry.id)
+                .filter(|s| !entry.needs_inspect(s))
+            {
+                out.push(entry.to_container(s));
+                continue;
+            }
+            // New, or its health is only in inspect. None: gone since the list.
+            let Some(fresh) = self.inspect(&entry.id)? else {
+                continue;
+            };
+            match self.cache.get(&entry.id) {
+                Some(s) if !entry.needs_inspect(s) => out.push(entry.to_container(s)),
+                _ => {
                     if !self.said_health_from_inspect {
                         self.said_health_from_inspect = true;
                         log::info!(
-                            "the container list carries no health status (Podman?): \
-                             healthchecked containers are inspected on every pass"
+                            "the container list carries no health status (as with Podman): \
+                             containers with a healthcheck are inspected on every pass"
                         );
                     }
-                    self.inspect(&entry.id)?
+                    out.push(fresh);
                 }
-                None => self.inspect(&entry.id)?,
-            };
-            // None: gone between list and inspect, so it is not running any more.
-            let Some(fresh) = fresh else { continue };
-            let s = &self.cache[&entry.id];
-            out.push(if entry.needs_inspect(s) {
-                fresh
-            } else {
-                entry.to_container(s)
-            });
+            }
         }
         Ok(out)
     }

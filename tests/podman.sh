@@ -19,7 +19,8 @@ set -euo pipefail
 
 DIR=${REG_PODMAN_DIR:-/tmp/registrator-podman}
 IMAGE=local/busybox:latest
-PACKAGES="podman runc conmon netavark aardvark-dns slirp4netns catatonit golang-github-containers-common"
+PACKAGES="podman runc conmon netavark aardvark-dns slirp4netns catatonit
+    golang-github-containers-common"
 # Paths outside $DIR that rootful Podman may create: down removes those that `up` found
 # missing (recorded in $DIR/created-outside), once they are empty.
 OUTSIDE="/run/netns /run/containers /var/lib/containers $(ls -d /sys/fs/cgroup/*/ 2>/dev/null \
