@@ -4,6 +4,12 @@
 //! [`Container`]s at the edge. Inspect results are cached by container ID: a
 //! container's configuration does not change while its ID lives, so a quiet sync costs
 //! one list request and no inspect.
+//!
+//! Podman (4.3) serves the same API with gaps, filled here so callers see one engine:
+//! its list has no `HostConfig` (the network mode comes from the cached inspect) and no
+//! health in `Status` (a healthchecked container is inspected on each pass for its live
+//! health); it drops `--expose` with `--network host` (the image's `EXPOSE` is read
+//! instead); its events say `remove` for `destroy` and a bare `health_status`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -107,6 +113,10 @@ struct Static {
     env: Vec<String>,
     exposed: Vec<Port>,
     created: (i64, u32),
+    host_network: bool,
+    /// A healthcheck is configured: its live state is in the list's `Status` (dockerd)
+    /// or only in inspect (Podman).
+    healthcheck: bool,
 }
 
 /// A client for one Docker daemon.
@@ -116,6 +126,10 @@ pub struct Docker {
     base: String,
     /// `/v1.41` after negotiation; empty until then.
     version: Option<String>,
+    /// The daemon is Podman (its `/_ping` names a Libpod API version).
+    podman: bool,
+    /// Whether the "health is read from inspect" line was logged.
+    said_health_from_inspect: bool,
     cache: HashMap<String, Static>,
     timeout: Duration,
 }
@@ -147,6 +161,8 @@ impl Docker {
             host: host.clone(),
             base: base_for(host),
             version: None,
+            podman: false,
+            said_health_from_inspect: false,
             cache: HashMap::new(),
             timeout,
         }
@@ -217,48 +233,108 @@ impl Docker {
             .get("api-version")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_version);
+        self.podman = resp.headers().contains_key("libpod-api-version");
         let v = match server {
             Some(s) => format!("/v{}.{}", s.min(MAX_API).0, s.min(MAX_API).1),
             // An old daemon without the header: unversioned paths mean "its own version".
             None => String::new(),
         };
         log::debug!(
-            "docker API {}",
+            "{} API {}",
+            if self.podman { "podman" } else { "docker" },
             if v.is_empty() { "unversioned" } else { &v }
         );
         self.version = Some(v.clone());
         Ok(v)
     }
 
-    /// The running (and paused) containers, with inspect data for new IDs.
+    /// The running (and, with dockerd, paused) containers, with inspect data for new
+    /// IDs. dockerd costs one list request on a quiet pass; Podman one more inspect
+    /// per running container with a healthcheck, as its list does not carry health.
     pub fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
         let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
         let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
         self.cache.retain(|id, _| live.contains(id.as_str()));
         let mut out = Vec::with_capacity(list.len());
         for entry in &list {
-            if !self.cache.contains_key(&entry.id) {
-                match self.inspect_raw(&entry.id)? {
-                    Some(ins) => {
-                        self.cache.insert(entry.id.clone(), ins.static_part());
+            if let Some(s) = self
+                .cache
+                .get(&entry.id)
+                .filter(|s| !entry.needs_inspect(s))
+            {
+                out.push(entry.to_container(s));
+                continue;
+            }
+            // New, or its health is only in inspect. None: gone since the list.
+            let Some(fresh) = self.inspect(&entry.id)? else {
+                continue;
+            };
+            match self.cache.get(&entry.id) {
+                Some(s) if !entry.needs_inspect(s) => out.push(entry.to_container(s)),
+                _ => {
+                    if !self.said_health_from_inspect {
+                        self.said_health_from_inspect = true;
+                        log::info!(
+                            "the container list carries no health status (as with Podman): \
+                             containers with a healthcheck are inspected on every pass"
+                        );
                     }
-                    // Gone between list and inspect: it is not running any more.
-                    None => continue,
+                    out.push(fresh);
                 }
             }
-            out.push(entry.to_container(&self.cache[&entry.id]));
         }
         Ok(out)
     }
 
     /// One container by ID, from a fresh inspect; None when it no longer exists.
     pub fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
-        Ok(self.inspect_raw(id)?.map(|ins| {
-            let s = ins.static_part();
-            let c = ins.to_container(&s);
-            self.cache.insert(ins.id.clone(), s);
-            c
-        }))
+        let Some(ins) = self.inspect_raw(id)? else {
+            return Ok(None);
+        };
+        let s = match self.cache.get(&ins.id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.static_of(&ins)?;
+                self.cache.insert(ins.id.clone(), s.clone());
+                s
+            }
+        };
+        Ok(Some(ins.to_container(&s)))
+    }
+
+    /// The static part of a newly seen container. Podman drops `--expose` with
+    /// `--network host`, so for such a container without ports the image's `EXPOSE`
+    /// stands in; if that is empty too, this says so once (it is cached by ID).
+    fn static_of(&mut self, ins: &Inspect) -> Result<Static, DockerError> {
+        let mut s = ins.static_part();
+        if s.host_network && s.exposed.is_empty() && self.podman && !ins.image.is_empty() {
+            s.exposed = self.image_exposed(&ins.image)?;
+        }
+        if s.host_network && s.exposed.is_empty() {
+            let name = ins.name.trim_start_matches('/');
+            if self.podman {
+                log::warn!(
+                    "container {name} uses the host network and Podman reports no port for \
+                     it (it drops --expose there): nothing to register; EXPOSE the port in \
+                     the image instead"
+                );
+            } else {
+                log::info!(
+                    "container {name} uses the host network and exposes no port: nothing to \
+                     register"
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    /// The ports an image exposes (none when the image is gone).
+    fn image_exposed(&mut self, image: &str) -> Result<Vec<Port>, DockerError> {
+        match self.get_json::<ImageInspect>("inspect image", &format!("/images/{image}/json")) {
+            Ok(img) => Ok(img.config.map(|c| c.exposed()).unwrap_or_default()),
+            Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     fn inspect_raw(&mut self, id: &str) -> Result<Option<Inspect>, DockerError> {
@@ -359,7 +435,43 @@ fn is_idle_timeout(e: &std::io::Error) -> bool {
         .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }
 
-/// Parses one line of `/events`. Reads `Action` (Docker 29 no longer sends `status`).
+/// What an event action means for the registrator, the same for dockerd and Podman.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// It may serve now (`start`, `unpause`, `restart`): inspect it.
+    Up,
+    /// It stopped serving (`die`, `stop`, `destroy`, `pause`). Podman sometimes sends
+    /// only `die` for a stop, so any one of them must be enough.
+    Down,
+    /// Its health changed: inspect it. dockerd names the new state
+    /// (`health_status: healthy`); Podman sends a bare `health_status` whose
+    /// `HealthStatus` field lags one check behind, so only inspect is to be trusted.
+    Health,
+    /// Nothing that changes what is registered (`create`, `kill`, and Podman's `init`,
+    /// `cleanup`, `exec`, `exec_died`, ...).
+    Other,
+}
+
+/// An action in dockerd's words: Podman says `remove` where dockerd says `destroy`.
+pub fn normalize_action(action: &str) -> &str {
+    match action {
+        "remove" => "destroy",
+        other => other,
+    }
+}
+
+/// The kind of a (normalized or not) event action.
+pub fn classify(action: &str) -> EventKind {
+    match normalize_action(action) {
+        "start" | "unpause" | "restart" => EventKind::Up,
+        "die" | "stop" | "destroy" | "pause" => EventKind::Down,
+        a if a == "health_status" || a.starts_with("health_status:") => EventKind::Health,
+        _ => EventKind::Other,
+    }
+}
+
+/// Parses one line of `/events`. Reads `Action` (Docker 29 no longer sends `status`)
+/// and returns it in dockerd's words ([`normalize_action`]).
 pub fn parse_event(line: &[u8]) -> Option<Event> {
     #[derive(Deserialize)]
     struct Wire {
@@ -396,7 +508,10 @@ pub fn parse_event(line: &[u8]) -> Option<Event> {
     if action.is_empty() || id.is_empty() {
         return None;
     }
-    Some(Event { action, id })
+    Some(Event {
+        action: normalize_action(&action).to_string(),
+        id,
+    })
 }
 
 fn parse_version(v: &str) -> Option<(u32, u32)> {
@@ -465,8 +580,6 @@ struct ListEntry {
     #[serde(default)]
     status: String,
     #[serde(default)]
-    host_config: Option<ListHostConfig>,
-    #[serde(default)]
     network_settings: Option<Networks>,
 }
 
@@ -484,9 +597,11 @@ struct ListPort {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-struct ListHostConfig {
+struct InspectHostConfig {
     #[serde(default)]
     network_mode: String,
+    #[serde(default)]
+    port_bindings: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -512,17 +627,29 @@ fn first_ip(nets: Option<&BTreeMap<String, Network>>) -> Option<String> {
         .find(|ip| !ip.is_empty())
 }
 
+/// The health marker in a list entry's `Status` (`Up 5 seconds (healthy)`); dockerd
+/// writes one for every running container with a healthcheck, Podman never does.
+fn list_health(status: &str) -> Option<Health> {
+    if status.contains("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.contains("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.contains("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
 impl ListEntry {
+    /// Whether the list cannot tell this container's health, so only a fresh inspect
+    /// can: a running container with a healthcheck but no marker (Podman's list).
+    fn needs_inspect(&self, s: &Static) -> bool {
+        s.healthcheck && self.state == "running" && list_health(&self.status).is_none()
+    }
+
     fn to_container(&self, s: &Static) -> Container {
-        let health = if self.status.contains("(healthy)") {
-            Health::Healthy
-        } else if self.status.contains("(unhealthy)") {
-            Health::Unhealthy
-        } else if self.status.contains("(health: starting)") {
-            Health::Starting
-        } else {
-            Health::None
-        };
+        let health = list_health(&self.status).unwrap_or(Health::None);
         Container {
             id: self.id.clone(),
             name: self
@@ -557,10 +684,8 @@ impl ListEntry {
                     .as_ref()
                     .and_then(|n| n.networks.as_ref()),
             ),
-            host_network: self
-                .host_config
-                .as_ref()
-                .is_some_and(|h| h.network_mode == "host"),
+            // Podman's list has no HostConfig: the mode comes from inspect.
+            host_network: s.host_network,
         }
     }
 }
@@ -573,10 +698,13 @@ struct Inspect {
     name: String,
     #[serde(default)]
     created: String,
+    /// The image ID (`sha256:...`).
+    #[serde(default)]
+    image: String,
     state: InspectState,
     config: InspectConfig,
     #[serde(default)]
-    host_config: ListHostConfig,
+    host_config: InspectHostConfig,
     #[serde(default)]
     network_settings: InspectNetwork,
 }
@@ -610,6 +738,53 @@ struct InspectConfig {
     image: String,
     #[serde(default)]
     exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    healthcheck: Option<InspectHealthcheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectHealthcheck {
+    #[serde(default)]
+    test: Option<Vec<String>>,
+}
+
+impl InspectHealthcheck {
+    /// `{"Test": ["NONE"]}` (`--no-healthcheck`) and an empty test disable the check.
+    fn enabled(&self) -> bool {
+        self.test
+            .as_ref()
+            .and_then(|t| t.first())
+            .is_some_and(|first| first != "NONE")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageInspect {
+    #[serde(default)]
+    config: Option<ImageConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageConfig {
+    #[serde(default)]
+    exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+impl ImageConfig {
+    fn exposed(&self) -> Vec<Port> {
+        port_keys(self.exposed_ports.as_ref())
+    }
+}
+
+/// The ports named by the keys of an `ExposedPorts`/`PortBindings` map (`80/tcp`).
+fn port_keys(map: Option<&BTreeMap<String, serde_json::Value>>) -> Vec<Port> {
+    map.into_iter()
+        .flatten()
+        .filter_map(|(k, _)| Port::parse(k))
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -632,16 +807,23 @@ struct InspectBinding {
 
 impl Inspect {
     fn static_part(&self) -> Static {
+        // Ports given to -p count as exposed too (dockerd lists them in both places).
+        let mut exposed = port_keys(self.config.exposed_ports.as_ref());
+        for port in port_keys(self.host_config.port_bindings.as_ref()) {
+            if !exposed.contains(&port) {
+                exposed.push(port);
+            }
+        }
         Static {
             env: self.config.env.clone().unwrap_or_default(),
-            exposed: self
-                .config
-                .exposed_ports
-                .iter()
-                .flatten()
-                .filter_map(|(k, _)| Port::parse(k))
-                .collect(),
+            exposed,
             created: parse_time(&self.created),
+            host_network: self.host_config.network_mode == "host",
+            healthcheck: self
+                .config
+                .healthcheck
+                .as_ref()
+                .is_some_and(InspectHealthcheck::enabled),
         }
     }
 
@@ -680,7 +862,7 @@ impl Inspect {
             exposed: s.exposed.clone(),
             bindings,
             ip: first_ip(self.network_settings.networks.as_ref()),
-            host_network: self.host_config.network_mode == "host",
+            host_network: s.host_network,
         }
     }
 }
@@ -764,6 +946,225 @@ mod tests {
             None
         );
         assert_eq!(parse_event(b"garbage"), None);
+    }
+
+    fn podman_inspect(name: &str) -> Inspect {
+        serde_json::from_str(&fixture(&format!("podman/inspect_{name}.json"))).unwrap()
+    }
+
+    fn podman_list() -> Vec<ListEntry> {
+        serde_json::from_str(&fixture("podman/containers_list.json")).unwrap()
+    }
+
+    /// What `Docker::containers` makes of one list entry, given its inspect.
+    fn listed(entry: &ListEntry, ins: &Inspect) -> (Container, bool) {
+        let s = ins.static_part();
+        if entry.needs_inspect(&s) {
+            (ins.to_container(&s), true)
+        } else {
+            (entry.to_container(&s), false)
+        }
+    }
+
+    #[test]
+    fn dockerd_list_needs_no_inspect_for_health() {
+        let list: Vec<ListEntry> = serde_json::from_str(&fixture("containers_list.json")).unwrap();
+        for entry in &list {
+            let ins = inspect(entry.names[0].trim_start_matches('/'));
+            assert!(
+                !entry.needs_inspect(&ins.static_part()),
+                "{:?}",
+                entry.names
+            );
+        }
+        assert!(inspect("hc").static_part().healthcheck);
+        assert!(!inspect("web.0").static_part().healthcheck);
+    }
+
+    #[test]
+    fn podman_containers_from_list_and_inspect() {
+        let list = podman_list();
+        let names: Vec<&str> = list.iter().map(|e| e.names[0].as_str()).collect();
+        // The paused `hc-new` is left out of Podman's list.
+        assert_eq!(names, ["/hostnet-img", "/web", "/hc-ok", "/hc", "/hostnet"]);
+        let web = Port::parse("80/tcp").unwrap();
+        // name, inspected on every pass, health, host network, published (port, host port)
+        let cases = [
+            ("web", false, Health::None, false, Some((80, 18301))),
+            ("hc", true, Health::Unhealthy, false, Some((80, 18302))),
+            ("hc-ok", true, Health::Healthy, false, Some((80, 18303))),
+            ("hostnet", false, Health::None, true, None),
+            ("hostnet-img", false, Health::None, true, None),
+        ];
+        for (name, inspected, health, host_network, published) in cases {
+            let entry = list
+                .iter()
+                .find(|e| e.names[0] == format!("/{name}"))
+                .unwrap();
+            let ins = podman_inspect(name);
+            let (c, was_inspected) = listed(entry, &ins);
+            assert_eq!(was_inspected, inspected, "{name}");
+            assert_eq!(c.name, name);
+            assert_eq!(c.health, health, "{name}");
+            assert_eq!(c.host_network, host_network, "{name}");
+            assert!(c.running && !c.paused, "{name}");
+            assert!(c.bindings.len() <= 1, "{name}");
+            let got = c.bindings.first().map(|b| (b.port.number, b.host_port));
+            assert_eq!(got, published, "{name}");
+            assert!(c.bindings.iter().all(|b| b.host_ip == "127.0.0.1"));
+            if !host_network {
+                assert_eq!(c.exposed, vec![web], "{name}");
+            }
+            // Apart from health, the list and inspect tell the same story.
+            let mut from_list = entry.to_container(&ins.static_part());
+            from_list.health = c.health;
+            assert_eq!(from_list, ins.to_container(&ins.static_part()), "{name}");
+        }
+        let c = podman_inspect("web").to_container(&podman_inspect("web").static_part());
+        assert_eq!(c.image, "localhost/local/busybox:latest");
+        assert_eq!(crate::service::image_base(&c.image), "busybox");
+        assert!(c.env.contains(&"SERVICE_NAME=web".to_string()));
+        assert_eq!(
+            c.ip, None,
+            "slirp4netns gives the container no address of its own"
+        );
+    }
+
+    #[test]
+    fn podman_health_comes_from_inspect() {
+        // (name, State.Health.Status as recorded, health)
+        for (name, status, health) in [
+            ("web", "", Health::None),
+            ("hostnet", "", Health::None),
+            ("hc", "unhealthy", Health::Unhealthy),
+            ("hc-ok", "healthy", Health::Healthy),
+            ("hc-new", "starting", Health::Starting),
+        ] {
+            let ins = podman_inspect(name);
+            let recorded = ins.state.health.as_ref().map(|h| h.status.as_str());
+            assert_eq!(recorded, Some(status), "{name}");
+            assert_eq!(
+                ins.to_container(&ins.static_part()).health,
+                health,
+                "{name}"
+            );
+            assert_eq!(ins.static_part().healthcheck, !status.is_empty(), "{name}");
+        }
+        let paused = podman_inspect("hc-new");
+        let c = paused.to_container(&paused.static_part());
+        assert!(c.paused && c.running);
+        for (status, health) in [
+            ("Up 5 seconds (healthy)", Some(Health::Healthy)),
+            ("Up 5 seconds (unhealthy)", Some(Health::Unhealthy)),
+            ("Up 1 second (health: starting)", Some(Health::Starting)),
+            ("Up 5 seconds", None),
+            ("Up 5 seconds (Paused)", None),
+        ] {
+            assert_eq!(list_health(status), health, "{status}");
+        }
+    }
+
+    #[test]
+    fn podman_host_network_ports() {
+        // Podman drops `--expose 9999` with `--network host`: nothing is left of it.
+        let ins = podman_inspect("hostnet");
+        assert!(ins.config.exposed_ports.is_none());
+        let s = ins.static_part();
+        assert!(s.host_network && s.exposed.is_empty());
+        // The image's EXPOSE survives in the image, which is where it is read from.
+        let ins = podman_inspect("hostnet-img");
+        assert!(ins.static_part().exposed.is_empty());
+        let img: ImageInspect =
+            serde_json::from_str(&fixture("podman/image_busybox-expose.json")).unwrap();
+        assert_eq!(
+            img.config.map(|c| c.exposed()),
+            Some(vec![Port::parse("9998/tcp").unwrap()])
+        );
+        assert!(ins.image.starts_with("sha256:18a2a1d95c44"));
+        // dockerd keeps --expose on a host-network container.
+        let docker = inspect("hostnet").static_part();
+        assert!(docker.host_network);
+        assert_eq!(docker.exposed, vec![Port::parse("9999/tcp").unwrap()]);
+    }
+
+    #[test]
+    fn event_actions_in_one_vocabulary() {
+        for (action, normalized, kind) in [
+            ("start", "start", EventKind::Up),
+            ("unpause", "unpause", EventKind::Up),
+            ("restart", "restart", EventKind::Up),
+            ("die", "die", EventKind::Down),
+            ("stop", "stop", EventKind::Down),
+            ("pause", "pause", EventKind::Down),
+            ("destroy", "destroy", EventKind::Down),
+            ("remove", "destroy", EventKind::Down),
+            ("health_status", "health_status", EventKind::Health),
+            (
+                "health_status: healthy",
+                "health_status: healthy",
+                EventKind::Health,
+            ),
+            (
+                "health_status: unhealthy",
+                "health_status: unhealthy",
+                EventKind::Health,
+            ),
+            ("health_statusx", "health_statusx", EventKind::Other),
+            ("create", "create", EventKind::Other),
+            ("kill", "kill", EventKind::Other),
+            ("init", "init", EventKind::Other),
+            ("cleanup", "cleanup", EventKind::Other),
+            ("exec", "exec", EventKind::Other),
+            ("exec_died", "exec_died", EventKind::Other),
+            ("exec_start: sh", "exec_start: sh", EventKind::Other),
+        ] {
+            assert_eq!(normalize_action(action), normalized, "{action}");
+            assert_eq!(classify(action), kind, "{action}");
+        }
+    }
+
+    #[test]
+    fn podman_events_recorded() {
+        let text = fixture("podman/events.jsonl");
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| parse_event(l.as_bytes()).unwrap())
+            .collect();
+        assert!(events.iter().all(|e| e.id.starts_with("0d5f66530ab5")));
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        // run, two health checks (one exec between), pause, unpause, restart, stop,
+        // start, kill, rm -f.
+        assert_eq!(
+            actions,
+            [
+                "create",
+                "init",
+                "start",
+                "health_status",
+                "exec_died",
+                "exec",
+                "exec_died",
+                "health_status",
+                "exec_died",
+                "pause",
+                "unpause",
+                "restart",
+                "stop",
+                "die",
+                "init",
+                "start",
+                "die",
+                "cleanup",
+                "init",
+                "start",
+                "kill",
+                "die",
+                "destroy",
+            ]
+        );
+        let kinds: Vec<EventKind> = actions.iter().map(|a| classify(a)).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == EventKind::Health).count(), 2);
+        assert_eq!(kinds.last(), Some(&EventKind::Down));
     }
 
     #[test]
