@@ -16,6 +16,7 @@ use ureq::Agent;
 
 use crate::cli::DockerHost;
 use crate::service::{Binding, Container, Health, Port};
+use crate::source::Source;
 use crate::transport;
 
 /// Newest API version this client knows; the daemon's own version caps it.
@@ -230,37 +231,6 @@ impl Docker {
         Ok(v)
     }
 
-    /// The running (and paused) containers, with inspect data for new IDs.
-    pub fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
-        let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
-        let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
-        self.cache.retain(|id, _| live.contains(id.as_str()));
-        let mut out = Vec::with_capacity(list.len());
-        for entry in &list {
-            if !self.cache.contains_key(&entry.id) {
-                match self.inspect_raw(&entry.id)? {
-                    Some(ins) => {
-                        self.cache.insert(entry.id.clone(), ins.static_part());
-                    }
-                    // Gone between list and inspect: it is not running any more.
-                    None => continue,
-                }
-            }
-            out.push(entry.to_container(&self.cache[&entry.id]));
-        }
-        Ok(out)
-    }
-
-    /// One container by ID, from a fresh inspect; None when it no longer exists.
-    pub fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
-        Ok(self.inspect_raw(id)?.map(|ins| {
-            let s = ins.static_part();
-            let c = ins.to_container(&s);
-            self.cache.insert(ins.id.clone(), s);
-            c
-        }))
-    }
-
     fn inspect_raw(&mut self, id: &str) -> Result<Option<Inspect>, DockerError> {
         match self.get_json::<Inspect>("inspect container", &format!("/containers/{id}/json")) {
             Ok(i) => Ok(Some(i)),
@@ -300,6 +270,39 @@ impl Docker {
             line: Vec::new(),
             endpoint: self.host.to_string(),
         })
+    }
+}
+
+impl Source for Docker {
+    /// The running (and paused) containers, with inspect data for new IDs.
+    fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
+        let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
+        let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
+        self.cache.retain(|id, _| live.contains(id.as_str()));
+        let mut out = Vec::with_capacity(list.len());
+        for entry in &list {
+            if !self.cache.contains_key(&entry.id) {
+                match self.inspect_raw(&entry.id)? {
+                    Some(ins) => {
+                        self.cache.insert(entry.id.clone(), ins.static_part());
+                    }
+                    // Gone between list and inspect: it is not running any more.
+                    None => continue,
+                }
+            }
+            out.push(entry.to_container(&self.cache[&entry.id]));
+        }
+        Ok(out)
+    }
+
+    /// One container by ID, from a fresh inspect; None when it no longer exists.
+    fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
+        Ok(self.inspect_raw(id)?.map(|ins| {
+            let s = ins.static_part();
+            let c = ins.to_container(&s);
+            self.cache.insert(ins.id.clone(), s);
+            c
+        }))
     }
 }
 
