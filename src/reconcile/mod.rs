@@ -108,6 +108,8 @@ pub struct Reconciler<S, K> {
 }
 
 impl<S, K> Reconciler<S, K> {
+    /// A reconciler that reads `source`, writes `store` and looks the host name up with
+    /// `lookup` (at most once, when a service needs the host's address).
     pub fn new(source: S, store: K, settings: Settings, opts: Options, lookup: Lookup) -> Self {
         Reconciler {
             source,
