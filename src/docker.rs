@@ -22,6 +22,7 @@ use ureq::Agent;
 
 use crate::cli::DockerHost;
 use crate::service::{Binding, Container, Health, Port};
+use crate::source::Source;
 use crate::transport;
 
 /// Newest API version this client knows; the daemon's own version caps it.
@@ -248,60 +249,6 @@ impl Docker {
         Ok(v)
     }
 
-    /// The running (and, with dockerd, paused) containers, with inspect data for new
-    /// IDs. dockerd costs one list request on a quiet pass; Podman one more inspect
-    /// per running container with a healthcheck, as its list does not carry health.
-    pub fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
-        let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
-        let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
-        self.cache.retain(|id, _| live.contains(id.as_str()));
-        let mut out = Vec::with_capacity(list.len());
-        for entry in &list {
-            if let Some(s) = self
-                .cache
-                .get(&entry.id)
-                .filter(|s| !entry.needs_inspect(s))
-            {
-                out.push(entry.to_container(s));
-                continue;
-            }
-            // New, or its health is only in inspect. None: gone since the list.
-            let Some(fresh) = self.inspect(&entry.id)? else {
-                continue;
-            };
-            match self.cache.get(&entry.id) {
-                Some(s) if !entry.needs_inspect(s) => out.push(entry.to_container(s)),
-                _ => {
-                    if !self.said_health_from_inspect {
-                        self.said_health_from_inspect = true;
-                        log::info!(
-                            "the container list carries no health status (as with Podman): \
-                             containers with a healthcheck are inspected on every pass"
-                        );
-                    }
-                    out.push(fresh);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// One container by ID, from a fresh inspect; None when it no longer exists.
-    pub fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
-        let Some(ins) = self.inspect_raw(id)? else {
-            return Ok(None);
-        };
-        let s = match self.cache.get(&ins.id) {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.static_of(&ins)?;
-                self.cache.insert(ins.id.clone(), s.clone());
-                s
-            }
-        };
-        Ok(Some(ins.to_container(&s)))
-    }
-
     /// The static part of a newly seen container. Podman drops `--expose` with
     /// `--network host`, so for such a container without ports the image's `EXPOSE`
     /// stands in; if that is empty too, this says so once (it is cached by ID).
@@ -376,6 +323,62 @@ impl Docker {
             line: Vec::new(),
             endpoint: self.host.to_string(),
         })
+    }
+}
+
+impl Source for Docker {
+    /// The running (and, with dockerd, paused) containers, with inspect data for new
+    /// IDs. dockerd costs one list request on a quiet pass; Podman one more inspect
+    /// per running container with a healthcheck, as its list does not carry health.
+    fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
+        let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
+        let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
+        self.cache.retain(|id, _| live.contains(id.as_str()));
+        let mut out = Vec::with_capacity(list.len());
+        for entry in &list {
+            if let Some(s) = self
+                .cache
+                .get(&entry.id)
+                .filter(|s| !entry.needs_inspect(s))
+            {
+                out.push(entry.to_container(s));
+                continue;
+            }
+            // New, or its health is only in inspect. None: gone since the list.
+            let Some(fresh) = self.inspect(&entry.id)? else {
+                continue;
+            };
+            match self.cache.get(&entry.id) {
+                Some(s) if !entry.needs_inspect(s) => out.push(entry.to_container(s)),
+                _ => {
+                    if !self.said_health_from_inspect {
+                        self.said_health_from_inspect = true;
+                        log::info!(
+                            "the container list carries no health status (as with Podman): \
+                             containers with a healthcheck are inspected on every pass"
+                        );
+                    }
+                    out.push(fresh);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One container by ID, from a fresh inspect; None when it no longer exists.
+    fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
+        let Some(ins) = self.inspect_raw(id)? else {
+            return Ok(None);
+        };
+        let s = match self.cache.get(&ins.id) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.static_of(&ins)?;
+                self.cache.insert(ins.id.clone(), s.clone());
+                s
+            }
+        };
+        Ok(Some(ins.to_container(&s)))
     }
 }
 

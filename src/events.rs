@@ -7,9 +7,10 @@
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::cli::DockerHost;
-use crate::docker::Docker;
-use crate::sync::Wake;
+use crate::docker::{Docker, Events};
+use crate::reconcile::Wake;
 
 /// Actions that can change what should be registered.
 pub fn relevant(action: &str) -> bool {
@@ -27,61 +28,62 @@ pub fn spawn(host: DockerHost, tx: Sender<Wake>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The loop's receiver is gone: the thread ends.
+struct Closed;
+
 fn watch(host: DockerHost, tx: Sender<Wake>) {
     let mut docker = Docker::new(&host, Duration::from_secs(10));
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+        log::Level::Warn,
+    );
     let mut connected_before = false;
-    let mut failing = false;
     loop {
         match docker.events(Duration::from_secs(300)) {
-            Ok(mut stream) => {
-                if failing {
-                    log::info!("docker event stream reconnected");
-                }
-                failing = false;
-                backoff = Duration::from_millis(200);
+            Ok(stream) => {
+                backoff.recovered("docker event stream reconnected");
                 // Anything may have happened while we were not listening.
                 if connected_before && tx.send(Wake::Changed).is_err() {
                     return;
                 }
                 connected_before = true;
-                loop {
-                    match stream.next_event() {
-                        Ok(Some(ev)) if relevant(&ev.action) => {
-                            log::debug!(
-                                "docker event {} {}",
-                                ev.action,
-                                &ev.id[..ev.id.len().min(12)]
-                            );
-                            if tx
-                                .send(Wake::Event {
-                                    action: ev.action,
-                                    id: ev.id,
-                                })
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            log::warn!("{e}; reconnecting");
-                            break;
-                        }
-                    }
+                if forward(stream, &tx).is_err() {
+                    return;
                 }
             }
             Err(e) => {
-                if !failing {
-                    log::warn!("{e}; retrying");
-                }
-                failing = true;
+                backoff.failed(format!("{e}; retrying"));
             }
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        std::thread::sleep(backoff.delay());
         if tx.send(Wake::Changed).is_err() {
             return;
+        }
+    }
+}
+
+/// Sends the stream's relevant events to the loop until the stream breaks.
+fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<(), Closed> {
+    loop {
+        match stream.next_event() {
+            Ok(Some(ev)) if relevant(&ev.action) => {
+                log::debug!(
+                    "docker event {} {}",
+                    ev.action,
+                    ev.id.get(..12).unwrap_or(&ev.id)
+                );
+                let wake = Wake::Event {
+                    action: ev.action,
+                    id: ev.id,
+                };
+                tx.send(wake).map_err(|_| Closed)?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("{e}; reconnecting");
+                return Ok(());
+            }
         }
     }
 }

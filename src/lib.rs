@@ -1,15 +1,19 @@
 //! etcd-registrator: keeps the published ports of one Docker host's containers
-//! registered in etcd v3. The binary (`src/main.rs`) parses, wires these parts together
-//! and exits; everything else lives here so the examples, tests and bench reuse it.
+//! registered in etcd v3. The binary (`src/main.rs`) parses, sets up, runs and exits;
+//! everything else lives here so the examples, tests and bench reuse it.
 
+pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod docker;
 pub mod etcd;
 pub mod events;
-pub mod lease;
+pub mod keepalive;
 pub mod plan;
+pub mod reconcile;
 pub mod service;
+pub mod setup;
 pub mod signals;
+pub mod source;
 pub mod store;
-pub mod sync;
 pub mod transport;

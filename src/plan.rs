@@ -299,26 +299,27 @@ pub fn plan(
     (ops, problems)
 }
 
-/// Splits ops into batches of at most `max_ops` etcd operations each (an op never
-/// straddles two batches). An op larger than `max_ops` gets a batch of its own.
-pub fn batches(ops: &[Op], max_ops: usize) -> Vec<&[Op]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut size = 0;
-    for (i, op) in ops.iter().enumerate() {
-        // Each op also carries one owner compare; etcd limits compares separately.
-        let n = op.size();
-        if i > start && (size + n > max_ops || i - start + 1 > max_ops) {
-            out.push(&ops[start..i]);
-            start = i;
-            size = 0;
-        }
-        size += n;
-    }
-    if start < ops.len() {
-        out.push(&ops[start..]);
-    }
-    out
+/// The fast path's plan for one container after its event. `before`: the desired set
+/// of the last pass (all containers); `now`: the container's services as they are now.
+/// Deregisters what the container had and no longer has, and registers what it has that
+/// no one registered yet. Changed services and port claims are left to the full pass
+/// that follows (a claim needs the whole prefix read).
+pub fn plan_event(before: &Desired, now: &Desired, container: &str) -> Vec<Op> {
+    let gone = before
+        .iter()
+        .filter(|(dir, w)| w.container == container && !now.contains_key(*dir))
+        .map(|(dir, _)| Op::Deregister { dir: dir.clone() });
+    let new = now
+        .iter()
+        .filter(|(dir, w)| {
+            w.container == container && w.claim.is_none() && !before.contains_key(*dir)
+        })
+        .map(|(dir, w)| Op::Register {
+            dir: dir.clone(),
+            fields: w.fields.clone(),
+            container: w.container.clone(),
+        });
+    gone.chain(new).collect()
 }
 
 #[cfg(test)]
@@ -400,6 +401,18 @@ mod tests {
         assert_eq!(s.leases["address"], 7);
     }
 
+    /// One case of [`plan`]: this host is `n1` and writes with `lease`.
+    struct PlanCase {
+        name: &'static str,
+        desired: Desired,
+        actual: Vec<(&'static str, Stored)>,
+        lease: i64,
+        /// Every op, as the log prints it.
+        ops: Vec<&'static str>,
+        /// Every problem, as the log prints it.
+        problems: Vec<&'static str>,
+    }
+
     #[test]
     fn plan_table() {
         let want = desired(&[svc("web", "n1:w:80", 1000)], "n1");
@@ -408,28 +421,30 @@ mod tests {
             &[("address", "10.0.0.5"), ("port", "1000"), ("mode", "tcp")],
             0,
         );
-        #[allow(clippy::type_complexity)]
-        let cases: Vec<(&str, Desired, Vec<(&str, Stored)>, i64, Vec<&str>, usize)> = vec![
-            (
-                "nothing to do",
-                want.clone(),
-                vec![("web/n1:w:80", same.clone())],
-                0,
-                vec![],
-                0,
-            ),
-            (
-                "new service",
-                want.clone(),
-                vec![],
-                0,
-                vec!["register web/n1:w:80"],
-                0,
-            ),
-            (
-                "changed port, stale key",
-                want.clone(),
-                vec![(
+        let cases = vec![
+            PlanCase {
+                name: "nothing to do",
+                desired: want.clone(),
+                actual: vec![("web/n1:w:80", same.clone())],
+                lease: 0,
+                ops: vec![],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "new service",
+                desired: want.clone(),
+                actual: vec![],
+                lease: 0,
+                ops: vec![
+                    "register web/n1:w:80 (container c-n1:w:80): \
+                     address=10.0.0.5 mode=tcp port=1000",
+                ],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "changed port, stale key",
+                desired: want.clone(),
+                actual: vec![(
                     "web/n1:w:80",
                     stored(
                         "n1",
@@ -442,38 +457,43 @@ mod tests {
                         0,
                     ),
                 )],
-                0,
-                vec!["update web/n1:w:80 (container c-n1:w:80): port=1000 removed external_port"],
-                0,
-            ),
-            (
-                "own stale service",
-                Desired::new(),
-                vec![("web/n1:w:80", same.clone())],
-                0,
-                vec!["deregister web/n1:w:80"],
-                0,
-            ),
-            (
-                "other host's service untouched",
-                Desired::new(),
-                vec![("web/n2:w:80", stored("n2", &[], 0))],
-                0,
-                vec![],
-                0,
-            ),
-            (
-                "dir owned by another host",
-                want.clone(),
-                vec![("web/n1:w:80", stored("n2", &[], 0))],
-                0,
-                vec![],
-                1,
-            ),
-            (
-                "keys on an old lease are put again",
-                want.clone(),
-                vec![(
+                lease: 0,
+                ops: vec![
+                    "update web/n1:w:80 (container c-n1:w:80): port=1000 removed external_port",
+                ],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "own stale service",
+                desired: Desired::new(),
+                actual: vec![("web/n1:w:80", same.clone())],
+                lease: 0,
+                ops: vec!["deregister web/n1:w:80"],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "other host's service untouched",
+                desired: Desired::new(),
+                actual: vec![("web/n2:w:80", stored("n2", &[], 0))],
+                lease: 0,
+                ops: vec![],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "dir owned by another host",
+                desired: want.clone(),
+                actual: vec![("web/n1:w:80", stored("n2", &[], 0))],
+                lease: 0,
+                ops: vec![],
+                problems: vec![
+                    "container c-n1:w:80: service web/n1:w:80 is already registered by host n2; \
+                     not registered",
+                ],
+            },
+            PlanCase {
+                name: "keys on an old lease are put again",
+                desired: want.clone(),
+                actual: vec![(
                     "web/n1:w:80",
                     stored(
                         "n1",
@@ -481,25 +501,98 @@ mod tests {
                         5,
                     ),
                 )],
-                9,
-                vec![
+                lease: 9,
+                ops: vec![
                     "update web/n1:w:80 (container c-n1:w:80): address=10.0.0.5 mode=tcp port=1000",
                 ],
-                0,
-            ),
+                problems: vec![],
+            },
         ];
-        for (case, desired, actual, lease, want_ops, want_problems) in cases {
-            let actual: Actual = actual
+        for case in cases {
+            let actual: Actual = case
+                .actual
                 .into_iter()
                 .map(|(d, s)| (d.to_string(), s))
                 .collect();
-            let (ops, problems) = plan(&desired, &actual, "n1", Some(lease));
-            let full: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-            assert_eq!(full.len(), want_ops.len(), "{case}: {full:?}");
-            for (g, w) in full.iter().zip(&want_ops) {
-                assert!(g.starts_with(w), "{case}: {g:?} does not start with {w:?}");
-            }
-            assert_eq!(problems.len(), want_problems, "{case}: {problems:?}");
+            let (ops, problems) = plan(&case.desired, &actual, "n1", Some(case.lease));
+            let ops: Vec<String> = ops.iter().map(Op::to_string).collect();
+            assert_eq!(ops, case.ops, "{}", case.name);
+            let problems: Vec<String> = problems.iter().map(Problem::to_string).collect();
+            assert_eq!(problems, case.problems, "{}", case.name);
+        }
+    }
+
+    /// One case of [`plan_event`] for container `c-a`.
+    struct EventCase {
+        name: &'static str,
+        /// The last pass's desired set.
+        before: Vec<Service>,
+        /// The container's services now.
+        now: Vec<Service>,
+        ops: Vec<&'static str>,
+    }
+
+    #[test]
+    fn plan_event_table() {
+        let a = svc("web", "a", 1000);
+        let mut a_moved = svc("web", "a", 1001);
+        a_moved.id = "a2".into();
+        a_moved.container = "c-a".into();
+        let mut a_claiming = svc("db", "a", 1002);
+        a_claiming.container = "c-a".into();
+        a_claiming.claim = Some(Claim::External(5432));
+        let b = svc("web", "b", 2000);
+        let mut a_changed = a.clone();
+        a_changed.port = 1005;
+        let cases = vec![
+            EventCase {
+                name: "a start registers the new service",
+                before: vec![b.clone()],
+                now: vec![a.clone()],
+                ops: vec!["register web/a (container c-a): address=10.0.0.5 mode=tcp port=1000"],
+            },
+            EventCase {
+                name: "a die deregisters what the container had, nothing of others",
+                before: vec![a.clone(), b.clone()],
+                now: vec![],
+                ops: vec!["deregister web/a"],
+            },
+            EventCase {
+                name: "already registered: nothing (a changed port waits for the full pass)",
+                before: vec![a.clone()],
+                now: vec![a_changed],
+                ops: vec![],
+            },
+            EventCase {
+                name: "a new ID: the old one goes, the new one comes",
+                before: vec![a.clone()],
+                now: vec![a_moved],
+                ops: vec![
+                    "deregister web/a",
+                    "register web/a2 (container c-a): address=10.0.0.5 mode=tcp port=1001",
+                ],
+            },
+            EventCase {
+                name: "a port claim waits for the full pass",
+                before: vec![],
+                now: vec![a_claiming],
+                ops: vec![],
+            },
+            EventCase {
+                name: "another container's services are not this event's",
+                before: vec![],
+                now: vec![b],
+                ops: vec![],
+            },
+        ];
+        for case in cases {
+            let before = desired(&case.before, "n1");
+            let now = desired(&case.now, "n1");
+            let ops: Vec<String> = plan_event(&before, &now, "c-a")
+                .iter()
+                .map(Op::to_string)
+                .collect();
+            assert_eq!(ops, case.ops, "{}", case.name);
         }
     }
 
@@ -520,26 +613,6 @@ mod tests {
                 .display("/s")
                 .to_string(),
             "delete /s/a/b/ (prefix)"
-        );
-    }
-
-    #[test]
-    fn batches_respect_the_op_limit() {
-        let reg = |n: usize| Op::Register {
-            dir: format!("s/{n}"),
-            fields: (0..n).map(|i| (i.to_string(), String::new())).collect(),
-            container: String::new(),
-        };
-        let ops = vec![reg(5), reg(5), reg(5), reg(20), reg(1)];
-        let sizes: Vec<usize> = batches(&ops, 10).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![2, 1, 1, 1]);
-        let many: Vec<Op> = (0..300)
-            .map(|_| Op::Deregister { dir: "x".into() })
-            .collect();
-        assert!(batches(&many, 128).iter().all(|b| b.len() <= 128));
-        assert_eq!(
-            batches(&many, 128).iter().map(|b| b.len()).sum::<usize>(),
-            300
         );
     }
 }

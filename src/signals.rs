@@ -8,7 +8,7 @@ use std::io;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use crate::sync::Wake;
+use crate::reconcile::Wake;
 
 fn set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset initialise the set we own.

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+/// The most operations one transaction may carry (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kv {

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 /// etcd's default `--max-txn-ops`: the most operations one transaction may carry.
-pub const MAX_TXN_OPS: usize = 128;
+pub use crate::store::MAX_TXN_OPS;
 
 /// base64 of a key or value, as the gateway wants it.
 pub fn encode(bytes: impl AsRef<[u8]>) -> String {

@@ -6,26 +6,29 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::etcd::Etcd;
+use crate::backoff::Backoff;
+use crate::reconcile::Wake;
 use crate::store::Store;
-use crate::sync::Wake;
 
 /// Spawns the keepalive thread: every TTL/3 it refreshes the lease in `lease` (if
-/// any), and reports a lease etcd no longer knows as [`Wake::LeaseLost`].
+/// any), and reports a lease the store no longer knows as [`Wake::LeaseLost`].
 pub fn spawn(
-    mut etcd: Etcd,
+    mut store: impl Store + Send + 'static,
     lease: Arc<AtomicI64>,
     ttl: u64,
     tx: Sender<Wake>,
 ) -> std::io::Result<()> {
     let every = Duration::from_secs_f64((ttl as f64 / 3.0).max(0.2));
+    // After a failure, retry soon (but not in a tight loop): the lease may be close to
+    // expiring.
+    let retry = every.min(Duration::from_millis(500));
     std::thread::Builder::new()
         .name("keepalive".into())
         .spawn(move || {
-            let mut failing = false;
+            let mut backoff = Backoff::new(retry, retry, log::Level::Warn);
             loop {
-                std::thread::sleep(if failing {
-                    every.min(Duration::from_millis(500))
+                std::thread::sleep(if backoff.is_failing() {
+                    backoff.delay()
                 } else {
                     every
                 });
@@ -33,24 +36,19 @@ pub fn spawn(
                 if id == 0 {
                     continue;
                 }
-                match etcd.keepalive(id) {
+                match store.keepalive(id) {
                     Ok(Some(_)) => {
-                        if failing {
-                            log::info!("etcd answers again; lease {id:x} kept alive");
-                        }
-                        failing = false;
+                        backoff
+                            .recovered(format_args!("etcd answers again; lease {id:x} kept alive"));
                     }
                     Ok(None) => {
-                        failing = false;
+                        backoff.reset();
                         if tx.send(Wake::LeaseLost(id)).is_err() {
                             return;
                         }
                     }
                     Err(e) => {
-                        if !failing {
-                            log::warn!("lease keepalive failed: {e}; retrying");
-                        }
-                        failing = true;
+                        backoff.failed(format!("lease keepalive failed: {e}; retrying"));
                     }
                 }
             }

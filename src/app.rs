@@ -1,0 +1,106 @@
+//! Runs the registrator as the command line asked: one pass (`--once`, `--dry-run`),
+//! or the loop with its threads (signals, Docker events, keepalive) until a signal.
+//! A failure comes back as the error line `main` logs before it exits with 1.
+
+use std::error::Error;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::etcd::Etcd;
+use crate::setup::Setup;
+use crate::{events, keepalive, signals};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs until done (`--once`) or until a signal; Err: exit code 1.
+pub fn run(setup: Setup) -> Result<(), Box<dyn Error>> {
+    if setup.config.once {
+        once(setup)
+    } else {
+        serve(setup)
+    }
+}
+
+/// One pass. A dry run prints the ops it would write; otherwise any service left
+/// unwritten is a failure (etcd does not match Docker).
+fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
+    let outcome = setup
+        .reconciler
+        .sync()
+        .map_err(|e| format!("sync failed: {e}"))?;
+    if setup.config.dry_run {
+        for op in &outcome.ops {
+            println!("{}", op.display(&setup.config.registry.prefix));
+        }
+        if outcome.ops.is_empty() {
+            println!("# nothing to change");
+        }
+        return Ok(());
+    }
+    if outcome.failed > 0 {
+        return Err(format!(
+            "{} service(s) could not be written; etcd does not match Docker",
+            outcome.failed
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The loop and its threads until SIGTERM or SIGINT; then, with
+/// `--deregister-on-exit`, removes this host's services.
+fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
+    let Setup {
+        config,
+        hostname,
+        ttl,
+        mut reconciler,
+        agents,
+    } = setup;
+    signals::block()?;
+    let (tx, rx) = mpsc::channel();
+    signals::forward(tx.clone(), move || {
+        for agent in agents {
+            agent.shutdown();
+        }
+    })?;
+    events::spawn(config.docker.clone(), tx.clone())?;
+    if ttl > 0 {
+        // A keepalive is tiny: a short timeout moves on to the next endpoint in time
+        // (a follower can hold a request through an election for longer than the TTL).
+        let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
+        keepalive::spawn(
+            Etcd::new(&config.registry, timeout)?,
+            reconciler.lease_cell(),
+            ttl,
+            tx,
+        )?;
+    }
+    log::info!(
+        "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",
+        config.docker,
+        config.registry,
+        config.interval,
+        if ttl > 0 {
+            format!("lease TTL {ttl} s")
+        } else {
+            "no lease".into()
+        }
+    );
+    reconciler.run(&rx, config.interval);
+    if config.deregister_on_exit {
+        reconciler
+            .deregister_all()
+            .map_err(|e| format!("could not deregister on exit: {e}"))?;
+        log::info!("deregistered this host's services; exiting");
+    } else if reconciler.lease() != 0 {
+        log::info!(
+            "exiting; services stay registered until lease {:x} expires or the next \
+             registrator adopts it",
+            reconciler.lease()
+        );
+    } else {
+        log::info!("exiting; services stay registered");
+    }
+    Ok(())
+}
