@@ -149,16 +149,14 @@ fn glob(pattern: &str, value: &str) -> bool {
 }
 
 /// The service rows of the keys under `prefix` (`/services`, no trailing `/`).
-pub fn rows(prefix: &str, kvs: &[Kv]) -> Listing {
-    let stray = kvs
-        .iter()
-        .filter(|kv| plan::split_key(prefix, &kv.key).is_none())
-        .count();
+pub fn rows(prefix: &str, kvs: Vec<Kv>) -> Listing {
+    let keys = kvs.len();
     let actual = plan::group(
         prefix,
-        kvs.iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone(), kv.lease)),
+        kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)),
     );
+    // Every key of the right shape became one field of one directory.
+    let stray = keys - actual.values().map(|s| s.fields.len()).sum::<usize>();
     let mut rows: Vec<Row> = actual
         .into_iter()
         .filter_map(|(dir, stored)| {
@@ -243,8 +241,7 @@ pub fn read<S: Store>(
     mut ttl: impl FnMut(&mut S, i64) -> Result<Option<i64>, StoreError>,
 ) -> Result<Listing, StoreError> {
     let (kvs, _) = store.range_prefix(&format!("{prefix}/"))?;
-    let mut listing = rows(prefix, &kvs);
-    drop(kvs);
+    let mut listing = rows(prefix, kvs);
     filter(&mut listing, which);
     fill_ttls(&mut listing.rows, |lease| ttl(store, lease))?;
     Ok(listing)
@@ -418,7 +415,7 @@ mod tests {
 
     #[test]
     fn rows_from_keys() {
-        let l = rows("/s", &keys());
+        let l = rows("/s", keys());
         assert_eq!(l.total, 4);
         assert_eq!(l.stray, 1);
         let names: Vec<&str> = l.rows.iter().map(|r| r.name.as_str()).collect();
@@ -437,7 +434,7 @@ mod tests {
 
     #[test]
     fn filters() {
-        let all = rows("/s", &keys());
+        let all = rows("/s", keys());
         // (filter, names kept)
         let cases: [(Filter, &[&str]); 6] = [
             (Filter::default(), &["cache", "db", "web", "web-admin"]),
@@ -508,7 +505,7 @@ mod tests {
 
     #[test]
     fn ttls_looked_up_once_per_lease() {
-        let mut l = rows("/s", &keys());
+        let mut l = rows("/s", keys());
         let mut asked = Vec::new();
         fill_ttls::<()>(&mut l.rows, |id| {
             asked.push(id);
@@ -533,7 +530,7 @@ mod tests {
 
     #[test]
     fn table() {
-        let mut l = rows("/s", &keys());
+        let mut l = rows("/s", keys());
         fill_ttls::<()>(&mut l.rows, |id| Ok((id == 0x10).then_some(27))).unwrap();
         let want = "\
 NAME       ID            ADDRESS         MODE  DOMAINS/PORTS                NODE  TTL
@@ -553,7 +550,7 @@ web-admin  b:adm:80      10.0.0.6:?      ?     -                            b   
             "no services under /s/\n"
         );
         assert_eq!(json(&empty), "[]\n");
-        let mut l = rows("/s", &keys());
+        let mut l = rows("/s", keys());
         let f = Filter {
             node: Some("z".into()),
             name: Some("w*".into()),
@@ -567,7 +564,7 @@ web-admin  b:adm:80      10.0.0.6:?      ?     -                            b   
 
     #[test]
     fn json_for_scripts() {
-        let mut l = rows("/s", &keys());
+        let mut l = rows("/s", keys());
         fill_ttls::<()>(&mut l.rows, |id| Ok((id == 0x10).then_some(27))).unwrap();
         let v: Value = serde_json::from_str(&json(&l)).unwrap();
         let a = v.as_array().unwrap();
@@ -587,7 +584,7 @@ web-admin  b:adm:80      10.0.0.6:?      ?     -                            b   
 
     #[test]
     fn odd_values_kept_as_text() {
-        let l = rows("/s", &[kv("/s/x/y/port", "80a", 0)]);
+        let l = rows("/s", vec![kv("/s/x/y/port", "80a", 0)]);
         assert_eq!(port_value(&l.rows[0].port), json!("80a"));
     }
 }
