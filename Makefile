@@ -53,9 +53,10 @@ fault-test:
 static:
 	tests/build-static.sh
 
-# The scratch image from the static binary, built against the running dockerd.
+# The scratch image from the static binary, built by your Docker ($DOCKER_HOST, else the
+# docker CLI's current context), as `docker build -t etcd-registrator .` would.
 image: static
-	$(DAEMONS) run tests/build-image.sh
+	tests/build-image.sh
 
 daemons-up:
 	$(DAEMONS) up
