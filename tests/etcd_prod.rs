@@ -459,7 +459,7 @@ fn expired_auth_token_is_renewed_without_failing_a_sync() {
     );
     let uri = format!("etcd://reg:{pw}@{}{p}", etcd.endpoint());
     let mut cmd = registrator(&["--hostname", &host, "--interval", "3", "--ttl", "0", &uri]);
-    cmd.env("RUST_LOG", "registrator=debug");
+    cmd.env("RUST_LOG", "registrator=debug,etcd_registrator=debug");
     let mut r = Running::spawn(cmd);
     assert!(
         wait_until(Duration::from_secs(20), || r
@@ -586,7 +586,7 @@ fn auth_survives_failover_between_cluster_members() {
         "10",
         &format!("etcd://reg:{pw}@{}{p}", eps.join(",")),
     ]);
-    cmd.env("RUST_LOG", "registrator=debug");
+    cmd.env("RUST_LOG", "registrator=debug,etcd_registrator=debug");
     let r = Running::spawn(cmd);
     let root = ["--user", "root:rootpw"];
     let a = Container::httpd(&unique("a"), 80, &[&format!("SERVICE_NAME={svc}")]);
