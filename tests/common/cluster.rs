@@ -90,6 +90,7 @@ impl Etcd {
         ([127, 0, 0, 1], self.client_port).into()
     }
 
+    /// The client URL (`http://` or `https://`), as etcdctl takes it.
     pub fn url(&self) -> String {
         format!(
             "{}://127.0.0.1:{}",
@@ -98,14 +99,17 @@ impl Etcd {
         )
     }
 
+    /// The data dir (`<dir>/data`).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path("data")
     }
 
+    /// The process ID while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Whether this test started it and has not stopped it.
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -180,6 +184,7 @@ impl Etcd {
         );
     }
 
+    /// The last 15 lines of its log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path("etcd.log")).unwrap_or_default();
         last_lines(&log, 15)
@@ -217,6 +222,7 @@ impl Etcd {
         self.paused = true;
     }
 
+    /// SIGCONT after [`Etcd::pause`].
     pub fn resume(&mut self) {
         kill_pid(self.pid().expect("running"), libc::SIGCONT);
         self.paused = false;
@@ -261,6 +267,7 @@ pub struct Certs {
 }
 
 impl Certs {
+    /// Makes every certificate in a scratch directory of its own.
     pub fn new() -> Certs {
         let dir = TempDir::new("certs");
         let sh = |script: &str| {
@@ -287,6 +294,7 @@ impl Certs {
         Certs { dir }
     }
 
+    /// The path of `name` (`ca.pem`, `client.key`, ...).
     pub fn file(&self, name: &str) -> String {
         self.dir.file(name)
     }

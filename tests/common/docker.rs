@@ -163,6 +163,7 @@ impl Container {
             .unwrap_or_else(|| panic!("no port in {out:?}"))
     }
 
+    /// `docker stop -t 1`.
     pub fn stop(&self) {
         docker(&["stop", "-t", "1", &self.name]);
     }

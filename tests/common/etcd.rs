@@ -147,6 +147,7 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Starts watching `prefix` and gives etcdctl 300 ms to begin.
     pub fn start(prefix: &str) -> Watch {
         let out = std::env::temp_dir().join(format!("{}.watch", unique("watch")));
         let child = etcdctl_cmd(&etcd_url(), "5s", &[], &["watch", "--prefix", prefix])

@@ -136,6 +136,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `addr`; it connects on the first request.
     pub fn new(addr: SocketAddr) -> Client {
         Client { addr, conn: None }
     }

@@ -50,10 +50,12 @@ pub fn once_with(docker_host: &str, args: &[&str]) -> Output {
         .expect("run registrator")
 }
 
+/// The stderr of a finished run, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The stdout of a finished run, as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -90,10 +92,12 @@ impl Running {
         Running { child, log }
     }
 
+    /// The process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Everything it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -34,10 +34,12 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Requests of `kind`, 0 if none.
     pub fn get(&self, kind: &str) -> u64 {
         self.by_kind.get(kind).copied().unwrap_or(0)
     }
 
+    /// Requests of every kind.
     pub fn total(&self) -> u64 {
         self.by_kind.values().sum()
     }
@@ -58,6 +60,7 @@ impl Counts {
 }
 
 impl Counter {
+    /// Counts `n` requests of `kind`.
     pub fn add(&self, kind: &str, n: u64) {
         *self
             .counts
@@ -67,6 +70,7 @@ impl Counter {
             .or_default() += n;
     }
 
+    /// What it holds now.
     pub fn snapshot(&self) -> Counts {
         Counts {
             by_kind: self.counts.lock().unwrap().clone(),
@@ -85,6 +89,7 @@ pub fn docker_kind(head: &Head, _body: &[u8]) -> Vec<(String, u64)> {
     vec![(docker_path_kind(head.target()), 1)]
 }
 
+/// The kind of a Docker request target (see [`docker_kind`]).
 pub fn docker_path_kind(target: &str) -> String {
     let path = target.split('?').next().unwrap_or("");
     let path = match path.strip_prefix("/v") {

@@ -89,6 +89,7 @@ pub fn free_port() -> u16 {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// Creates it, empty.
     pub fn new(tag: &str) -> TempDir {
         let dir = PathBuf::from(format!("/tmp/reg-scratch-{}", unique(tag)));
         let _ = std::fs::remove_dir_all(&dir);
@@ -96,6 +97,7 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// The path of `name` inside it.
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
