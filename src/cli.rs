@@ -572,7 +572,10 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
     let shown = redact(s);
     if let Some(path) = s.strip_prefix("unix://") {
         if !path.starts_with('/') {
-            return Err(usage(format!("DOCKER_HOST {shown:?}: unix socket path must be absolute (unix:///var/run/docker.sock)")));
+            return Err(usage(format!(
+                "DOCKER_HOST {shown:?}: unix socket path must be absolute \
+                 (unix:///var/run/docker.sock)"
+            )));
         }
         return Ok(DockerHost::Unix(PathBuf::from(path)));
     }
