@@ -6,6 +6,7 @@ pub mod cli;
 pub mod docker;
 pub mod etcd;
 pub mod events;
+pub mod hostaddr;
 pub mod lease;
 pub mod plan;
 pub mod service;
