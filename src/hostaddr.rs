@@ -166,7 +166,7 @@ pub fn default_interface(proc_net_route: &str) -> Option<String> {
             let hex = |i: usize| f.get(i).and_then(|s| u32::from_str_radix(s, 16).ok());
             let (iface, dest, flags, mask) = (*f.first()?, hex(1)?, hex(3)?, hex(7)?);
             let metric: u32 = f.get(6)?.parse().ok()?;
-            (dest == 0 && mask == 0 && flags & RTF_UP != 0).then(|| (metric, iface))
+            (dest == 0 && mask == 0 && flags & RTF_UP != 0).then_some((metric, iface))
         })
         .min_by_key(|(metric, _)| *metric)
         .map(|(_, iface)| iface.to_string())
