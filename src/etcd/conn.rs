@@ -19,8 +19,10 @@ use super::wire::{self, DecodeError};
 use crate::cli::Registry;
 use crate::transport;
 
-/// The largest answer read: a big prefix in one range page is tens of MB.
-const MAX_ANSWER: u64 = 512 * 1024 * 1024;
+/// The largest answer read. Every read is a page (at most 10,000 keys) or a txn of at
+/// most 128 ranges over service directories: a few MB at most. A bigger answer is an
+/// error, not a reason to hold hundreds of MB.
+const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 
 /// The connection to one etcd cluster.
 pub(crate) struct Conn {
