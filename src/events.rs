@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::cli::DockerHost;
 use crate::docker::{Docker, Events};
+use crate::metrics;
 use crate::reconcile::Wake;
 
 /// Actions that can change what should be registered.
@@ -44,8 +45,11 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
             Ok(stream) => {
                 backoff.recovered("docker event stream reconnected");
                 // Anything may have happened while we were not listening.
-                if connected_before && tx.send(Wake::Changed).is_err() {
-                    return;
+                if connected_before {
+                    metrics::global().event_stream_reconnect();
+                    if tx.send(Wake::Changed).is_err() {
+                        return;
+                    }
                 }
                 connected_before = true;
                 if forward(stream, &tx).is_err() {
@@ -68,6 +72,7 @@ fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<(), Closed> {
     loop {
         match stream.next_event() {
             Ok(Some(ev)) if relevant(&ev.action) => {
+                metrics::global().docker_event();
                 log::debug!(
                     "docker event {} {}",
                     ev.action,

@@ -17,7 +17,7 @@ use super::codes::Code;
 use super::error::{EtcdError, Kind};
 use super::wire::{self, DecodeError};
 use crate::cli::Registry;
-use crate::transport;
+use crate::{metrics, transport};
 
 /// The largest answer read: a big prefix in one range page is tens of MB.
 const MAX_ANSWER: u64 = 512 * 1024 * 1024;
@@ -104,7 +104,9 @@ impl Conn {
         let mut last = None;
         for i in 0..n {
             let idx = (self.current + i) % n;
-            match self.call_endpoint(op, idx, path, body, read) {
+            let result = self.call_endpoint(op, idx, path, body, read);
+            metrics::global().etcd_request(&self.endpoints[idx], result.is_ok());
+            match result {
                 Ok(v) => {
                     if self.down[idx] {
                         self.down[idx] = false;
@@ -114,6 +116,7 @@ impl Conn {
                     }
                     if idx != self.current {
                         log::info!("etcd: using endpoint {}", self.endpoints[idx]);
+                        metrics::global().etcd_failover();
                     }
                     self.current = idx;
                     return Ok(v);
