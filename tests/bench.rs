@@ -14,6 +14,8 @@
 
 #[path = "bench/http.rs"]
 mod http;
+#[path = "bench/metrics_cost.rs"]
+mod metrics_cost;
 #[path = "bench/proxy.rs"]
 mod proxy;
 #[path = "bench/replay.rs"]
