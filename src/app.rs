@@ -130,6 +130,9 @@ pub fn ls(mut config: LsConfig) -> Result<(), Box<dyn Error>> {
         config.password_file.as_deref(),
         |name| std::env::var(name).ok(),
     )?;
+    if let Some(warning) = crate::cli::plaintext_password_warning(&config.registry) {
+        log::warn!("{warning}");
+    }
     let mut etcd = Etcd::new(&config.registry, Duration::from_secs(10))?;
     let filter = Filter {
         node: config.node.clone(),

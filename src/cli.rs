@@ -284,15 +284,16 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
 
     let mut free = p.finish();
     if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        return Err(usage(format!(
-            "unknown option {:?} (see --help)",
-            unknown.to_string_lossy()
-        )));
+        // Only the name: `--etcd-password=s3cret` is a guess someone will make.
+        let unknown = unknown.to_string_lossy();
+        let name = unknown.split('=').next().unwrap_or_default();
+        return Err(usage(format!("unknown option {name:?} (see --help)")));
     }
     if free.len() > 1 {
+        // An unquoted space in a password splits the URI: the tail arrives here.
         let extra: Vec<String> = free[1..]
             .iter()
-            .map(|a| a.to_string_lossy().into_owned())
+            .map(|a| redact(&a.to_string_lossy()))
             .collect();
         return Err(usage(format!(
             "unexpected argument(s) after the registry URI: {}",
@@ -414,9 +415,11 @@ pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 fn subcommand_args(p: pico_args::Arguments, sub: &str) -> Result<Vec<OsString>, UsageError> {
     let free = p.finish();
     if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+        // Only the name, as for the daemon's options: the value may be a secret.
+        let unknown = unknown.to_string_lossy();
+        let name = unknown.split('=').next().unwrap_or_default();
         return Err(usage(format!(
-            "{sub}: unknown option {:?} (see registrator {sub} --help)",
-            unknown.to_string_lossy()
+            "{sub}: unknown option {name:?} (see registrator {sub} --help)"
         )));
     }
     Ok(free)
@@ -455,10 +458,8 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
             ))
         }
         [_, extra @ ..] => {
-            let extra: Vec<String> = extra
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect();
+            // An unquoted space in a password splits the URI: the tail arrives here.
+            let extra: Vec<String> = extra.iter().map(|a| redact(&a.to_string_lossy())).collect();
             return Err(usage(format!(
                 "ls: unexpected argument(s) after the registry URI: {}",
                 extra.join(" ")
@@ -507,7 +508,7 @@ fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
     if let Some(extra) = free.first() {
         return Err(usage(format!(
             "healthcheck: unexpected argument {:?} (the address goes after --metrics-addr)",
-            extra.to_string_lossy()
+            redact(&extra.to_string_lossy())
         )));
     }
     let Some(addr) = addr else {
@@ -555,8 +556,23 @@ fn listen_addr(option: &str, s: &str) -> Result<String, UsageError> {
 }
 
 /// Parses `etcd://[user:pass@]host[:port][,host[:port]...]/prefix[?cacert=..&cert=..&key=..]`.
+///
+/// A mistake is reported with the URI's password masked (see [`redact`]); when the URI
+/// may hold a password, the message names the faulty part without quoting it.
 pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
-    let bad = |why: &str| usage(format!("registry URI {uri:?}: {why}"));
+    let shown = redact(uri);
+    let secret = secret_span(uri);
+    // A password with an unescaped '/' or '?' spills into the host list or the query,
+    // and the masked URI then looks right: say what may be wrong.
+    let hint = match &secret {
+        Some(r) if uri[r.clone()].contains(['/', '?']) => {
+            "; a '/' or '?' in the password must be percent-encoded (%2F, %3F)"
+        }
+        _ => "",
+    };
+    let bad = |why: &str| usage(format!("registry URI {shown:?}: {why}{hint}"));
+    // Pieces of the URI are quoted only when none of it can be a password.
+    let quote = secret.is_none();
     let (scheme, rest) = uri
         .split_once("://")
         .ok_or_else(|| bad("malformed; expected etcd://host:port/prefix"))?;
@@ -611,7 +627,7 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
         });
     } else {
         for h in hosts.split(',') {
-            endpoints.push(parse_endpoint(h, default_port).map_err(|e| bad(&e))?);
+            endpoints.push(parse_endpoint(h, default_port, quote).map_err(|e| bad(&e))?);
         }
     }
     let prefix = path.trim_end_matches('/');
@@ -641,7 +657,7 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| bad(&format!("query parameter {pair:?} has no value")))?;
+            .ok_or_else(|| bad(&format!("query parameter{} has no value", q(pair, quote))))?;
         let v = PathBuf::from(percent_decode(v).map_err(|e| bad(&e))?);
         match k {
             "cacert" => registry.cacert = Some(v),
@@ -649,7 +665,8 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
             "key" => registry.key = Some(v),
             _ => {
                 return Err(bad(&format!(
-                    "unknown query parameter {k:?} (known: cacert, cert, key)"
+                    "unknown query parameter{} (known: cacert, cert, key)",
+                    q(k, quote)
                 )))
             }
         }
@@ -657,11 +674,14 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     Ok(registry)
 }
 
-fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
+/// Parses `host[:port]` or `[v6]:port`. `quote`: the message may quote the text (it
+/// holds no part of a password).
+fn parse_endpoint(h: &str, default_port: u16, quote: bool) -> Result<Endpoint, String> {
+    let qh = q(h, quote);
     let (host, port) = if let Some(v6) = h.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
-            .ok_or_else(|| format!("endpoint {h:?} has an unclosed '['"))?;
+            .ok_or_else(|| format!("endpoint{qh} has an unclosed '['"))?;
         match after {
             "" => (host, None),
             _ => (
@@ -669,7 +689,7 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
                 Some(
                     after
                         .strip_prefix(':')
-                        .ok_or_else(|| format!("endpoint {h:?} is malformed"))?,
+                        .ok_or_else(|| format!("endpoint{qh} is malformed"))?,
                 ),
             ),
         }
@@ -684,7 +704,7 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
     {
-        return Err(format!("endpoint {h:?} has no valid host"));
+        return Err(format!("endpoint{qh} has no valid host"));
     }
     let port = match port {
         None => default_port,
@@ -692,7 +712,8 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
             Ok(n) if n > 0 => n,
             _ => {
                 return Err(format!(
-                    "endpoint {h:?}: port {p:?} is not a number in 1-65535"
+                    "endpoint{qh}: port{} is not a number in 1-65535",
+                    q(p, quote)
                 ))
             }
         },
@@ -701,6 +722,73 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
         host: host.to_string(),
         port,
     })
+}
+
+/// ` "text"` when it may be quoted, else nothing.
+fn q(text: &str, quote: bool) -> String {
+    if quote {
+        format!(" {text:?}")
+    } else {
+        String::new()
+    }
+}
+
+/// Where a password may sit in a URI-like `s`, as a byte range: from the first ':'
+/// after the scheme's `://` to the last '@'. Generous on purpose: it also covers a
+/// password with an unescaped '/', '?' or '@' (and, harmlessly, a port when '@' only
+/// appears in the path or query). Without `://`, `s` may be the tail of a URI that a
+/// space split: everything before its last '@'.
+fn secret_span(s: &str) -> Option<std::ops::Range<usize>> {
+    let start = s.find("://").map_or(0, |i| i + 3);
+    let at = start + s[start..].rfind('@')?;
+    match s[start..at].find(':') {
+        Some(colon) => Some(start + colon + 1..at),
+        None if start == 0 => Some(0..at),
+        // `user@host`: a user name, no password.
+        None => None,
+    }
+}
+
+/// `s` with anything that may be a password replaced by `***`
+/// (`etcd://u:***@host/p`), for messages that quote what the user typed.
+pub fn redact(s: &str) -> String {
+    match secret_span(s) {
+        Some(r) => format!("{}***{}", &s[..r.start], &s[r.end..]),
+        None => s.to_string(),
+    }
+}
+
+/// A warning for a password that `registry` would send in the clear: `etcd://` (not
+/// `etcds://`) to an endpoint that is not on this machine. Pure: a host name other
+/// than `localhost` counts as remote, as it is not resolved here.
+pub fn plaintext_password_warning(registry: &Registry) -> Option<String> {
+    if registry.tls || registry.password.is_none() {
+        return None;
+    }
+    let remote: Vec<String> = registry
+        .endpoints
+        .iter()
+        .filter(|e| !is_loopback_host(&e.host))
+        .map(|e| e.to_string())
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the etcd password is sent unencrypted (etcd://) to {}: anyone on the path can read \
+         it; use etcds://",
+        remote.join(", ")
+    ))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => {
+            let h = host.trim_end_matches('.').to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -722,9 +810,13 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// Parses `DOCKER_HOST`: `unix:///path` or `tcp://host:port`.
 pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
+    let shown = redact(s);
     if let Some(path) = s.strip_prefix("unix://") {
         if !path.starts_with('/') {
-            return Err(usage(format!("DOCKER_HOST {s:?}: unix socket path must be absolute (unix:///var/run/docker.sock)")));
+            return Err(usage(format!(
+                "DOCKER_HOST {shown:?}: unix socket path must be absolute \
+                 (unix:///var/run/docker.sock)"
+            )));
         }
         return Ok(DockerHost::Unix(PathBuf::from(path)));
     }
@@ -733,18 +825,24 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
         .or_else(|| s.strip_prefix("http://"))
     {
         let addr = addr.trim_end_matches('/');
+        if addr.contains('@') {
+            // It would be logged with every Docker error, and Docker takes no password.
+            return Err(usage(format!(
+                "DOCKER_HOST {shown:?}: credentials are not supported; expected tcp://host:port"
+            )));
+        }
         let ok = addr
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             return Err(usage(format!(
-                "DOCKER_HOST {s:?}: expected tcp://host:port"
+                "DOCKER_HOST {shown:?}: expected tcp://host:port"
             )));
         }
         return Ok(DockerHost::Tcp(addr.to_string()));
     }
     Err(usage(format!(
-        "DOCKER_HOST {s:?} is not supported: use unix:///path or tcp://host:port"
+        "DOCKER_HOST {shown:?} is not supported: use unix:///path or tcp://host:port"
     )))
 }
 
@@ -867,6 +965,160 @@ mod tests {
         }
         assert_eq!(parse(vec!["--help".into()], None), Ok(Command::Help));
         assert_eq!(parse(vec!["-V".into()], None), Ok(Command::Version));
+    }
+
+    /// Every password in these URIs starts with `Pw9` and holds `cret`: neither may
+    /// appear in any message, whatever else is wrong with the URI.
+    const MALFORMED_WITH_PASSWORDS: &[&str] = &[
+        "etcd://u:Pw9secret%zz@host/p",
+        "etcd://u:Pw9secret%4@host/p",
+        "etcd://u:Pw9sec%ffret@host/p",
+        "etcd://u:Pw9secret@host:99999/p",
+        "etcd://u:Pw9secret@host:0/p",
+        "etcd://u:Pw9secret@host:x/p",
+        "etcd://u:Pw9secret@host/p?foo=1",
+        "etcd://u:Pw9secret@host/p?cacert",
+        "etcd://u:Pw9secret@host/p?cacert=%zz",
+        "etcd://u:Pw9secret@host",
+        "etcd://u:Pw9secret@host/",
+        "etcd://u:Pw9secret@host//p",
+        "etcd://u:Pw9secret@host/p/../q",
+        "etcd://u:Pw9secret@[::1/p",
+        "etcd://u:Pw9secret@[::1]x/p",
+        "etcd://u:Pw9secret@h1,,h2/p",
+        "etcd://u:Pw9secret@ho st/p",
+        "etcd://:Pw9secret@host/p",
+        "etcd://u%zz:Pw9secret@host/p",
+        "zookeeper://u:Pw9secret@host/p",
+        "://u:Pw9secret@host/p",
+        "etcd:/u:Pw9secret@host/p",
+        "etcd://u:Pw9:secret@host:x/p",
+        "etcd://u:Pw9/secret@host/p",
+        "etcd://u:Pw9/secret@host:1/p",
+        "etcd://u:Pw9?secret@host/p",
+        "etcd://u:Pw9?sec=ret@host/p",
+        "etcd://u:Pw9@secret@host:0/p",
+        "etcd://u:Pw9,secret@host:0/p",
+        "etcd://u:Pw9secret@host:1/p\u{7}",
+        "etcds://u:Pw9secret@host:65536/p?key=/k.pem",
+    ];
+
+    fn leaks(text: &str) -> bool {
+        text.contains("Pw9") || text.contains("cret")
+    }
+
+    #[test]
+    fn no_usage_error_shows_the_password() {
+        for uri in MALFORMED_WITH_PASSWORDS {
+            let e = parse_registry(uri).expect_err(uri).0;
+            assert!(!leaks(&e), "{uri}: {e}");
+            assert!(
+                e.contains("***"),
+                "{uri}: the URI is still quoted, masked: {e}"
+            );
+            let e = run(&[uri]).expect_err(uri);
+            assert!(!leaks(&e), "{uri}: {e}");
+        }
+        for args in [
+            // An unquoted space splits the URI; a second URI; a guessed option.
+            &["etcd://u:Pw9", "secret@host/p"][..],
+            &["etcd://u:Pw9secret@host/p", "etcd://u:Pw9secret@h2/p"],
+            &["--etcd-password=Pw9secret", "etcd://u@host/p"],
+            &["-etcd-password=Pw9secret", "etcd://u@host/p"],
+            &["--etcd-password", "Pw9secret", "etcd://u@host/p"],
+            &["--etcd-cert", "c.pem", "etcd://u:Pw9secret@host/p"],
+        ] {
+            let e = run(args).expect_err("usage error");
+            assert!(!leaks(&e), "{args:?}: {e}");
+        }
+        for host in [
+            "tcp://u:Pw9secret@h:2375",
+            "http://u:Pw9secret@h",
+            "ssh://u:Pw9secret@h",
+        ] {
+            let e = parse_docker_host(host).expect_err(host).0;
+            assert!(!leaks(&e), "{host}: {e}");
+        }
+    }
+
+    #[test]
+    fn without_a_password_the_faulty_part_is_quoted() {
+        for (uri, want) in [
+            ("etcd://u@h:0/p", "port \"0\""),
+            ("etcd://h:x/p", "endpoint \"h:x\": port \"x\""),
+            ("etcd://u@h/p?foo=1", "parameter \"foo\""),
+        ] {
+            let e = parse_registry(uri).unwrap_err().0;
+            assert!(e.contains(want), "{uri}: {e}");
+        }
+        let e = parse_registry("etcd://u:pw@h:0/p").unwrap_err().0;
+        assert_eq!(
+            e,
+            "registry URI \"etcd://u:***@h:0/p\": endpoint: port is not a number in 1-65535"
+        );
+        let e = parse_registry("etcd://u:p/w@h/p").unwrap_err().0;
+        assert!(e.ends_with("must be percent-encoded (%2F, %3F)"), "{e}");
+    }
+
+    #[test]
+    fn redaction() {
+        for (text, want) in [
+            ("etcd://u:pw@h/p", "etcd://u:***@h/p"),
+            ("etcd://u:p@w@h/p", "etcd://u:***@h/p"),
+            ("etcd://u:p/w@h/p", "etcd://u:***@h/p"),
+            ("etcd://u@h/p", "etcd://u@h/p"),
+            ("etcd://h:1/p", "etcd://h:1/p"),
+            ("etcd:///p", "etcd:///p"),
+            ("sword@host/p", "***@host/p"),
+            ("plain", "plain"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_display_and_debug() {
+        let c = run(&["etcds://bob:Pw9secret@h1,h2:1/s?cacert=/ca.pem"]).unwrap();
+        let cmd = Command::Run(Box::new(c.clone()));
+        for text in [
+            c.registry.to_string(),
+            format!("{:?}", c.registry),
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{cmd:?}"),
+        ] {
+            assert!(!leaks(&text), "{text}");
+            assert!(text.contains("bob@h1:2379,h2:1/s"), "{text}");
+        }
+    }
+
+    #[test]
+    fn plaintext_password_warnings() {
+        let warn = |uri: &str| plaintext_password_warning(&parse_registry(uri).unwrap());
+        for uri in [
+            "etcd://u:pw@127.0.0.1/s",
+            "etcd://u:pw@127.0.1.1:1,localhost,[::1]/s",
+            "etcd://u:pw@LOCALHOST./s",
+            "etcd://u:pw@[::ffff:127.0.0.1]/s",
+            "etcd:///s",
+            "etcd://u@10.0.0.1/s",
+            "etcd://10.0.0.1/s",
+            "etcds://u:pw@10.0.0.1/s",
+        ] {
+            assert_eq!(warn(uri), None, "{uri}");
+        }
+        assert_eq!(
+            warn("etcd://u:pw@127.0.0.1,10.0.0.1,etcd.example:4001/s").as_deref(),
+            Some(
+                "the etcd password is sent unencrypted (etcd://) to 10.0.0.1:2379, \
+                 etcd.example:4001: anyone on the path can read it; use etcds://"
+            )
+        );
+        // A password from the environment or a file counts the same once it is set.
+        let mut r = parse_registry("etcd://u@10.0.0.1/s").unwrap();
+        r.password = Some(String::new());
+        assert!(plaintext_password_warning(&r).is_some_and(|w| w.contains("10.0.0.1:2379")));
     }
 
     fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
@@ -1014,7 +1266,7 @@ mod tests {
             parse_docker_host("tcp://127.0.0.1:2375").unwrap(),
             DockerHost::Tcp("127.0.0.1:2375".into())
         );
-        for bad in ["unix://rel.sock", "tcp://host", "ssh://x"] {
+        for bad in ["unix://rel.sock", "tcp://host", "ssh://x", "tcp://u@h:2375"] {
             assert!(parse_docker_host(bad).is_err(), "{bad}");
         }
     }

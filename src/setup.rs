@@ -4,13 +4,13 @@
 //! Here are the syscalls parsing leaves out (the host name, files, the environment).
 
 use std::error::Error;
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Config, Registry};
+use crate::cli::{self, Config, Registry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
+use crate::hostaddr;
 use crate::reconcile::{Options, Reconciler};
 use crate::service::Settings;
 
@@ -35,12 +35,15 @@ impl Setup {
             None => system_hostname()?,
         };
         credentials(&mut config, |name| std::env::var(name).ok())?;
+        if let Some(warning) = cli::plaintext_password_warning(&config.registry) {
+            log::warn!("{warning}");
+        }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
         let docker = Docker::new(&config.docker, Duration::from_secs(10));
         let agents = [docker.agent(), etcd.agent()];
-        let reconciler = Reconciler::new(docker, etcd, settings, opts, resolve);
+        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
         Ok(Setup {
             config,
             hostname,
@@ -62,20 +65,6 @@ pub fn system_hostname() -> Result<String, String> {
     read("/proc/sys/kernel/hostname")
         .or_else(|| read("/etc/hostname"))
         .ok_or_else(|| "cannot determine the host name; pass --hostname".to_string())
-}
-
-/// The address the host name resolves to (IPv4 preferred), if any.
-pub fn resolve(hostname: &str) -> Option<String> {
-    let addrs: Vec<_> = (hostname, 0u16)
-        .to_socket_addrs()
-        .ok()?
-        .map(|a| a.ip())
-        .collect();
-    addrs
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(addrs.first())
-        .map(|ip| ip.to_string())
 }
 
 /// etcd credentials: the URI's, else ETCD_USERNAME / ETCD_PASSWORD (read through

@@ -12,36 +12,25 @@
 //! `BENCH_QUIET_CYCLES` (passes counted per quiet figure, 10; 5 at 10,000), `BENCH_REPLAY`
 //! (sizes, `1000,10000`).
 
-#[path = "bench/http.rs"]
-mod http;
+mod common;
 #[path = "bench/metrics_cost.rs"]
 mod metrics_cost;
-#[path = "bench/proxy.rs"]
-mod proxy;
 #[path = "bench/replay.rs"]
 mod replay;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use etcd_registrator::etcd::codec::{decode, encode, prefix_end, MAX_TXN_OPS};
 use serde_json::{json, Value};
 
-use proxy::{Counter, Counts};
+use common::relay::{self, Counter, Counts, Mode, Relay, Upstream};
+use common::*;
 
 // ---------------------------------------------------------------------------------
 // Environment
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)")
-    })
-}
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -50,38 +39,9 @@ fn knob(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn docker_host() -> String {
-    env("DOCKER_HOST")
-}
-
-fn docker_socket() -> PathBuf {
-    let host = docker_host();
-    PathBuf::from(
-        host.strip_prefix("unix://")
-            .unwrap_or_else(|| panic!("DOCKER_HOST {host} is not a unix socket")),
-    )
-}
-
-fn image() -> String {
-    env("REG_IMAGE")
-}
-
-/// etcd's client address (from `REG_ETCD`, `http://127.0.0.1:25790`).
-fn etcd_addr() -> SocketAddr {
-    let url = env("REG_ETCD");
-    url.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
-}
-
 /// The key prefix of this bench run: nothing else writes under it.
 fn root() -> String {
     format!("/bench-{}", std::process::id())
-}
-
-fn uri(etcd: &str, prefix: &str) -> String {
-    format!("etcd://{etcd}{prefix}")
 }
 
 /// The service directory prefix of container `name`'s port 80 (`--hostname bench`).
@@ -92,35 +52,11 @@ fn service_dir(prefix: &str, service: &str, name: &str) -> String {
 /// Keys a busybox httpd container with only `SERVICE_NAME` registers: address, port,
 /// mode, node.
 const KEYS_PER_HTTPD: u64 = 4;
-/// etcd's default `--max-txn-ops`.
-const MAX_TXN_OPS: u64 = 128;
 
 /// The fewest transactions that can write `services` services of `keys` keys each when
-/// a service is never split across transactions.
+/// a service is never split across transactions (etcd's default `--max-txn-ops`).
 fn fewest_txns(services: u64, keys: u64) -> u64 {
-    services.div_ceil(MAX_TXN_OPS / keys)
-}
-
-/// A scratch directory for sockets and logs, removed at the end of a scenario.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("registrator-bench-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    services.div_ceil(MAX_TXN_OPS as u64 / keys)
 }
 
 // ---------------------------------------------------------------------------------
@@ -234,22 +170,12 @@ fn mib(kib: u64) -> String {
 // ---------------------------------------------------------------------------------
 // etcd, read directly (not through the registrator's client)
 
-struct Etcd(http::Client);
+/// etcd's JSON gateway on one kept-alive connection.
+struct Gateway(common::http::Client);
 
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-impl Etcd {
-    fn new() -> Etcd {
-        Etcd(http::Client::new(etcd_addr()))
+impl Gateway {
+    fn new() -> Gateway {
+        Gateway(common::http::Client::new(etcd_addr()))
     }
 
     fn post(&mut self, path: &str, body: Value) -> Value {
@@ -267,7 +193,7 @@ impl Etcd {
     fn count(&mut self, prefix: &str) -> u64 {
         let v = self.post(
             "/v3/kv/range",
-            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)), "count_only": true}),
+            json!({"key": encode(prefix), "range_end": encode(prefix_end(prefix)), "count_only": true}),
         );
         match &v["count"] {
             Value::String(s) => s.parse().unwrap_or(0),
@@ -280,11 +206,11 @@ impl Etcd {
     fn keys(&mut self, prefix: &str) -> Vec<String> {
         let v = self.post(
             "/v3/kv/range",
-            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)), "keys_only": true}),
+            json!({"key": encode(prefix), "range_end": encode(prefix_end(prefix)), "keys_only": true}),
         );
         let kvs = v["kvs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         kvs.iter()
-            .filter_map(|kv| B64.decode(kv["key"].as_str()?).ok())
+            .filter_map(|kv| decode(kv["key"].as_str()?).ok())
             .map(|k| String::from_utf8_lossy(&k).into_owned())
             .collect()
     }
@@ -292,7 +218,7 @@ impl Etcd {
     fn delete_prefix(&mut self, prefix: &str) {
         self.post(
             "/v3/kv/deleterange",
-            json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
+            json!({"key": encode(prefix), "range_end": encode(prefix_end(prefix))}),
         );
     }
 
@@ -336,11 +262,20 @@ impl Etcd {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// The registrator under test
+/// A relay in front of the shared etcd that counts requests by kind.
+fn etcd_relay() -> Relay {
+    Relay::tcp(Upstream::Tcp(etcd_addr()), Mode::Forward).counting(relay::etcd_kind)
+}
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_registrator")
+// ---------------------------------------------------------------------------------
+// The registrator under test (run as a user would: no `--ip`, so a pass that needs the
+// host's address looks the host name up)
+
+/// The loop, `bin --interval <interval> --hostname bench <registry>`, against
+/// `docker_host`.
+fn start(bin: &str, docker_host: &str, interval: &str, registry: &str) -> Running {
+    let args = ["--interval", interval, "--hostname", "bench", registry];
+    Running::spawn(command(bin, docker_host, &args))
 }
 
 fn clock_ticks_per_sec() -> u64 {
@@ -361,110 +296,44 @@ struct Cpu {
     sched_ns: u64,
 }
 
-/// A registrator started by this bench, killed (by its PID) when dropped.
-struct Reg {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Reg {
-    fn start(docker_host: &str, args: &[&str], log: PathBuf) -> Reg {
-        Reg::start_bin(bin(), docker_host, args, log)
-    }
-
-    fn start_bin(bin: &str, docker_host: &str, args: &[&str], log: PathBuf) -> Reg {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .args(args)
-            .env("DOCKER_HOST", docker_host)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn registrator");
-        Reg { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// Panics (with its log) if it exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("registrator exited ({status}):\n{}", self.log_tail());
+fn cpu(reg: &mut Running) -> Cpu {
+    reg.check_alive();
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", reg.pid())).expect("read /proc/PID/stat");
+    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let mut sched_ns = 0;
+    for task in std::fs::read_dir(format!("/proc/{}/task", reg.pid()))
+        .expect("read /proc/PID/task")
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+            sched_ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
-
-    fn cpu(&mut self) -> Cpu {
-        self.check_alive();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .expect("read /proc/PID/stat");
-        // Fields after the `(comm)`: state is field 3, utime 14 and stime 15.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        let mut sched_ns = 0;
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .expect("read /proc/PID/task")
-            .flatten()
-        {
-            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-                sched_ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|x| x.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        Cpu { ticks, sched_ns }
-    }
-
-    /// `5.8 MiB (VmRSS: 3.1 anon + 2.7 file; peak VmHWM 6.0 MiB)`.
-    fn memory_figure(&mut self) -> String {
-        let (rss, hwm, anon, file) = self.memory();
-        format!(
-            "{} (VmRSS: {:.1} anon + {:.1} file; peak VmHWM {})",
-            mib(rss),
-            anon as f64 / 1024.0,
-            file as f64 / 1024.0,
-            mib(hwm)
-        )
-    }
-
-    /// VmRSS, VmHWM, RssAnon and RssFile in KiB.
-    fn memory(&mut self) -> (u64, u64, u64, u64) {
-        self.check_alive();
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc/PID/status");
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (
-            field("VmRSS:"),
-            field("VmHWM:"),
-            field("RssAnon:"),
-            field("RssFile:") + field("RssShmem:"),
-        )
-    }
+    Cpu { ticks, sched_ns }
 }
 
-impl Drop for Reg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `5.8 MiB (VmRSS: 3.1 anon + 2.7 file; peak VmHWM 6.0 MiB)`.
+fn memory_figure(reg: &mut Running) -> String {
+    reg.check_alive();
+    let status = reg.status();
+    let kib = |field: &str| status.kib(field);
+    let (rss, hwm, anon) = (kib("VmRSS:"), kib("VmHWM:"), kib("RssAnon:"));
+    let file = kib("RssFile:") + kib("RssShmem:");
+    format!(
+        "{} (VmRSS: {:.1} anon + {:.1} file; peak VmHWM {})",
+        mib(rss),
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0,
+        mib(hwm)
+    )
 }
 
 /// CPU milliseconds between two readings: (from ticks, from schedstat).
@@ -476,61 +345,24 @@ fn cpu_ms(a: Cpu, b: Cpu) -> (f64, f64) {
 }
 
 /// `registrator --once ...`: wall time and whether it exited 0.
-fn once(docker_host: &str, args: &[&str]) -> (Duration, bool, String) {
+fn once_timed(docker_host: &str, args: &[&str]) -> (Duration, bool, String) {
     let mut all = vec!["--once"];
     all.extend_from_slice(args);
     let start = Instant::now();
-    let out = Command::new(bin())
-        .args(&all)
-        .env("DOCKER_HOST", docker_host)
+    let out = command(bin(), docker_host, &all)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run registrator --once");
-    (
-        start.elapsed(),
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (start.elapsed(), out.status.success(), stderr(&out))
 }
 
 // ---------------------------------------------------------------------------------
 // Docker, through its own CLI
 
-/// Runs `docker ARGS`; panics with its output when it fails.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", docker_host())
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// The arguments after `docker run -d` / `docker create` for a busybox httpd on port 80,
 /// published on 127.0.0.1, named `name`, registered as `service`.
 fn httpd(name: &str, service: &str) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--init",
-        "--pull",
-        "never",
-        "--name",
-        name,
-        "-p",
-        "127.0.0.1::80",
-        "-e",
-    ]
-    .map(String::from)
-    .to_vec();
-    v.push(format!("SERVICE_NAME={service}"));
-    v.push(image());
-    v.extend(["httpd", "-f", "-p", "80", "-h", "/www"].map(String::from));
-    v
+    httpd_args(name, 80, &[&format!("SERVICE_NAME={service}")])
 }
 
 /// Containers this bench made: `docker rm -f` when dropped.
@@ -541,17 +373,8 @@ impl Pool {
     /// `docker <verb> ...` (`run -d` or `create`) for each name, four at a time.
     fn add(&mut self, verb: &[&str], names: &[String], service: &str) {
         self.0.extend(names.iter().cloned());
-        std::thread::scope(|s| {
-            for chunk in names.chunks(names.len().div_ceil(4).max(1)) {
-                s.spawn(move || {
-                    for n in chunk {
-                        let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
-                        args.extend(httpd(n, service));
-                        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                        docker(&refs);
-                    }
-                });
-            }
+        in_parallel(names, 4, |n| {
+            docker_with(verb, &httpd(n, service));
         });
     }
 
@@ -563,12 +386,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for chunk in self.0.chunks(50) {
-            let _ = Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(chunk)
-                .env("DOCKER_HOST", docker_host())
-                .output();
+            rm_quietly(chunk);
         }
     }
 }
@@ -588,7 +406,7 @@ struct Quiet {
 }
 
 /// Waits until the container-list count passes `after`; returns the new count.
-fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
+fn next_list(docker: &Counter, after: u64, reg: &mut Running) -> u64 {
     let start = Instant::now();
     loop {
         let n = docker.snapshot().get("list");
@@ -607,14 +425,14 @@ fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
 /// after the list of the pass `cycles` later. A pass lists first, so the window holds
 /// `cycles` lists and the etcd requests and CPU of `cycles` whole passes, plus the
 /// keepalives of that time.
-fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> Quiet {
+fn measure_quiet(reg: &mut Running, docker: &Counter, etcd: &Counter, cycles: u64) -> Quiet {
     let n0 = next_list(docker, docker.snapshot().get("list"), reg);
-    let (d0, e0, c0) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
+    let (d0, e0, c0) = (docker.snapshot(), etcd.snapshot(), cpu(reg));
     let mut n = n0;
     while n < n0 + cycles {
         n = next_list(docker, n, reg);
     }
-    let (d1, e1, c1) = (docker.snapshot(), etcd.snapshot(), reg.cpu());
+    let (d1, e1, c1) = (docker.snapshot(), etcd.snapshot(), cpu(reg));
     let cycles = cycles as f64;
     Quiet {
         cycles,
@@ -626,7 +444,7 @@ fn measure_quiet(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -
 
 /// Waits until the registrator's keepalive thread has refreshed its lease once (its
 /// first request also fetches `/version`), so a window holds only the steady state.
-fn wait_first_keepalive(etcd: &Counter, since: &Counts, reg: &mut Reg) {
+fn wait_first_keepalive(etcd: &Counter, since: &Counts, reg: &mut Running) {
     let start = Instant::now();
     while etcd.snapshot().since(since).get("keepalive") == 0 {
         if start.elapsed() > Duration::from_secs(30) {
@@ -659,29 +477,20 @@ const QUIET_TARGET: &str =
 #[test]
 #[ignore]
 fn b1_latency() {
-    let scratch = Scratch::new("latency");
     let p = format!("{}/lat", root());
-    let etcd_s = etcd_addr().to_string();
-    let mut reg = Reg::start(
-        &docker_host(),
-        &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)],
-        scratch.path("registrator.log"),
-    );
+    let mut reg = start(bin(), &docker_host(), "10", &uri(&p));
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
 
     let runs = knob("BENCH_RUNS", 20) as usize;
     let limit = Duration::from_secs(10);
-    let mut etcd = Etcd::new();
+    let mut etcd = Gateway::new();
     let (mut up, mut down) = (Vec::new(), Vec::new());
     let mut pool = Pool::default();
     for name in names("lat", 0..runs) {
         let dir = service_dir(&p, "lat", &name);
-        let mut args = vec!["run".to_string(), "-d".to_string()];
-        args.extend(httpd(&name, "lat"));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         pool.0.push(name.clone());
-        docker(&refs);
+        docker_with(&["run", "-d"], &httpd(&name, "lat"));
         let t0 = Instant::now();
         up.push(etcd.poll_until(&dir, t0, limit, |n| n >= KEYS_PER_HTTPD));
         std::thread::sleep(Duration::from_millis(300));
@@ -719,7 +528,7 @@ fn watch_for(
     limit: Duration,
 ) -> std::thread::JoinHandle<Option<Instant>> {
     std::thread::spawn(move || {
-        let mut etcd = Etcd::new();
+        let mut etcd = Gateway::new();
         let t0 = Instant::now();
         etcd.poll_until(&prefix, t0, limit, done)
             .map(|(d, _)| t0 + d)
@@ -735,7 +544,7 @@ fn docker_start_api(name: &str) -> u16 {
     );
     conn.write_all(request.as_bytes()).expect("send start");
     let mut r = std::io::BufReader::new(conn);
-    let head = http::read_head(&mut r)
+    let head = common::http::read_head(&mut r)
         .expect("read start answer")
         .expect("an answer to start");
     head.status()
@@ -771,7 +580,7 @@ fn watch_services(
     limit: Duration,
 ) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Instant>> {
     std::thread::spawn(move || {
-        let mut etcd = Etcd::new();
+        let mut etcd = Gateway::new();
         let mut seen = std::collections::BTreeMap::new();
         let t0 = Instant::now();
         let mut k = 0u32;
@@ -814,12 +623,9 @@ fn signed(at: Instant, reference: Instant) -> f64 {
     }
 }
 
-/// `+12 ms` / `-3 ms`: `at` relative to `reference`.
+/// `12 ms` / `-3 ms`: `at` relative to `reference`.
 fn signed_ms(at: Instant, reference: Instant) -> String {
-    match at.checked_duration_since(reference) {
-        Some(d) => format!("{:.0} ms", ms(d)),
-        None => format!("-{:.0} ms", ms(reference - at)),
-    }
+    format!("{:.0} ms", signed(at, reference))
 }
 
 /// 50 containers started at once, CPU with them at `--interval 10`, then removed at once.
@@ -827,17 +633,11 @@ fn signed_ms(at: Instant, reference: Instant) -> String {
 #[ignore]
 fn b2_bursts_and_cpu() {
     const N: u64 = 50;
-    let scratch = Scratch::new("burst");
     let p = format!("{}/burst", root());
-    let etcd_s = etcd_addr().to_string();
-    let mut reg = Reg::start(
-        &docker_host(),
-        &["--interval", "10", "--hostname", "bench", &uri(&etcd_s, &p)],
-        scratch.path("registrator.log"),
-    );
+    let mut reg = start(bin(), &docker_host(), "10", &uri(&p));
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
-    let mut etcd = Etcd::new();
+    let mut etcd = Gateway::new();
     let all = format!("{p}/burst/");
     let want = N * KEYS_PER_HTTPD;
     let limit = Duration::from_secs(60);
@@ -885,9 +685,9 @@ fn b2_bursts_and_cpu() {
     std::thread::sleep(Duration::from_secs(2));
     let secs = knob("BENCH_CPU_SECS", 60);
     eprintln!("bench: measuring CPU for {secs} s");
-    let c0 = reg.cpu();
+    let c0 = cpu(&mut reg);
     std::thread::sleep(Duration::from_secs(secs));
-    let c1 = reg.cpu();
+    let c1 = cpu(&mut reg);
     let (by_ticks, by_sched) = cpu_ms(c0, c1);
     let scale = 60.0 / secs as f64;
     row(
@@ -903,7 +703,7 @@ fn b2_bursts_and_cpu() {
     );
     row(
         &format!("resident memory, {N} containers, `--interval 10`"),
-        &reg.memory_figure(),
+        &memory_figure(&mut reg),
         "(Go registrator: 13 MB)",
         "real",
     );
@@ -944,16 +744,16 @@ fn b2_bursts_and_cpu() {
 #[test]
 #[ignore]
 fn b3_idle_cost() {
-    let scratch = Scratch::new("idle");
-    let docker_proxy = proxy::unix(
+    let scratch = TempDir::new("bench-idle");
+    let docker_proxy = Relay::unix(
         &scratch.path("docker.sock"),
-        &docker_socket(),
-        proxy::docker_kind,
+        Upstream::Unix(docker_socket()),
+        Mode::Forward,
     )
-    .unwrap();
-    let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
+    .counting(relay::docker_kind);
+    let etcd_proxy = etcd_relay();
     let cycles = knob("BENCH_QUIET_CYCLES", 10);
-    let mut etcd = Etcd::new();
+    let mut etcd = Gateway::new();
     let mut pool = Pool::default();
     for n in [0usize, 10, 100] {
         let have = pool.0.len();
@@ -963,16 +763,11 @@ fn b3_idle_cost() {
         }
         let p = format!("{}/quiet{n}", root());
         let e0 = etcd_proxy.counter.snapshot();
-        let mut reg = Reg::start(
+        let mut reg = start(
+            bin(),
             &docker_proxy.address,
-            &[
-                "--interval",
-                "1",
-                "--hostname",
-                "bench",
-                &uri(&etcd_proxy.address, &p),
-            ],
-            scratch.path(&format!("registrator-{n}.log")),
+            "1",
+            &uri_at(&etcd_proxy.address, &p),
         );
         let want = n as u64 * KEYS_PER_HTTPD;
         assert!(
@@ -991,7 +786,7 @@ fn b3_idle_cost() {
         if n == 100 {
             row(
                 "resident memory, 100 containers (release binary)",
-                &reg.memory_figure(),
+                &memory_figure(&mut reg),
                 "< 4 MiB",
                 "real",
             );
@@ -1006,16 +801,11 @@ fn b3_idle_cost() {
     // periodic pass or keepalive falls inside.
     {
         let p = format!("{}/event", root());
-        let mut reg = Reg::start(
+        let mut reg = start(
+            bin(),
             &docker_proxy.address,
-            &[
-                "--interval",
-                "10",
-                "--hostname",
-                "bench",
-                &uri(&etcd_proxy.address, &p),
-            ],
-            scratch.path("registrator-event.log"),
+            "10",
+            &uri_at(&etcd_proxy.address, &p),
         );
         let want = pool.0.len() as u64 * KEYS_PER_HTTPD;
         assert!(
@@ -1032,10 +822,8 @@ fn b3_idle_cost() {
             docker_proxy.counter.snapshot(),
             etcd_proxy.counter.snapshot(),
         );
-        let mut args = vec!["run".to_string(), "-d".to_string()];
-        args.extend(httpd(&name, "event"));
         pool.0.push(name.clone());
-        docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        docker_with(&["run", "-d"], &httpd(&name, "event"));
         assert!(
             etcd.poll_until(&dir, Instant::now(), limit, |c| c == KEYS_PER_HTTPD)
                 .is_some(),
@@ -1088,18 +876,7 @@ fn b3_idle_cost() {
     // The same for the static musl binary (another allocator, no shared libraries).
     if let Some((musl, stale)) = musl_binary() {
         let p = format!("{}/musl", root());
-        let mut reg = Reg::start_bin(
-            musl.to_str().unwrap(),
-            &docker_host(),
-            &[
-                "--interval",
-                "1",
-                "--hostname",
-                "bench",
-                &uri(&etcd_addr().to_string(), &p),
-            ],
-            scratch.path("registrator-musl.log"),
-        );
+        let mut reg = start(musl.to_str().unwrap(), &docker_host(), "1", &uri(&p));
         let want = pool.0.len() as u64 * KEYS_PER_HTTPD;
         assert!(
             etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c == want),
@@ -1117,7 +894,7 @@ fn b3_idle_cost() {
                 "resident memory, {} containers (static musl binary)",
                 pool.0.len()
             ),
-            &format!("{}{note}", reg.memory_figure()),
+            &format!("{}{note}", memory_figure(&mut reg)),
             "< 4 MiB",
             "real",
         );
@@ -1128,10 +905,7 @@ fn b3_idle_cost() {
     // Cold `--once` at 100: timed on the direct sockets, counted through the proxies.
     let n = pool.0.len() as u64;
     let p = format!("{}/cold", root());
-    let (wall, ok, err) = once(
-        &docker_host(),
-        &["--hostname", "bench", &uri(&etcd_addr().to_string(), &p)],
-    );
+    let (wall, ok, err) = once_timed(&docker_host(), &["--hostname", "bench", &uri(&p)]);
     assert!(ok, "--once failed: {err}");
     assert_eq!(etcd.count(&format!("{p}/")), n * KEYS_PER_HTTPD);
     etcd.delete_prefix(&format!("{p}/"));
@@ -1139,9 +913,9 @@ fn b3_idle_cost() {
         docker_proxy.counter.snapshot(),
         etcd_proxy.counter.snapshot(),
     );
-    let (_, ok, err) = once(
+    let (_, ok, err) = once_timed(
         &docker_proxy.address,
-        &["--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+        &["--hostname", "bench", &uri_at(&etcd_proxy.address, &p)],
     );
     assert!(ok, "--once through the proxies failed: {err}");
     let (d, e) = (
@@ -1232,20 +1006,20 @@ fn b5_replay() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let scratch = Scratch::new("replay");
+    let scratch = TempDir::new("bench-replay");
     let cycles = knob("BENCH_QUIET_CYCLES", 10);
-    let mut etcd = Etcd::new();
+    let mut etcd = Gateway::new();
     for n in sizes {
         eprintln!("bench: replay server with {n} containers");
         let replay = replay::start(&scratch.path(&format!("replay-{n}.sock")), n).unwrap();
-        let etcd_proxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).unwrap();
+        let etcd_proxy = etcd_relay();
         let keys = replay.keys_per_service as u64;
         let want = n as u64 * keys;
 
         let p = format!("{}/replay{n}-once", root());
-        let (wall, ok, err) = once(
+        let (wall, ok, err) = once_timed(
             &replay.docker_host(),
-            &["--hostname", "bench", &uri(&etcd_proxy.address, &p)],
+            &["--hostname", "bench", &uri_at(&etcd_proxy.address, &p)],
         );
         assert!(ok, "--once failed: {err}");
         let got = etcd.count(&format!("{p}/"));
@@ -1270,16 +1044,11 @@ fn b5_replay() {
         let p = format!("{}/replay{n}", root());
         let e0 = etcd_proxy.counter.snapshot();
         let started = Instant::now();
-        let mut reg = Reg::start(
+        let mut reg = start(
+            bin(),
             &replay.docker_host(),
-            &[
-                "--interval",
-                "1",
-                "--hostname",
-                "bench",
-                &uri(&etcd_proxy.address, &p),
-            ],
-            scratch.path(&format!("registrator-{n}.log")),
+            "1",
+            &uri_at(&etcd_proxy.address, &p),
         );
         assert!(
             etcd.wait_for(&format!("{p}/"), Duration::from_secs(180), |c| c == want),
@@ -1305,7 +1074,7 @@ fn b5_replay() {
             &format!("resident memory, {n} containers (release binary)"),
             &format!(
                 "{}; loop start → all registered: {:.1} s",
-                reg.memory_figure(),
+                memory_figure(&mut reg),
                 first.as_secs_f64()
             ),
             "—",

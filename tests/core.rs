@@ -3,80 +3,25 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-
-fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
 
 #[test]
 fn readme_examples_register_exactly_the_documented_keys() {
     let p = prefix("examples");
     let host = unique("node");
-    let (wn, dn, cn) = (unique("web"), unique("db"), unique("cache"));
-    let web = Container::httpd(
-        &wn,
-        80,
-        &[
-            "SERVICE_NAME=web",
-            "SERVICE_MODE=http",
-            "SERVICE_DOMAINS=Example.com, www.example.com,example.com",
-        ],
-    );
-    let db = Container::httpd(
-        &dn,
-        5432,
-        &["SERVICE_NAME=db", "SERVICE_EXTERNAL_PORT=25432"],
-    );
-    let cache = Container::httpd(
-        &cn,
-        6379,
-        &["SERVICE_NAME=cache", "SERVICE_INTERNAL_PORT=26379"],
-    );
+    let examples =
+        ReadmeExamples::start("Example.com, www.example.com,example.com", "25432", "26379");
 
     let out = once(&["--hostname", &host, &uri(&p)]);
     assert!(out.status.success(), "{}", stderr(&out));
-
-    let w = format!("/web/{host}:{wn}:80");
-    let d = format!("/db/{host}:{dn}:5432");
-    let c = format!("/cache/{host}:{cn}:6379");
-    let mut want = BTreeMap::new();
-    want.extend(map(&[
-        (&format!("{w}/address"), "127.0.0.1".into()),
-        (&format!("{w}/port"), web.host_port(80).to_string()),
-        (&format!("{w}/mode"), "http".into()),
-        (&format!("{w}/domains/example.com"), "example.com".into()),
-        (
-            &format!("{w}/domains/www.example.com"),
-            "www.example.com".into(),
-        ),
-        (&format!("{w}/node"), host.clone()),
-        (&format!("{d}/address"), "127.0.0.1".into()),
-        (&format!("{d}/port"), db.host_port(5432).to_string()),
-        (&format!("{d}/mode"), "tcp".into()),
-        (&format!("{d}/external_port"), "25432".into()),
-        (&format!("{d}/node"), host.clone()),
-        (&format!("{c}/address"), "127.0.0.1".into()),
-        (&format!("{c}/port"), cache.host_port(6379).to_string()),
-        (&format!("{c}/mode"), "tcp".into()),
-        (&format!("{c}/internal_port"), "26379".into()),
-        (&format!("{c}/node"), host.clone()),
-    ]));
-    let mut got = keys_with(&p, &wn);
-    got.extend(keys_with(&p, &dn));
-    got.extend(keys_with(&p, &cn));
-    assert_eq!(got, want);
+    assert_eq!(examples.registered(&p), examples.expected(&host));
 
     // A second pass changes nothing and says nothing at info level.
     let out = once(&["--hostname", &host, &uri(&p)]);
     assert!(out.status.success());
-    let ours = |l: &&str| [&wn, &dn, &cn].iter().any(|n| l.contains(n.as_str()));
+    let ours = |l: &&str| examples.names().iter().any(|n| l.contains(n));
     assert!(
         stderr(&out)
             .lines()
@@ -135,7 +80,7 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
         "{}",
         r.log()
     );
-    r.signal("KILL");
+    r.signal(libc::SIGKILL);
     r.wait(Duration::from_secs(2));
 
     a.stop();
@@ -303,7 +248,7 @@ fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated()
         r.log()
     );
     std::thread::sleep(Duration::from_millis(1500));
-    r.signal("TERM");
+    r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(2));
     assert!(keys_with(&p, &new.name).is_empty());
     let log = r.log();
@@ -327,10 +272,10 @@ fn docker_unreachable_changes_nothing_and_once_exits_1() {
     assert!(once(&["--hostname", &host, &uri(&p)]).status.success());
     let before = etcd_get(&p);
     assert!(!before.is_empty());
-    let out = registrator(&["--once", "--hostname", &host, &uri(&p)])
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .output()
-        .unwrap();
+    let out = once_with(
+        "unix:///nonexistent/docker.sock",
+        &["--hostname", &host, &uri(&p)],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("/nonexistent/docker.sock"),

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The keys of container `c` (SERVICE_NAME=svc) as the registrator should write them.
 fn expect(prefix: &str, host: &str, svc: &str, c: &Container) -> BTreeMap<String, String> {
     service_keys(prefix, host, svc, &c.name, c.host_port(80))
@@ -40,7 +36,7 @@ fn first_endpoint_dead_the_next_one_is_used() {
     let host = unique("node");
     let svc = unique("svc");
     let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
-    let good = etcd_url().trim_start_matches("http://").to_string();
+    let good = etcd_endpoint();
     let out = once(&[
         "--hostname",
         &host,
@@ -130,7 +126,7 @@ fn tls_server_verification_and_certificate_errors_in_words() {
     assert!(line.contains("etcds://"), "suggests TLS: {line}");
 
     // etcds:// against a plain endpoint (the shared etcd).
-    let plain = etcd_url().trim_start_matches("http://").to_string();
+    let plain = etcd_endpoint();
     let out = once(&[
         "--hostname",
         &host,
@@ -505,7 +501,7 @@ fn expired_auth_token_is_renewed_without_failing_a_sync() {
         "not registered after etcd restarted:\n{}",
         r.log()
     );
-    r.signal("TERM");
+    r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(2));
     assert!(!r.log().contains(&pw));
 }
@@ -515,7 +511,7 @@ fn credentials_for_an_etcd_without_auth_are_not_fatal() {
     let p = prefix("noauth");
     let (host, svc) = (unique("node"), unique("svc"));
     let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
-    let ep = etcd_url().trim_start_matches("http://").to_string();
+    let ep = etcd_endpoint();
     let out = once(&[
         "--hostname",
         &host,
@@ -590,7 +586,7 @@ fn auth_survives_failover_between_cluster_members() {
         "10",
         &format!("etcd://reg:{pw}@{}{p}", eps.join(",")),
     ]);
-    cmd.env("RUST_LOG", "registrator=debug");
+    cmd.env("RUST_LOG", "registrator=debug,etcd_registrator=debug");
     let r = Running::spawn(cmd);
     let root = ["--user", "root:rootpw"];
     let a = Container::httpd(&unique("a"), 80, &[&format!("SERVICE_NAME={svc}")]);

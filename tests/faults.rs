@@ -14,15 +14,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::relay::{Mode, Relay, Upstream};
 use common::*;
 
 // ---------------------------------------------------------------------------------
@@ -81,13 +81,7 @@ impl Drop for Case {
     fn drop(&mut self) {
         if *lock(&DOCKERD_UP) {
             // Leave the private dockerd empty for the next case.
-            let d = Dock::new();
-            let ids: Vec<String> = d
-                .docker_out(&["ps", "-aq"])
-                .split_whitespace()
-                .map(String::from)
-                .collect();
-            d.rm_many(&ids, 4, false);
+            Dock::new().clear();
         }
         let verdict = if std::thread::panicking() {
             "FAIL"
@@ -261,12 +255,7 @@ impl Dock {
         }
         drop(up);
         let d = Dock::new();
-        let ids: Vec<String> = d
-            .docker_out(&["ps", "-aq"])
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        d.rm_many(&ids, 4, false);
+        d.clear();
         d
     }
 
@@ -274,49 +263,19 @@ impl Dock {
         PathBuf::from(format!("{DOCKER_DIR}/docker.sock"))
     }
 
-    /// Runs the docker CLI, at most 60 s: a hung dockerd fails the case instead of
-    /// hanging the suite.
-    fn exec(&self, args: &[&str]) -> Output {
-        let out = TempDir::new("dockercli");
-        let mut child = Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", &self.host)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(out.path("stdout")).unwrap())
-            .stderr(std::fs::File::create(out.path("stderr")).unwrap())
-            .spawn()
-            .expect("run docker");
-        let mut status = None;
-        wait_until(Duration::from_secs(60), || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("docker {args:?} did not finish within 60 s: dockerd hangs");
-        };
-        Output {
-            status,
-            stdout: std::fs::read(out.path("stdout")).unwrap(),
-            stderr: std::fs::read(out.path("stderr")).unwrap(),
-        }
+    fn cli(&self) -> Cli {
+        Cli::at(&self.host)
     }
 
-    /// Runs docker; panics on failure.
-    fn docker(&self, args: &[&str]) -> String {
-        let out = self.exec(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Runs docker; stdout, whatever the outcome.
-    fn docker_out(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&self.exec(args).stdout).into_owned()
+    /// Removes every container, whatever state it is in.
+    fn clear(&self) {
+        let ids: Vec<String> = self
+            .cli()
+            .out(&["ps", "-aq"])
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        self.rm_many(&ids, false);
     }
 
     /// A busybox httpd with SERVICE_NAME=web, port 80 published on 127.0.0.1 at a port
@@ -324,30 +283,12 @@ impl Dock {
     fn httpd(&self, name: &str, extra: &[&str]) -> String {
         for _ in 0..5 {
             let publish = format!("127.0.0.1:{}:80", container_port());
-            let mut args = vec![
-                "run",
-                "-d",
-                "--init",
-                "--pull",
-                "never",
-                "--name",
-                name,
-                "-p",
-                &publish,
-                "-e",
-                "SERVICE_NAME=web",
-            ];
+            let mut args = vec!["-p", &publish, "-e", "SERVICE_NAME=web"];
             args.extend_from_slice(extra);
-            args.extend_from_slice(&[
-                "local/busybox:latest",
-                "httpd",
-                "-f",
-                "-p",
-                "80",
-                "-h",
-                "/www",
-            ]);
-            let out = self.exec(&args);
+            let run = container_args(name, &args, &["httpd", "-f", "-p", "80", "-h", "/www"]);
+            let mut all = vec!["run", "-d"];
+            all.extend(run.iter().map(String::as_str));
+            let out = self.cli().output(&all);
             if out.status.success() {
                 return name.to_string();
             }
@@ -356,61 +297,40 @@ impl Dock {
                 err.contains("address already in use"),
                 "docker run {name}: {err}"
             );
-            self.docker_out(&["rm", "-f", name]);
+            self.cli().out(&["rm", "-f", name]);
         }
         panic!("docker run {name}: no free port");
     }
 
     /// Starts `names` with `workers` docker clients in parallel.
     fn httpd_many(&self, names: &[String], workers: usize) {
-        let chunks: Vec<Vec<String>> = names
-            .chunks(names.len().div_ceil(workers))
-            .map(|c| c.to_vec())
-            .collect();
-        std::thread::scope(|s| {
-            for chunk in &chunks {
-                s.spawn(move || {
-                    for n in chunk {
-                        Dock::new().httpd(n, &[]);
-                    }
-                });
-            }
+        in_parallel(names, workers, |n| {
+            self.httpd(n, &[]);
         });
     }
 
-    /// Removes containers one per docker call, `workers` at a time. (One `docker rm -f`
-    /// of 50 names makes dockerd 20.10 remove them all at once, which on a busy host
-    /// deadlocked it in libnetwork.)
-    fn rm_many(&self, names: &[String], workers: usize, check: bool) {
-        if names.is_empty() {
-            return;
-        }
-        let chunks: Vec<Vec<String>> = names
-            .chunks(names.len().div_ceil(workers))
-            .map(|c| c.to_vec())
-            .collect();
-        std::thread::scope(|s| {
-            for chunk in &chunks {
-                s.spawn(move || {
-                    for n in chunk {
-                        if check {
-                            Dock::new().docker(&["rm", "-f", n]);
-                        } else {
-                            Dock::new().docker_out(&["rm", "-f", n]);
-                        }
-                    }
-                });
+    /// Removes containers one per docker call, 4 at a time; with `check`, panics if one
+    /// cannot be removed. (One `docker rm -f` of 50 names makes dockerd 20.10 remove them
+    /// all at once, which on a busy host deadlocked it in libnetwork.)
+    fn rm_many(&self, names: &[String], check: bool) {
+        in_parallel(names, 4, |n| {
+            if check {
+                self.cli().run(&["rm", "-f", n]);
+            } else {
+                self.cli().out(&["rm", "-f", n]);
             }
         });
     }
 
     fn rm(&self, names: &[String]) {
-        self.rm_many(names, 4, true);
+        self.rm_many(names, true);
     }
 
     /// Running containers and the host port of their port 80.
     fn running(&self) -> BTreeMap<String, u16> {
-        let out = self.docker(&["ps", "--format", "{{.Names}}\t{{.Ports}}"]);
+        let out = self
+            .cli()
+            .run(&["ps", "--format", "{{.Names}}\t{{.Ports}}"]);
         out.lines()
             .filter_map(|l| {
                 let (name, ports) = l.split_once('\t')?;
@@ -436,6 +356,36 @@ impl Dock {
         want
     }
 
+    /// Waits (at most `secs` seconds) until etcd, read from `endpoints`, holds exactly the
+    /// keys the registrator `r` of `host` should have written under `prefix` for what
+    /// this dockerd runs; returns how long that took.
+    fn exact(
+        &self,
+        what: &str,
+        endpoints: &str,
+        prefix: &str,
+        host: &str,
+        secs: u64,
+        r: &Running,
+    ) -> Duration {
+        let (start, limit) = (Instant::now(), Duration::from_secs(secs));
+        let mut last = (BTreeMap::new(), BTreeMap::new());
+        let ok = wait_until(limit, || {
+            let want = self.expected(prefix, host);
+            let got = etcd_get_at(endpoints, &[], &format!("{prefix}/"));
+            let same = want == got;
+            last = (want, got);
+            same
+        });
+        assert!(
+            ok,
+            "{what}: etcd does not match Docker after {limit:?}\n{}\nregistrator log:\n{}",
+            diff(&last.0, &last.1),
+            r.log()
+        );
+        start.elapsed()
+    }
+
     fn dockerd_pid(&self) -> u32 {
         std::fs::read_to_string(format!("{DOCKER_DIR}/dockerd.pid"))
             .unwrap()
@@ -448,11 +398,7 @@ impl Dock {
     fn stop_dockerd(&self, sig: i32) {
         let pid = self.dockerd_pid();
         kill_pid(pid, sig);
-        let gone = wait_until(Duration::from_secs(20), || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-        });
+        let gone = wait_until(Duration::from_secs(20), || !pid_alive(pid));
         assert!(gone, "dockerd {pid} did not exit");
     }
 
@@ -479,20 +425,21 @@ fn container_port() -> u16 {
     }
 }
 
-/// The registrator with this DOCKER_HOST.
-fn start(docker_host: &str, args: &[&str]) -> Running {
-    let mut cmd = registrator(args);
-    cmd.env("DOCKER_HOST", docker_host);
-    Running::spawn(cmd)
-}
-
-fn once_with(docker_host: &str, args: &[&str]) -> Output {
-    let mut all = vec!["--once"];
-    all.extend_from_slice(args);
-    registrator(&all)
-        .env("DOCKER_HOST", docker_host)
-        .output()
-        .unwrap()
+/// The loop of host `host` against `docker_host`: `--hostname <host> --ttl <ttl>
+/// --interval <interval> <registry>`.
+fn start_loop(docker_host: &str, host: &str, ttl: &str, interval: &str, registry: &str) -> Running {
+    Running::with_docker(
+        docker_host,
+        &[
+            "--hostname",
+            host,
+            "--ttl",
+            ttl,
+            "--interval",
+            interval,
+            registry,
+        ],
+    )
 }
 
 fn diff(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> String {
@@ -507,35 +454,6 @@ fn diff(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> Stri
     format!("missing or different: {missing:?}\nunexpected: {extra:?}")
 }
 
-/// Waits until etcd (read from `endpoints`) holds exactly what Docker says should be
-/// registered; returns how long that took.
-fn exact(
-    what: &str,
-    endpoints: &str,
-    prefix: &str,
-    host: &str,
-    dock: &Dock,
-    limit: Duration,
-    r: &Running,
-) -> Duration {
-    let start = Instant::now();
-    let mut last = (BTreeMap::new(), BTreeMap::new());
-    let ok = wait_until(limit, || {
-        let want = dock.expected(prefix, host);
-        let got = etcd_get_at(endpoints, &[], &format!("{prefix}/"));
-        let same = want == got;
-        last = (want, got);
-        same
-    });
-    assert!(
-        ok,
-        "{what}: etcd does not match Docker after {limit:?}\n{}\nregistrator log:\n{}",
-        diff(&last.0, &last.1),
-        r.log()
-    );
-    start.elapsed()
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -545,200 +463,8 @@ fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|l| l.contains(needle)).count()
 }
 
-/// SIGTERM, and how long the exit took (None: still running after `limit`).
-fn term(r: &mut Running, limit: Duration) -> (Option<i32>, Duration) {
-    kill_pid(r.pid() as u32, libc::SIGTERM);
-    r.wait(limit)
-}
-
-// ---------------------------------------------------------------------------------
-// A TCP proxy on 127.0.0.1 that forwards, answers garbage, cuts the body short or
-// stalls, switchable while it runs (switching cuts the open connections).
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Forward,
-    /// Bytes that are not HTTP, then close.
-    Garbage,
-    /// A 200 with Content-Length 4096 and 30 bytes of JSON, then close.
-    CutBody,
-    /// Accept, read, never answer.
-    Stall,
-    /// Forward everything except etcd transactions (`POST /v3/kv/txn`), which are cut:
-    /// reads succeed, writes fail.
-    CutTxn,
-}
-
-#[derive(Clone)]
-enum Upstream {
-    Tcp(u16),
-    Unix(PathBuf),
-}
-
-struct Proxy {
-    port: u16,
-    inner: Arc<ProxyInner>,
-}
-
-struct ProxyInner {
-    mode: Mutex<Mode>,
-    conns: Mutex<Vec<TcpStream>>,
-    stop: AtomicBool,
-    upstream: Upstream,
-}
-
-impl Proxy {
-    fn start(upstream: Upstream, mode: Mode) -> Proxy {
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy");
-        let inner = Arc::new(ProxyInner {
-            mode: Mutex::new(mode),
-            conns: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-            upstream,
-        });
-        let i = inner.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if i.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let i = i.clone();
-                std::thread::spawn(move || i.handle(conn));
-            }
-        });
-        Proxy { port, inner }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Switches the mode and cuts every open connection, so clients reconnect into it.
-    fn set(&self, mode: Mode) {
-        *self.inner.mode.lock().unwrap() = mode;
-        for c in self.inner.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        self.set(Mode::Forward);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn pipe(from: impl Read, to: impl Write) {
-    pipe_until(from, to, None);
-}
-
-/// Copies until EOF, or until a chunk holds `stop` (then returns without copying it).
-fn pipe_until(mut from: impl Read, mut to: impl Write, stop: Option<&[u8]>) {
-    let mut buf = [0u8; 16384];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if stop.is_some_and(|s| buf[..n].windows(s.len()).any(|w| w == s)) {
-                    return;
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-const TXN: &[u8] = b"POST /v3/kv/txn ";
-
-impl ProxyInner {
-    fn handle(&self, mut client: TcpStream) {
-        let mode = *self.mode.lock().unwrap();
-        if let Ok(c) = client.try_clone() {
-            self.conns.lock().unwrap().push(c);
-        }
-        let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut buf = [0u8; 4096];
-        // Requests on a kept-alive connection are cut too: the client-to-etcd copy
-        // stops at the first transaction it sees.
-        let stop = (mode == Mode::CutTxn).then_some(TXN);
-        match mode {
-            Mode::Forward | Mode::CutTxn => {
-                let _ = client.set_read_timeout(None);
-                let back = client.try_clone().unwrap();
-                match &self.upstream {
-                    Upstream::Tcp(port) => {
-                        let Ok(up) = TcpStream::connect(("127.0.0.1", *port)) else {
-                            return;
-                        };
-                        let up2 = up.try_clone().unwrap();
-                        let t = std::thread::spawn(move || pipe(up2, back));
-                        pipe_until(&client, &up, stop);
-                        let _ = up.shutdown(Shutdown::Both);
-                        let _ = client.shutdown(Shutdown::Both);
-                        let _ = t.join();
-                    }
-                    Upstream::Unix(path) => {
-                        let Ok(up) = UnixStream::connect(path) else {
-                            return;
-                        };
-                        let up2 = up.try_clone().unwrap();
-                        let t = std::thread::spawn(move || pipe(up2, back));
-                        pipe_until(&client, &up, stop);
-                        let _ = up.shutdown(Shutdown::Both);
-                        let _ = client.shutdown(Shutdown::Both);
-                        let _ = t.join();
-                    }
-                }
-            }
-            Mode::Garbage => {
-                let _ = client.read(&mut buf);
-                let _ = client
-                    .write_all(b"\x16\x03\x01garbage\x00\xff{{{ not HTTP at all\r\n\r\n\xfe\xfe");
-                let _ = client.shutdown(Shutdown::Both);
-            }
-            Mode::CutBody => {
-                let _ = client.read(&mut buf);
-                let _ = client.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"header\":{\"cluster_id\":\"12",
-                );
-                let _ = client.shutdown(Shutdown::Both);
-            }
-            Mode::Stall => {
-                let _ = client.set_read_timeout(Some(Duration::from_millis(50)));
-                loop {
-                    if self.stop.load(Ordering::SeqCst) || *self.mode.lock().unwrap() != Mode::Stall
-                    {
-                        break;
-                    }
-                    match client.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        Err(_) => break,
-                    }
-                }
-                let _ = client.shutdown(Shutdown::Both);
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // The cases, in the order of the table.
-
-fn uri(endpoints: &str, prefix: &str) -> String {
-    format!("etcd://{endpoints}{prefix}")
-}
 
 fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
     let dock = Dock::get();
@@ -746,27 +472,8 @@ fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
     let (p, host) = (prefix(tag), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     let _b = dock.httpd(&unique("b"), &[]);
-    let mut r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            ttl,
-            "--interval",
-            "1",
-            &uri(&etcd.endpoint(), &p),
-        ],
-    );
-    exact(
-        "before",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let mut r = start_loop(&dock.host, &host, ttl, "1", &uri_at(&etcd.endpoint(), &p));
+    dock.exact("before", &etcd.url(), &p, &host, 5, &r);
 
     etcd.stop();
     let down = Instant::now();
@@ -781,15 +488,7 @@ fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
     );
     let back = Instant::now();
     etcd.start();
-    exact(
-        "after the outage",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    dock.exact("after the outage", &etcd.url(), &p, &host, 10, &r);
     case.note(format!(
         "exact {} after etcd was started again",
         secs(back.elapsed())
@@ -801,7 +500,7 @@ fn etcd_outage(tag: &str, ttl: &str, outage: Duration, mut case: Case) {
         errors <= 4,
         "the outage should be logged once, not per retry:\n{log}"
     );
-    let (code, took) = term(&mut r, Duration::from_secs(2));
+    let (code, took) = r.term(Duration::from_secs(2));
     assert_eq!(code, Some(0), "{}", r.log());
     assert!(took < Duration::from_secs(1));
 }
@@ -836,40 +535,13 @@ fn f03_etcd_restarted_with_an_empty_data_dir() {
     for _ in 0..3 {
         dock.httpd(&unique("a"), &[]);
     }
-    let r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "5",
-            "--interval",
-            "1",
-            &uri(&etcd.endpoint(), &p),
-        ],
-    );
-    exact(
-        "before",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let r = start_loop(&dock.host, &host, "5", "1", &uri_at(&etcd.endpoint(), &p));
+    dock.exact("before", &etcd.url(), &p, &host, 5, &r);
     etcd.stop();
     etcd.wipe();
     let back = Instant::now();
     etcd.start();
-    exact(
-        "after the wipe",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    dock.exact("after the wipe", &etcd.url(), &p, &host, 10, &r);
     case.note(format!(
         "3 services back {} after etcd was started empty",
         secs(back.elapsed())
@@ -909,28 +581,9 @@ fn f04_cluster_leader_killed() {
     let (p, host) = (prefix("f04"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "1",
-            &uri(&eps.join(","), &p),
-        ],
-    );
+    let r = start_loop(&dock.host, &host, "10", "1", &uri_at(&eps.join(","), &p));
     let all: Vec<String> = members.iter().map(|m| m.url()).collect();
-    exact(
-        "before",
-        &all.join(","),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    dock.exact("before", &all.join(","), &p, &host, 5, &r);
 
     members[l].kill();
     dock.httpd(&unique("c"), &[]);
@@ -940,15 +593,7 @@ fn f04_cluster_leader_killed() {
         .filter(|m| m.running())
         .map(|m| m.url())
         .collect();
-    let took = exact(
-        "leader gone",
-        &survivors.join(","),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(15),
-        &r,
-    );
+    let took = dock.exact("leader gone", &survivors.join(","), &p, &host, 15, &r);
     case.note(format!("exact {} after the leader died", secs(took)));
     assert!(
         r.log().contains("using endpoint"),
@@ -958,15 +603,7 @@ fn f04_cluster_leader_killed() {
 
     members[l].start();
     dock.httpd(&unique("d"), &[]);
-    let took = exact(
-        "member back",
-        &all.join(","),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    let took = dock.exact("member back", &all.join(","), &p, &host, 10, &r);
     case.note(format!("exact {} after it rejoined", secs(took)));
 }
 
@@ -978,60 +615,33 @@ fn f05_cluster_member_endpoint_unreachable() {
     );
     let dock = Dock::get();
     let members = Etcd::cluster("f05", 3);
-    let proxy = Proxy::start(Upstream::Tcp(members[0].client_port), Mode::Forward);
+    let proxy = Relay::tcp(Upstream::Tcp(members[0].addr()), Mode::Forward);
     let eps = [
-        proxy.endpoint(),
+        proxy.address.clone(),
         members[1].endpoint(),
         members[2].endpoint(),
     ];
     let (p, host) = (prefix("f05"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "1",
-            &uri(&eps.join(","), &p),
-        ],
-    );
+    let r = start_loop(&dock.host, &host, "10", "1", &uri_at(&eps.join(","), &p));
     let all: Vec<String> = members.iter().map(|m| m.url()).collect();
     let all = all.join(",");
-    exact("before", &all, &p, &host, &dock, Duration::from_secs(5), &r);
+    dock.exact("before", &all, &p, &host, 5, &r);
 
     proxy.set(Mode::Stall);
     dock.httpd(&unique("c"), &[]);
     dock.rm(&[a]);
-    let took = exact(
-        "first endpoint stalled",
-        &all,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(15),
-        &r,
-    );
+    let took = dock.exact("first endpoint stalled", &all, &p, &host, 15, &r);
     case.note(format!("stalled endpoint: exact after {}", secs(took)));
 
     proxy.set(Mode::Forward);
     drop(proxy);
     let b2 = dock.httpd(&unique("d"), &[]);
-    let took = exact(
-        "first endpoint refused",
-        &all,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    let took = dock.exact("first endpoint refused", &all, &p, &host, 10, &r);
     case.note(format!("refused endpoint: exact after {}", secs(took)));
     dock.rm(&[b2]);
-    exact("end", &all, &p, &host, &dock, Duration::from_secs(10), &r);
+    dock.exact("end", &all, &p, &host, 10, &r);
     let log = r.log();
     assert!(
         !log.contains("granting a new one"),
@@ -1063,27 +673,8 @@ fn f06_dockerd_killed_and_restarted() {
             dock.running()
         );
     };
-    let mut r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "60",
-            &uri(ep, &p),
-        ],
-    );
-    exact(
-        "before",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let mut r = start_loop(&dock.host, &host, "10", "60", &uri_at(ep, &p));
+    dock.exact("before", SCRIPT_ETCD, &p, &host, 5, &r);
 
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     dock.stop_dockerd(libc::SIGKILL);
@@ -1112,15 +703,7 @@ fn f06_dockerd_killed_and_restarted() {
     let restarted = Instant::now();
     dock.start_dockerd();
     back();
-    exact(
-        "after the restart",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    dock.exact("after the restart", SCRIPT_ETCD, &p, &host, 10, &r);
     case.note(format!(
         "exact {} after dockerd was started again",
         secs(restarted.elapsed())
@@ -1134,15 +717,7 @@ fn f06_dockerd_killed_and_restarted() {
     );
     let started = Instant::now();
     dock.httpd(&unique("k4"), &[]);
-    exact(
-        "event after reconnect",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    dock.exact("event after reconnect", SCRIPT_ETCD, &p, &host, 5, &r);
     case.note(format!(
         "new container registered {} after start (events)",
         secs(started.elapsed())
@@ -1153,21 +728,13 @@ fn f06_dockerd_killed_and_restarted() {
     let restarted = Instant::now();
     dock.start_dockerd();
     back();
-    exact(
-        "after a graceful restart",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(10),
-        &r,
-    );
+    dock.exact("after a graceful restart", SCRIPT_ETCD, &p, &host, 10, &r);
     case.note(format!(
         "graceful restart: exact {} after dockerd was started again",
         secs(restarted.elapsed())
     ));
     assert!(r.alive(), "{}", r.log());
-    let (code, _) = term(&mut r, Duration::from_secs(2));
+    let (code, _) = r.term(Duration::from_secs(2));
     assert_eq!(code, Some(0));
 }
 
@@ -1184,11 +751,11 @@ fn f07_docker_socket_missing_at_start() {
     let missing = dir.path("docker.sock");
     let missing_host = format!("unix://{}", missing.display());
     dock.httpd(&unique("a"), &[]);
-    let out = once_with(&dock.host, &["--hostname", &host, &uri(ep, &p)]);
+    let out = once_with(&dock.host, &["--hostname", &host, &uri_at(ep, &p)]);
     assert!(out.status.success(), "{}", stderr(&out));
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
 
-    let out = once_with(&missing_host, &["--hostname", &host, &uri(ep, &p)]);
+    let out = once_with(&missing_host, &["--hostname", &host, &uri_at(ep, &p)]);
     assert_eq!(out.status.code(), Some(1));
     let errors: Vec<String> = stderr(&out)
         .lines()
@@ -1206,18 +773,7 @@ fn f07_docker_socket_missing_at_start() {
         errors[0].split("] ").nth(1).unwrap_or(&errors[0])
     ));
 
-    let mut r = start(
-        &missing_host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "1",
-            &uri(ep, &p),
-        ],
-    );
+    let mut r = start_loop(&missing_host, &host, "10", "1", &uri_at(ep, &p));
     std::thread::sleep(Duration::from_secs(3));
     assert!(r.alive());
     assert_eq!(
@@ -1229,20 +785,12 @@ fn f07_docker_socket_missing_at_start() {
     assert_eq!(count(&log, "sync failed"), 1, "logged once:\n{log}");
     std::os::unix::fs::symlink(dock.socket(), &missing).unwrap();
     dock.httpd(&unique("b"), &[]);
-    let took = exact(
-        "socket appeared",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(8),
-        &r,
-    );
+    let took = dock.exact("socket appeared", SCRIPT_ETCD, &p, &host, 8, &r);
     case.note(format!(
         "registered {} after the socket appeared",
         secs(took)
     ));
-    let (code, took) = term(&mut r, Duration::from_secs(2));
+    let (code, took) = r.term(Duration::from_secs(2));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(1));
 }
@@ -1257,9 +805,11 @@ fn f08_wrong_docker_host() {
     let ep = SCRIPT_ETCD.trim_start_matches("http://");
     let (p, host) = (prefix("f08"), unique("host"));
     dock.httpd(&unique("a"), &[]);
-    assert!(once_with(&dock.host, &["--hostname", &host, &uri(ep, &p)])
-        .status
-        .success());
+    assert!(
+        once_with(&dock.host, &["--hostname", &host, &uri_at(ep, &p)])
+            .status
+            .success()
+    );
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     let closed = free_port();
     for (docker_host, want) in [
@@ -1277,7 +827,7 @@ fn f08_wrong_docker_host() {
         ),
     ] {
         let started = Instant::now();
-        let out = once_with(&docker_host, &["--hostname", &host, &uri(ep, &p)]);
+        let out = once_with(&docker_host, &["--hostname", &host, &uri_at(ep, &p)]);
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -1299,7 +849,7 @@ fn f08_wrong_docker_host() {
         ));
         assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before);
     }
-    let out = once_with("ssh://somewhere", &["--hostname", &host, &uri(ep, &p)]);
+    let out = once_with("ssh://somewhere", &["--hostname", &host, &uri_at(ep, &p)]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
@@ -1313,15 +863,15 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     let etcd = Etcd::start_single("f09", &[]);
     let (p, host) = (prefix("f09"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
-    let bad = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Garbage);
-    let cut = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::CutBody);
+    let bad = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::Garbage);
+    let cut = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::CutBody);
     for proxy in [&bad, &cut] {
         let out = once_with(
             &dock.host,
             &[
                 "--hostname",
                 &host,
-                &uri(&format!("{},{}", proxy.endpoint(), etcd.endpoint()), &p),
+                &uri_at(&format!("{},{}", proxy.address, etcd.endpoint()), &p),
             ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
@@ -1329,7 +879,7 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     assert_eq!(etcd_get_at(&etcd.url(), &[], &p), dock.expected(&p, &host));
     let first = stderr(&once_with(
         &dock.host,
-        &["--hostname", &host, &uri(&bad.endpoint(), &p)],
+        &["--hostname", &host, &uri_at(&bad.address, &p)],
     ));
     case.note(format!(
         "garbage: `{}`",
@@ -1345,28 +895,9 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
     // The loop on a prefix of its own: its first pass (which takes the --once keys over
     // onto its lease) must not race with the faults; f15 covers that race.
     let p = prefix("f09loop");
-    let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Forward);
-    let mut r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "0.5",
-            &uri(&proxy.endpoint(), &p),
-        ],
-    );
-    exact(
-        "before",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let proxy = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::Forward);
+    let mut r = start_loop(&dock.host, &host, "10", "0.5", &uri_at(&proxy.address, &p));
+    dock.exact("before", &etcd.url(), &p, &host, 5, &r);
     let before = etcd_get_at(&etcd.url(), &[], &p);
     proxy.set(Mode::Garbage);
     dock.httpd(&unique("b"), &[]);
@@ -1381,17 +912,9 @@ fn f09_etcd_answers_garbage_or_cuts_the_body() {
         "nothing got through the bad proxy"
     );
     proxy.set(Mode::Forward);
-    let took = exact(
-        "after",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(8),
-        &r,
-    );
+    let took = dock.exact("after", &etcd.url(), &p, &host, 8, &r);
     case.note(format!("exact {} after the proxy behaved", secs(took)));
-    let (code, took) = term(&mut r, Duration::from_secs(2));
+    let (code, took) = r.term(Duration::from_secs(2));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
@@ -1407,33 +930,14 @@ fn f10_docker_answers_garbage_or_cuts_the_body() {
     let (p, host) = (prefix("f10"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
     dock.httpd(&unique("b"), &[]);
-    let proxy = Proxy::start(Upstream::Unix(dock.socket()), Mode::Forward);
-    let via = format!("tcp://{}", proxy.endpoint());
-    let mut r = start(
-        &via,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "0.5",
-            &uri(ep, &p),
-        ],
-    );
-    exact(
-        "before",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let proxy = Relay::tcp(Upstream::Unix(dock.socket()), Mode::Forward);
+    let via = format!("tcp://{}", proxy.address);
+    let mut r = start_loop(&via, &host, "10", "0.5", &uri_at(ep, &p));
+    dock.exact("before", SCRIPT_ETCD, &p, &host, 5, &r);
     let before = etcd_get_at(SCRIPT_ETCD, &[], &p);
     for mode in [Mode::Garbage, Mode::CutBody] {
         proxy.set(mode);
-        let out = once_with(&via, &["--hostname", &host, &uri(ep, &p)]);
+        let out = once_with(&via, &["--hostname", &host, &uri_at(ep, &p)]);
         assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", stderr(&out));
         let line = stderr(&out)
             .lines()
@@ -1463,17 +967,9 @@ fn f10_docker_answers_garbage_or_cuts_the_body() {
     assert_eq!(etcd_get_at(SCRIPT_ETCD, &[], &p), before);
     assert!(r.alive(), "{}", r.log());
     proxy.set(Mode::Forward);
-    let took = exact(
-        "after",
-        SCRIPT_ETCD,
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(8),
-        &r,
-    );
+    let took = dock.exact("after", SCRIPT_ETCD, &p, &host, 8, &r);
     case.note(format!("exact {} after the proxy behaved", secs(took)));
-    let (code, took) = term(&mut r, Duration::from_secs(2));
+    let (code, took) = r.term(Duration::from_secs(2));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(1));
 }
@@ -1488,27 +984,19 @@ fn f11_stalled_endpoints_time_out_and_recover() {
     let etcd = Etcd::start_single("f11", &[]);
     let (p, host) = (prefix("f11"), unique("host"));
     let a = dock.httpd(&unique("a"), &[]);
-    let etcd_proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Forward);
-    let docker_proxy = Proxy::start(Upstream::Unix(dock.socket()), Mode::Forward);
-    let via = format!("tcp://{}", docker_proxy.endpoint());
+    let etcd_proxy = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::Forward);
+    let docker_proxy = Relay::tcp(Upstream::Unix(dock.socket()), Mode::Forward);
+    let via = format!("tcp://{}", docker_proxy.address);
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = vec!["--hostname".into(), host.clone()];
         v.extend(extra.iter().map(|s| s.to_string()));
-        v.push(uri(&etcd_proxy.endpoint(), &p));
+        v.push(uri_at(&etcd_proxy.address, &p));
         v
     };
     let r_args = args(&["--ttl", "6", "--interval", "0.5"]);
     let r_args: Vec<&str> = r_args.iter().map(String::as_str).collect();
-    let mut r = start(&via, &r_args);
-    exact(
-        "before",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    let mut r = Running::with_docker(&via, &r_args);
+    dock.exact("before", &etcd.url(), &p, &host, 5, &r);
 
     // etcd stalls.
     etcd_proxy.set(Mode::Stall);
@@ -1527,15 +1015,7 @@ fn f11_stalled_endpoints_time_out_and_recover() {
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
     assert!(r.alive());
     etcd_proxy.set(Mode::Forward);
-    let took = exact(
-        "etcd answers again",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(12),
-        &r,
-    );
+    let took = dock.exact("etcd answers again", &etcd.url(), &p, &host, 12, &r);
     case.note(format!("exact {} after etcd answered again", secs(took)));
 
     // Docker stalls.
@@ -1560,15 +1040,7 @@ fn f11_stalled_endpoints_time_out_and_recover() {
         "changed while Docker stalled"
     );
     docker_proxy.set(Mode::Forward);
-    let took = exact(
-        "Docker answers again",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(15),
-        &r,
-    );
+    let took = dock.exact("Docker answers again", &etcd.url(), &p, &host, 15, &r);
     case.note(format!("exact {} after Docker answered again", secs(took)));
 }
 
@@ -1582,35 +1054,16 @@ fn f12_sigterm_during_a_stuck_request_exits_within_1s() {
     let etcd = Etcd::start_single("f12", &[]);
     let (p, host) = (prefix("f12"), unique("host"));
     dock.httpd(&unique("a"), &[]);
-    let etcd_proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::Forward);
-    let docker_proxy = Proxy::start(Upstream::Unix(dock.socket()), Mode::Forward);
-    let via = format!("tcp://{}", docker_proxy.endpoint());
+    let etcd_proxy = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::Forward);
+    let docker_proxy = Relay::tcp(Upstream::Unix(dock.socket()), Mode::Forward);
+    let via = format!("tcp://{}", docker_proxy.address);
     for (what, proxy) in [("etcd", &etcd_proxy), ("Docker", &docker_proxy)] {
-        let mut r = start(
-            &via,
-            &[
-                "--hostname",
-                &host,
-                "--ttl",
-                "6",
-                "--interval",
-                "0.5",
-                &uri(&etcd_proxy.endpoint(), &p),
-            ],
-        );
-        exact(
-            "fresh",
-            &etcd.url(),
-            &p,
-            &host,
-            &dock,
-            Duration::from_secs(5),
-            &r,
-        );
+        let mut r = start_loop(&via, &host, "6", "0.5", &uri_at(&etcd_proxy.address, &p));
+        dock.exact("fresh", &etcd.url(), &p, &host, 5, &r);
         proxy.set(Mode::Stall);
         dock.httpd(&unique("w"), &[]);
         std::thread::sleep(Duration::from_millis(700));
-        let (code, took) = term(&mut r, Duration::from_secs(12));
+        let (code, took) = r.term(Duration::from_secs(12));
         case.note(format!("{what}: exit {code:?} after {}", secs(took)));
         assert_eq!(code, Some(0));
         assert!(
@@ -1630,17 +1083,12 @@ fn f13_bursts_of_200_containers() {
     let dock = Dock::get();
     let etcd = Etcd::start_single("f13", &[]);
     let (p, host) = (prefix("f13"), unique("host"));
-    let r = start(
+    let r = start_loop(
         &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "0.05",
-            &uri(&etcd.endpoint(), &p),
-        ],
+        &host,
+        "10",
+        "0.05",
+        &uri_at(&etcd.endpoint(), &p),
     );
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = r.rss_kib();
@@ -1656,15 +1104,7 @@ fn f13_bursts_of_200_containers() {
             peak = peak.max(r.rss_kib());
         }
         let start_took = started.elapsed();
-        let took = exact(
-            "200 running",
-            &etcd.url(),
-            &p,
-            &host,
-            &dock,
-            Duration::from_secs(20),
-            &r,
-        );
+        let took = dock.exact("200 running", &etcd.url(), &p, &host, 20, &r);
         assert_eq!(dock.running().len(), 200);
         assert_eq!(etcd_get_at(&etcd.url(), &[], &p).len(), 800);
         peak = peak.max(r.rss_kib());
@@ -1672,15 +1112,7 @@ fn f13_bursts_of_200_containers() {
             dock.rm(burst);
             peak = peak.max(r.rss_kib());
         }
-        let took0 = exact(
-            "all removed",
-            &etcd.url(),
-            &p,
-            &host,
-            &dock,
-            Duration::from_secs(20),
-            &r,
-        );
+        let took0 = dock.exact("all removed", &etcd.url(), &p, &host, 20, &r);
         assert!(etcd_get_at(&etcd.url(), &[], &p).is_empty());
         case.note(format!(
             "round {round}: 200 started in {}, 800 keys exact {} after the last start, 0 keys {} after the last removal",
@@ -1711,27 +1143,14 @@ fn f14_memory_flat_over_1000_cycles() {
     let (p, host) = (prefix("f14"), unique("host"));
     let names: Vec<String> = (0..20).map(|i| format!("{}-{i}", unique("mem"))).collect();
     dock.httpd_many(&names, 4);
-    let r = start(
+    let r = start_loop(
         &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "0.02",
-            &uri(&etcd.endpoint(), &p),
-        ],
-    );
-    exact(
-        "running",
-        &etcd.url(),
-        &p,
         &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
+        "10",
+        "0.02",
+        &uri_at(&etcd.endpoint(), &p),
     );
+    dock.exact("running", &etcd.url(), &p, &host, 5, &r);
     // A pass reads etcd once at its start: by the lease's keys, or the whole prefix.
     let cycles = || etcd.requests("LeaseTimeToLive") + etcd.requests("Range");
     assert!(
@@ -1763,15 +1182,7 @@ fn f14_memory_flat_over_1000_cycles() {
         "RSS grew from {rss0} to {rss1} KiB over {} cycles: {samples:?}",
         c1 - c0
     );
-    exact(
-        "end",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(5),
-        &r,
-    );
+    dock.exact("end", &etcd.url(), &p, &host, 5, &r);
 }
 
 #[test]
@@ -1787,22 +1198,11 @@ fn f15_first_pass_interrupted_then_a_container_stops() {
     dock.httpd(&unique("b"), &[]);
     let out = once_with(
         &dock.host,
-        &["--hostname", &host, &uri(&etcd.endpoint(), &p)],
+        &["--hostname", &host, &uri_at(&etcd.endpoint(), &p)],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let proxy = Proxy::start(Upstream::Tcp(etcd.client_port), Mode::CutTxn);
-    let r = start(
-        &dock.host,
-        &[
-            "--hostname",
-            &host,
-            "--ttl",
-            "10",
-            "--interval",
-            "0.5",
-            &uri(&proxy.endpoint(), &p),
-        ],
-    );
+    let proxy = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::CutTxn);
+    let r = start_loop(&dock.host, &host, "10", "0.5", &uri_at(&proxy.address, &p));
     assert!(
         wait_until(Duration::from_secs(5), || r
             .log()
@@ -1812,14 +1212,6 @@ fn f15_first_pass_interrupted_then_a_container_stops() {
     );
     dock.rm(&[a]);
     proxy.set(Mode::Forward);
-    let took = exact(
-        "writes accepted again",
-        &etcd.url(),
-        &p,
-        &host,
-        &dock,
-        Duration::from_secs(8),
-        &r,
-    );
+    let took = dock.exact("writes accepted again", &etcd.url(), &p, &host, 8, &r);
     case.note(format!("exact {} after etcd accepted writes", secs(took)));
 }

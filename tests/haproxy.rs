@@ -68,16 +68,6 @@ fn haproxy_ports() -> u16 {
     }
 }
 
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 /// The consumer example and the HAProxy it runs, in a scratch directory. Dropping it
 /// kills the consumer and stops HAProxy's master and workers, each by PID.
 struct Mesh {
@@ -169,7 +159,7 @@ impl Mesh {
             .trim()
             .parse()
             .ok()
-            .filter(|&p| alive(p))
+            .filter(|&p| pid_alive(p))
     }
 
     /// A command on HAProxy's master CLI (`@1 ...` goes to the current worker).
@@ -210,8 +200,10 @@ impl Drop for Mesh {
             .collect();
         pids.push(master);
         kill_pid(master, libc::SIGTERM);
-        if !wait_until(Duration::from_secs(5), || pids.iter().all(|&p| !alive(p))) {
-            for &p in pids.iter().filter(|&&p| alive(p)) {
+        if !wait_until(Duration::from_secs(5), || {
+            pids.iter().all(|&p| !pid_alive(p))
+        }) {
+            for &p in pids.iter().filter(|&&p| pid_alive(p)) {
                 kill_pid(p, libc::SIGKILL);
             }
         }
@@ -236,25 +228,9 @@ fn settle(since: Instant, mut present: impl FnMut() -> Option<bool>) -> Option<D
     Some(last_seen)
 }
 
-/// One HTTP/1.0 request on a new connection: (status, body).
+/// `GET /` with `Host: host` on a new connection to HAProxy's `port`: (status, body).
 fn get(port: u16, host: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| format!("send: {e}"))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("receive: {e}"))?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or(format!("no response head in {out:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(format!("no status in {head:?}"))?;
-    Ok((status, body.trim().to_string()))
+    http::get(port, "/", host, Duration::from_secs(5))
 }
 
 /// A busybox httpd replica of an HTTP service whose index page says `body`.

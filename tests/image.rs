@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -40,15 +39,6 @@ fn static_bin() -> PathBuf {
     root().join(STATIC_BIN)
 }
 
-/// The host path of the Docker socket (`DOCKER_HOST=unix:///...`).
-fn socket_path() -> String {
-    let host = docker_host();
-    match host.strip_prefix("unix://") {
-        Some(p) => p.to_string(),
-        None => panic!("DOCKER_HOST={host}: the image test mounts the socket and needs unix://"),
-    }
-}
-
 /// `docker run --rm --pull never <docker_args...> <image> <args...>`: exit code, stdout, stderr.
 fn run_image(docker_args: &[&str], args: &[&str]) -> (Option<i32>, String, String) {
     let id = image_id();
@@ -56,11 +46,7 @@ fn run_image(docker_args: &[&str], args: &[&str]) -> (Option<i32>, String, Strin
     all.extend_from_slice(docker_args);
     all.push(id);
     all.extend_from_slice(args);
-    let out = Command::new("docker")
-        .args(&all)
-        .env("DOCKER_HOST", docker_host())
-        .output()
-        .expect("run docker");
+    let out = Cli::shared().output(&all);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -163,7 +149,7 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
     //     -v /var/run/docker.sock:/tmp/docker.sock etcd-registrator --ip <host address> etcd://127.0.0.1:2379/services
     // (--ip: the made-up host name must not be looked up in DNS, off this machine.)
     let rn = unique("registrator");
-    let volume = format!("{}:/tmp/docker.sock", socket_path());
+    let volume = format!("{}:/tmp/docker.sock", docker_socket().display());
     let registry = uri(&p);
     let cid = docker(&[
         "run",
@@ -188,11 +174,7 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
         id: cid,
     };
     let logs = || {
-        let out = Command::new("docker")
-            .args(["logs", &registrator.name])
-            .env("DOCKER_HOST", docker_host())
-            .output()
-            .unwrap();
+        let out = Cli::shared().output(&["logs", &registrator.name]);
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -200,65 +182,10 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
         )
     };
 
-    let (wn, dn, cn) = (unique("web"), unique("db"), unique("cache"));
-    let web = Container::httpd(
-        &wn,
-        80,
-        &[
-            "SERVICE_NAME=web",
-            "SERVICE_MODE=http",
-            "SERVICE_DOMAINS=example.com,www.example.com",
-        ],
-    );
-    let db = Container::httpd(
-        &dn,
-        5432,
-        &[
-            "SERVICE_NAME=db",
-            &format!("SERVICE_EXTERNAL_PORT={external}"),
-        ],
-    );
-    let cache = Container::httpd(
-        &cn,
-        6379,
-        &[
-            "SERVICE_NAME=cache",
-            &format!("SERVICE_INTERNAL_PORT={internal}"),
-        ],
-    );
-
+    let examples = ReadmeExamples::start("example.com,www.example.com", &external, &internal);
     // Service IDs carry the hostname given with -h: the container reports it.
-    let w = format!("/web/{host}:{wn}:80");
-    let d = format!("/db/{host}:{dn}:5432");
-    let c = format!("/cache/{host}:{cn}:6379");
-    let pairs = [
-        (format!("{w}/address"), "127.0.0.1".to_string()),
-        (format!("{w}/port"), web.host_port(80).to_string()),
-        (format!("{w}/mode"), "http".into()),
-        (format!("{w}/domains/example.com"), "example.com".into()),
-        (
-            format!("{w}/domains/www.example.com"),
-            "www.example.com".into(),
-        ),
-        (format!("{w}/node"), host.clone()),
-        (format!("{d}/address"), "127.0.0.1".into()),
-        (format!("{d}/port"), db.host_port(5432).to_string()),
-        (format!("{d}/mode"), "tcp".into()),
-        (format!("{d}/external_port"), external.clone()),
-        (format!("{d}/node"), host.clone()),
-        (format!("{c}/address"), "127.0.0.1".into()),
-        (format!("{c}/port"), cache.host_port(6379).to_string()),
-        (format!("{c}/mode"), "tcp".into()),
-        (format!("{c}/internal_port"), internal.clone()),
-        (format!("{c}/node"), host.clone()),
-    ];
-    let want: BTreeMap<String, String> = pairs.into_iter().collect();
-    let got = || {
-        let mut got = keys_with(&p, &wn);
-        got.extend(keys_with(&p, &dn));
-        got.extend(keys_with(&p, &cn));
-        got
-    };
+    let want = examples.expected(&host);
+    let got = || examples.registered(&p);
     // Docker's events wake the loop; 15 s leaves room for one 10 s resync as well.
     let start = Instant::now();
     let registered = wait_until(Duration::from_secs(15), || got() == want);

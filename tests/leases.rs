@@ -3,74 +3,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `etcdctl watch --prefix` recording every event to a file; killed when dropped.
-struct Watch {
-    child: Child,
-    out: std::path::PathBuf,
-}
-
-impl Watch {
-    fn start(prefix: &str) -> Watch {
-        let out = std::env::temp_dir().join(format!("{}.watch", unique("watch")));
-        let child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &etcd_url(), "watch", "--prefix", prefix])
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        Watch { child, out }
-    }
-
-    /// (event type, key) pairs seen so far.
-    fn events(&self) -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < lines.len() {
-            match lines[i] {
-                "PUT" => {
-                    out.push(("PUT".into(), lines.get(i + 1).unwrap_or(&"").to_string()));
-                    i += 3;
-                }
-                "DELETE" => {
-                    out.push(("DELETE".into(), lines.get(i + 1).unwrap_or(&"").to_string()));
-                    i += 2;
-                }
-                _ => i += 1,
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.out);
-    }
-}
-
-/// The lease ID (decimal) a key carries, 0 for none.
-fn lease_of(key: &str) -> i64 {
-    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
-        "--endpoints",
-        &etcd_url(),
-        "get",
-        key,
-        "-w",
-        "json",
-    ]));
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["kvs"][0]["lease"].as_i64().unwrap_or(0)
+/// The keys host `host` registered for container `c` under `p`.
+fn keys_of(p: &str, host: &str, c: &Container) -> BTreeMap<String, String> {
+    keys_with(p, &format!("{host}:{}", c.name))
 }
 
 fn running(host: &str, p: &str, extra: &[&str]) -> Running {
@@ -88,22 +29,15 @@ fn kill_9_expires_that_hosts_keys_within_the_ttl_and_no_one_elses() {
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let mut r1 = running(&h1, &p, &["--ttl", "3"]);
     let r2 = running(&h2, &p, &["--ttl", "3"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(
-        &p,
-        &format!("{h1}:{}", c.name)
-    )
-    .len()
+    assert!(wait_until(Duration::from_secs(5), || keys_of(&p, &h1, &c)
+        .len()
         == 4
-        && keys_with(&p, &format!("{h2}:{}", c.name)).len() == 4));
-    r1.signal("KILL");
+        && keys_of(&p, &h2, &c).len() == 4));
+    r1.signal(libc::SIGKILL);
     r1.wait(Duration::from_secs(2));
     let killed = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(6), || keys_with(
-            &p,
-            &format!("{h1}:{}", c.name)
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(6), || keys_of(&p, &h1, &c).is_empty()),
         "h1's keys outlived its lease: {:?}",
         etcd_get(&p)
     );
@@ -111,7 +45,7 @@ fn kill_9_expires_that_hosts_keys_within_the_ttl_and_no_one_elses() {
     eprintln!("kill -9 -> keys gone after {took:?} (TTL 3 s)");
     assert!(took < Duration::from_millis(3000 + 1500), "took {took:?}");
     assert_eq!(
-        keys_with(&p, &format!("{h2}:{}", c.name)).len(),
+        keys_of(&p, &h2, &c).len(),
         4,
         "h2's keys were touched: {}",
         r2.log()
@@ -136,7 +70,7 @@ fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease() {
     assert_ne!(lease, 0, "loop keys carry a lease");
 
     let watch = Watch::start(&format!("{p}/keep/"));
-    r.signal("TERM");
+    r.signal(libc::SIGTERM);
     let (code, took) = r.wait(Duration::from_secs(3));
     assert_eq!(code, Some(0), "{}", r.log());
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
@@ -182,7 +116,7 @@ fn successor_after_the_lease_expired_grants_a_new_one_and_re_registers() {
     )
     .len()
         == 4));
-    r.signal("KILL");
+    r.signal(libc::SIGKILL);
     r.wait(Duration::from_secs(2));
     assert!(wait_until(Duration::from_secs(5), || keys_with(
         &p, &c.name
@@ -211,13 +145,11 @@ fn lost_lease_is_replaced_and_everything_re_put_within_an_interval() {
     let key = format!("{p}/c/{host}:{}:80/port", c.name);
     let lease = lease_of(&key);
     // Revoking the lease is what etcd does when it expired during an outage.
-    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
-        "--endpoints",
+    etcdctl(
         &etcd_url(),
-        "lease",
-        "revoke",
-        &format!("{lease:x}"),
-    ]));
+        &[],
+        &["lease", "revoke", &format!("{lease:x}")],
+    );
     // (A pass may already have re-registered them: other tests' containers wake it.)
     assert!(
         wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4
@@ -234,35 +166,25 @@ fn deregister_on_exit_removes_this_hosts_services_only() {
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     let mut r1 = running(&h1, &p, &["--deregister-on-exit"]);
     let _r2 = running(&h2, &p, &[]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(
-        &p,
-        &format!("{h1}:{}", c.name)
-    )
-    .len()
+    assert!(wait_until(Duration::from_secs(5), || keys_of(&p, &h1, &c)
+        .len()
         == 4
-        && keys_with(&p, &format!("{h2}:{}", c.name)).len() == 4));
-    r1.signal("INT");
+        && keys_of(&p, &h2, &c).len() == 4));
+    r1.signal(libc::SIGINT);
     let (code, took) = r1.wait(Duration::from_secs(3));
     assert_eq!(code, Some(0), "{}", r1.log());
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert!(
-        keys_with(&p, &format!("{h1}:{}", c.name)).is_empty(),
-        "{}",
-        r1.log()
-    );
-    assert_eq!(keys_with(&p, &format!("{h2}:{}", c.name)).len(), 4);
+    assert!(keys_of(&p, &h1, &c).is_empty(), "{}", r1.log());
+    assert_eq!(keys_of(&p, &h2, &c).len(), 4);
     // Without a lease (--ttl 0) the keys are deleted instead.
     let mut r3 = running(&h1, &p, &["--ttl", "0", "--deregister-on-exit"]);
-    assert!(wait_until(Duration::from_secs(5), || keys_with(
-        &p,
-        &format!("{h1}:{}", c.name)
-    )
-    .len()
+    assert!(wait_until(Duration::from_secs(5), || keys_of(&p, &h1, &c)
+        .len()
         == 4));
     assert_eq!(lease_of(&format!("{p}/c/{h1}:{}:80/port", c.name)), 0);
-    r3.signal("TERM");
+    r3.signal(libc::SIGTERM);
     assert_eq!(r3.wait(Duration::from_secs(3)).0, Some(0));
-    assert!(keys_with(&p, &format!("{h1}:{}", c.name)).is_empty());
+    assert!(keys_of(&p, &h1, &c).is_empty());
 }
 
 #[test]
@@ -285,6 +207,20 @@ fn once_writes_no_lease_unless_asked() {
     );
 }
 
+/// Puts the keys of a service at `dir` as host `elsewhere` would: address `address`,
+/// port 80, external port `port`.
+fn put_elsewhere(dir: &str, address: &str, port: &str) {
+    for (k, v) in [
+        ("address", address),
+        ("port", "80"),
+        ("mode", "tcp"),
+        ("external_port", port),
+        ("node", "elsewhere"),
+    ] {
+        etcd_put(&format!("{dir}/{k}"), v);
+    }
+}
+
 #[test]
 fn external_port_held_by_another_service_is_refused_until_released() {
     let p = prefix("portrule");
@@ -292,15 +228,7 @@ fn external_port_held_by_another_service_is_refused_until_released() {
     let port = (20000 + std::process::id() % 5000).to_string();
     // Another host's service already holds the port.
     let other = format!("{p}/other/elsewhere:x:80");
-    for (k, v) in [
-        ("address", "10.9.9.9"),
-        ("port", "80"),
-        ("mode", "tcp"),
-        ("external_port", port.as_str()),
-        ("node", "elsewhere"),
-    ] {
-        etcd_put(&format!("{other}/{k}"), v);
-    }
+    put_elsewhere(&other, "10.9.9.9", &port);
     let mine = Container::httpd(
         &unique("mine"),
         80,
@@ -331,13 +259,7 @@ fn external_port_held_by_another_service_is_refused_until_released() {
     );
     assert!(keys_with(&p, &mine.name).is_empty());
     // The holder goes away: the next sync registers ours.
-    run(Command::new("etcdctl").env("ETCDCTL_API", "3").args([
-        "--endpoints",
-        &etcd_url(),
-        "del",
-        "--prefix",
-        &format!("{other}/"),
-    ]));
+    etcdctl(&etcd_url(), &[], &["del", "--prefix", &format!("{other}/")]);
     assert!(
         wait_until(Duration::from_secs(3), || keys_with(&p, &mine.name).len()
             == 5),
@@ -346,15 +268,7 @@ fn external_port_held_by_another_service_is_refused_until_released() {
     );
     // The same service name on another host may share the port (replicas).
     let replica = format!("{p}/mine/elsewhere:y:80");
-    for (k, v) in [
-        ("address", "10.9.9.8"),
-        ("port", "80"),
-        ("mode", "tcp"),
-        ("external_port", port.as_str()),
-        ("node", "elsewhere"),
-    ] {
-        etcd_put(&format!("{replica}/{k}"), v);
-    }
+    put_elsewhere(&replica, "10.9.9.8", &port);
     let mine_errors = || {
         r.log()
             .lines()

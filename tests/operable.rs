@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     bin, etcd_get, etcd_get_at, etcd_put, etcdctl, prefix, stderr, unique, Certs, Container, Etcd,
-    Running, TempDir,
+    ReadmeExamples, Running, TempDir,
 };
 use serde_json::Value;
 
@@ -293,38 +293,15 @@ fn check_json(json: &str, services: &Services) {
     }
 }
 
-/// The README's three examples (tests/demo.sh), named for this test.
-fn readme_examples() -> [Container; 3] {
-    [
-        Container::httpd(
-            &unique("web"),
-            80,
-            &[
-                "SERVICE_NAME=web",
-                "SERVICE_MODE=http",
-                "SERVICE_DOMAINS=example.com,www.example.com",
-            ],
-        ),
-        Container::httpd(
-            &unique("db"),
-            5432,
-            &["SERVICE_NAME=db", "SERVICE_EXTERNAL_PORT=15432"],
-        ),
-        Container::httpd(
-            &unique("cache"),
-            6379,
-            &["SERVICE_NAME=cache", "SERVICE_INTERNAL_PORT=16379"],
-        ),
-    ]
-}
-
 #[test]
 fn ls_shows_the_readme_examples_as_stored() {
     let (p, host) = (prefix("op-ls"), unique("host"));
-    let [web, db, cache] = readme_examples();
+    let ex = ReadmeExamples::start("example.com,www.example.com", "15432", "16379");
+    let (web, db, cache) = (&ex.web, &ex.db, &ex.cache);
     let uri = common::uri(&p);
     let out = common::once(&["--hostname", &host, "--ttl", "60", &uri]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ex.registered(&p), ex.expected(&host), "the README's keys");
     // A service of another host, written by hand.
     let other = format!("{p}/api/other:api-1:8080");
     for (f, v) in [
@@ -372,9 +349,9 @@ fn ls_shows_the_readme_examples_as_stored() {
     let cells =
         |c: &Container| -> Vec<String> { line(c).split_whitespace().map(String::from).collect() };
     for (c, port, name, mode, routes) in [
-        (&web, 80, "web", "http", "example.com,www.example.com"),
-        (&db, 5432, "db", "tcp", "external:15432"),
-        (&cache, 6379, "cache", "tcp", "internal:16379"),
+        (web, 80, "web", "http", "example.com,www.example.com"),
+        (db, 5432, "db", "tcp", "external:15432"),
+        (cache, 6379, "cache", "tcp", "internal:16379"),
     ] {
         let cells = cells(c);
         assert_eq!(cells[0], name, "{cells:?}");

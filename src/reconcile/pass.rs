@@ -87,16 +87,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let Some(lookup) = self.lookup.take() else {
             return;
         };
-        let host = &self.settings.hostname;
-        self.settings.host_address = lookup(host);
-        match &self.settings.host_address {
-            Some(a) => log::info!(
-                "host name {host:?} resolves to {a}: registered for ports published on all \
-                 interfaces"
-            ),
-            None => log::warn!(
-                "cannot resolve host name {host:?}; ports published on all interfaces need --ip"
-            ),
+        match lookup(&self.settings.hostname) {
+            Ok(a) => {
+                log::info!("{a}: registered for ports published on all interfaces");
+                self.settings.host_address = Some(a.ip.to_string());
+            }
+            Err(e) => log::warn!("{e}"),
         }
     }
 

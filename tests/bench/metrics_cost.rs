@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{cpu_ms, etcd_addr, knob, names, root, row, uri, Etcd, Pool, Reg, Scratch};
+use super::common::{bin, command, docker_host, uri, Running};
+use super::{cpu, cpu_ms, knob, names, root, row, Gateway, Pool, KEYS_PER_HTTPD};
 
 /// Containers every registrator sees.
 const CONTAINERS: usize = 10;
@@ -17,11 +18,11 @@ const CONTAINERS: usize = 10;
 const INTERVAL: &str = "0.25";
 
 /// The address a registrator logged it serves on (`--metrics-addr 127.0.0.1:0`).
-fn served_at(reg: &mut Reg) -> String {
+fn served_at(reg: &mut Running) -> String {
     let needle = "serving /metrics and /healthz on http://";
     let start = Instant::now();
     loop {
-        let log = std::fs::read_to_string(&reg.log).unwrap_or_default();
+        let log = reg.log();
         if let Some(addr) = log
             .lines()
             .find_map(|l| Some(l.split_once(needle)?.1.trim()))
@@ -50,13 +51,11 @@ fn scrape(addr: &str) -> usize {
 #[test]
 #[ignore]
 fn b6_metrics_listener_cost() {
-    let scratch = Scratch::new("metrics");
     let secs = knob("BENCH_METRICS_SECS", 30);
     let mut pool = Pool::default();
     eprintln!("bench: starting {CONTAINERS} containers");
     pool.add(&["run", "-d"], &names("mcost", 0..CONTAINERS), "mcost");
-    let mut etcd = Etcd::new();
-    let etcd_s = etcd_addr().to_string();
+    let mut etcd = Gateway::new();
 
     // (label, --metrics-addr, scraped)
     let variants = [
@@ -72,14 +71,10 @@ fn b6_metrics_listener_cost() {
         if *listen {
             args.extend(["--metrics-addr", "127.0.0.1:0"]);
         }
-        let u = uri(&etcd_s, &p);
+        let u = uri(&p);
         args.push(&u);
-        let mut reg = Reg::start(
-            &super::docker_host(),
-            &args,
-            scratch.path(&format!("registrator-{i}.log")),
-        );
-        let want = CONTAINERS as u64 * super::KEYS_PER_HTTPD;
+        let mut reg = Running::spawn(command(bin(), &docker_host(), &args));
+        let want = CONTAINERS as u64 * KEYS_PER_HTTPD;
         assert!(
             etcd.wait_for(&format!("{p}/"), Duration::from_secs(60), |c| c >= want),
             "{label}: not registered:\n{}",
@@ -107,10 +102,10 @@ fn b6_metrics_listener_cost() {
     };
     std::thread::sleep(Duration::from_millis(500));
     let s0 = scrapes.load(Ordering::SeqCst);
-    let c0: Vec<_> = regs.iter_mut().map(|(r, _, _)| r.cpu()).collect();
+    let c0: Vec<_> = regs.iter_mut().map(|(r, _, _)| cpu(r)).collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let c1: Vec<_> = regs.iter_mut().map(|(r, _, _)| r.cpu()).collect();
+    let c1: Vec<_> = regs.iter_mut().map(|(r, _, _)| cpu(r)).collect();
     let window = t0.elapsed();
     let scraped = scrapes.load(Ordering::SeqCst) - s0;
     stop.store(true, Ordering::SeqCst);
@@ -124,10 +119,18 @@ fn b6_metrics_listener_cost() {
         .zip(&c1)
         .map(|(a, b)| cpu_ms(*a, *b).1 / passes)
         .collect();
-    let memory: Vec<(u64, u64, u64, u64)> = regs.iter_mut().map(|(r, _, _)| r.memory()).collect();
+    // (VmRSS, RssAnon) in KiB.
+    let memory: Vec<(u64, u64)> = regs
+        .iter_mut()
+        .map(|(r, _, _)| {
+            r.check_alive();
+            let status = r.status();
+            (status.kib("VmRSS:"), status.kib("RssAnon:"))
+        })
+        .collect();
     let scrape_ms = (per_pass[2] - per_pass[1]) * passes / scraped.max(1) as f64;
     let delta = |i: usize| memory[i].0 as i64 - memory[0].0 as i64;
-    let delta_anon = |i: usize| memory[i].2 as i64 - memory[0].2 as i64;
+    let delta_anon = |i: usize| memory[i].1 as i64 - memory[0].1 as i64;
     row(
         &format!(
             "`--metrics-addr`: CPU per quiet pass and resident memory, off / on / on and scraped \

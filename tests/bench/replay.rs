@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::http::read_head;
-use crate::proxy::{docker_path_kind, Counter};
+use crate::common::http::read_head;
+use crate::common::relay::{docker_path_kind, Counter};
 
 /// The recorded container that every clone copies: an HTTP service with one port
 /// published on 127.0.0.1 (registered) and one on all addresses (ignored by a label).

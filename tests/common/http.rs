@@ -1,9 +1,10 @@
-//! Minimal HTTP/1.1 framing for the benchmark: reading one message head and body off a
-//! stream (used by the counting proxies and the replay server), and a keep-alive client
-//! for etcd's JSON gateway that the latency polls use (one TCP connection, no pool, no
-//! DNS, so a poll costs one round trip and nothing else).
+//! HTTP/1.1 on the wire, written by hand so the tests see every byte: reading one
+//! message head and body off a stream (the relay, the bench's replay Docker API), a
+//! keep-alive client for etcd's JSON gateway that the bench's latency polls use (one TCP
+//! connection, no pool, no DNS, so a poll costs one round trip and nothing else), and a
+//! one-shot GET.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -135,6 +136,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `addr`; it connects on the first request.
     pub fn new(addr: SocketAddr) -> Client {
         Client { addr, conn: None }
     }
@@ -180,4 +182,26 @@ impl Client {
         }
         Ok((head.status(), body))
     }
+}
+
+/// One `GET path HTTP/1.0` with `Host: host` on a new connection to 127.0.0.1:`port`,
+/// connecting and reading within `timeout` each: the status and the body, trimmed.
+pub fn get(port: u16, path: &str, host: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| format!("send: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("receive: {e}"))?;
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .ok_or(format!("no response head in {out:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(format!("no status in {head:?}"))?;
+    Ok((status, body.trim().to_string()))
 }
