@@ -1240,6 +1240,21 @@ mod tests {
             parse_strs(&["ls", "-h"]),
             Ok(Command::SubcommandHelp(HELP_LS))
         );
+        // Secrets typed in the wrong place are not echoed (see `redact`).
+        for args in [
+            vec!["ls", "etcd://u:Pw9se@h/s", "cret@h/s"],
+            vec!["ls", "--etcd-password=Pw9secret", "etcd:///s"],
+            vec![
+                "healthcheck",
+                "--metrics-addr",
+                "h:1",
+                "etcd://u:Pw9secret@h/s",
+            ],
+            vec!["ls", "etcd://u:Pw9secret@h:x/s"],
+        ] {
+            let e = parse_strs(&args).unwrap_err().0;
+            assert!(!leaks(&e), "{args:?}: {e}");
+        }
         for (args, want) in [
             (vec!["ls"], "ls: missing registry URI"),
             (vec!["ls", "etcd:///s", "x"], "unexpected argument(s)"),
