@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::cli::DockerHost;
 use crate::docker::{Docker, Events};
+use crate::metrics;
 use crate::reconcile::Wake;
 
 /// Actions that can change what should be registered.
@@ -53,6 +54,9 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
                     log::info!("docker event stream reconnected");
                 }
                 // Anything may have happened while we were not listening.
+                if connected_before {
+                    metrics::global().event_stream_reconnect();
+                }
                 if (connected_before || was_failing) && tx.send(Wake::Changed).is_err() {
                     return;
                 }
@@ -81,6 +85,7 @@ fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<String, Closed> {
     loop {
         match stream.next_event() {
             Ok(Some(ev)) if relevant(&ev.action) => {
+                metrics::global().docker_event();
                 log::debug!(
                     "docker event {} {}",
                     ev.action,

@@ -4,9 +4,10 @@
 //! Here are the syscalls parsing leaves out (the host name, files, the environment).
 
 use std::error::Error;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{self, Config};
+use crate::cli::{self, Config, Registry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
 use crate::hostaddr;
@@ -72,11 +73,19 @@ pub fn credentials(
     config: &mut Config,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
-    let r = &mut config.registry;
+    registry_credentials(&mut config.registry, config.password_file.as_deref(), env)
+}
+
+/// [`credentials`] for a registry and a password file of their own (`registrator ls`).
+pub fn registry_credentials(
+    r: &mut Registry,
+    password_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
     if r.username.is_none() {
         r.username = env("ETCD_USERNAME").filter(|s| !s.is_empty());
     }
-    if let Some(path) = &config.password_file {
+    if let Some(path) = password_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --etcd-password-file {}: {e}", path.display()))?;
         r.password = Some(text.trim_end_matches(['\n', '\r']).to_string());

@@ -146,6 +146,7 @@ impl<S, K> Reconciler<S, K> {
             log::error!("{p}");
         }
         self.reported = now;
+        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 
     /// Logs a problem found between passes (unless already logged) and keeps it.
@@ -153,5 +154,6 @@ impl<S, K> Reconciler<S, K> {
         if self.reported.insert(problem.clone()) {
             log::error!("{problem}");
         }
+        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 }

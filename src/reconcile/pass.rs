@@ -43,6 +43,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             }
         };
         let (claiming, held) = claims::check(claiming, &actual);
+        crate::metrics::global().planned(&desired, &actual, &self.opts.hostname, held.len());
         problems.extend(held);
         self.report(problems);
         self.seen.remember(containers, desired);
@@ -121,6 +122,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     return Ok((self.group(kvs), None));
                 }
                 None => {
+                    crate::metrics::global().lease_lost(self.lease());
                     log::warn!(
                         "lease {:x} is gone (expired or revoked); granting a new one and \
                          registering again",

@@ -42,7 +42,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         );
         loop {
             if Instant::now() >= next_sync {
-                let wait = match self.sync() {
+                let started = Instant::now();
+                let result = self.sync();
+                crate::metrics::global().pass_result(&result, started.elapsed());
+                let wait = match result {
                     Ok(_) => {
                         backoff.recovered("sync succeeded again");
                         interval
