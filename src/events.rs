@@ -46,11 +46,13 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
         log::Level::Warn,
     );
     let mut connected_before = false;
+    // Whether the last try could not connect at all (logged once, and its end logged).
+    let mut unreachable = false;
     loop {
         match docker.events(Duration::from_secs(300)) {
             Ok(stream) => {
                 let was_failing = backoff.is_failing();
-                if was_failing {
+                if std::mem::take(&mut unreachable) {
                     log::info!("docker event stream reconnected");
                 }
                 // Anything may have happened while we were not listening.
@@ -73,6 +75,7 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
                 }
             }
             Err(e) => {
+                unreachable = true;
                 backoff.failed(format!("{e}; retrying"));
             }
         }
