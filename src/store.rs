@@ -49,14 +49,22 @@ pub enum Request {
 #[derive(Debug)]
 pub struct StoreError {
     inner: Box<dyn std::error::Error + Send + Sync>,
-    refused: bool,
+    cause: Cause,
+}
+
+/// What the reconciler does differently depending on the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Other,
+    Refused,
+    Denied,
 }
 
 impl StoreError {
     pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StoreError {
             inner: e.into(),
-            refused: false,
+            cause: Cause::Other,
         }
     }
 
@@ -65,13 +73,26 @@ impl StoreError {
     pub fn refused(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StoreError {
             inner: e.into(),
-            refused: true,
+            cause: Cause::Refused,
+        }
+    }
+
+    /// The store's user may not read or write the key the request was about.
+    pub fn denied(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError {
+            inner: e.into(),
+            cause: Cause::Denied,
         }
     }
 
     /// Whether the request was refused for what it carries (see [`StoreError::refused`]).
     pub fn is_refused(&self) -> bool {
-        self.refused
+        self.cause == Cause::Refused
+    }
+
+    /// Whether the user lacks permission on the key (see [`StoreError::denied`]).
+    pub fn is_denied(&self) -> bool {
+        self.cause == Cause::Denied
     }
 }
 

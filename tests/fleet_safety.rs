@@ -413,3 +413,68 @@ fn a_restart_with_a_lower_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
 fn a_restart_with_a_higher_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
     restart_with_ttl("4", "9");
 }
+
+#[test]
+fn without_permission_on_the_instance_key_it_registers_and_says_what_to_grant() {
+    // An etcd user whose role covers exactly `<prefix>/`, as before instance keys.
+    let etcd = Etcd::start_single("nokeyrole", &[]);
+    let url = etcd.url();
+    let p = "/services";
+    let root = ["--user", "root:rootpw"];
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "reg:regpw"],
+        &["role", "add", "regrole"],
+        &[
+            "role",
+            "grant-permission",
+            "regrole",
+            "--prefix=true",
+            "readwrite",
+            "/services/",
+        ],
+        &["user", "grant-role", "reg", "regrole"],
+        &["auth", "enable"],
+    ] {
+        etcdctl(&url, &[], args);
+    }
+    let host = unique("h");
+    let svc = unique("svc");
+    let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
+    let u = format!("etcd://reg:regpw@{}{p}", etcd.endpoint());
+    let mut r = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
+    let mine = || {
+        try_etcd_get_at(&url, &root, &format!("{p}/{svc}/"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.contains(&c.name))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(8), || mine() == 4),
+        "{}",
+        r.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let warnings = lines_with(&r, "WARN");
+    assert_eq!(warnings.len(), 1, "{}", r.log());
+    assert!(
+        warnings[0].contains(&format!("cannot use {p}.registrator/instance/{host}"))
+            && warnings[0].contains(&format!("readwrite on {p}.registrator/")),
+        "{}",
+        warnings[0]
+    );
+    assert!(lines_with(&r, "ERROR").is_empty(), "{}", r.log());
+    // A graceful restart still takes over without a flap (by watching the lease).
+    r.signal("TERM");
+    assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
+    let r2 = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
+    assert!(
+        wait_until(Duration::from_secs(6), || r2
+            .log()
+            .contains("adopted lease")),
+        "{}",
+        r2.log()
+    );
+    assert_eq!(mine(), 4);
+}

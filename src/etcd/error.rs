@@ -150,7 +150,8 @@ impl std::error::Error for EtcdError {
 impl From<EtcdError> for StoreError {
     /// etcd refuses a request for what it carries with InvalidArgument ("too many
     /// operations in txn request", "request is too large") or ResourceExhausted (a gRPC
-    /// message over its limit): the store is fine, a smaller request may pass.
+    /// message over its limit): the store is fine, a smaller request may pass. A
+    /// permission error is told apart too: it concerns the key, not the store.
     fn from(e: EtcdError) -> Self {
         let by_content = matches!(
             e.refusal(),
@@ -158,6 +159,8 @@ impl From<EtcdError> for StoreError {
         );
         if by_content {
             StoreError::refused(e)
+        } else if matches!(*e.kind, Kind::PermissionDenied { .. }) {
+            StoreError::denied(e)
         } else {
             StoreError::new(e)
         }

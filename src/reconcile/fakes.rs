@@ -76,6 +76,8 @@ pub struct FakeEtcd {
     pub kept_by_twin: BTreeSet<i64>,
     /// Largest txn (bytes of keys and values) accepted, as etcd's `--max-request-bytes`.
     pub max_txn_bytes: usize,
+    /// Keys under this prefix are outside the user's role: permission denied.
+    pub denied: Option<String>,
     /// How often each store method was called.
     pub calls: BTreeMap<&'static str, usize>,
 }
@@ -89,6 +91,7 @@ impl Default for FakeEtcd {
             next_lease: 0,
             kept_by_twin: BTreeSet::new(),
             max_txn_bytes: 1536 * 1024,
+            denied: None,
             calls: BTreeMap::new(),
         }
     }
@@ -113,6 +116,18 @@ impl FakeEtcd {
             .collect();
         for id in gone {
             self.expire(id);
+        }
+    }
+
+    fn check_permission<'a>(
+        &self,
+        mut keys: impl Iterator<Item = &'a String>,
+    ) -> Result<(), StoreError> {
+        match &self.denied {
+            Some(d) if keys.any(|k| k.starts_with(d.as_str())) => {
+                Err(StoreError::denied(format!("permission denied on {d}")))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -157,6 +172,7 @@ impl Store for FakeEtcd {
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");
+        self.check_permission(prefixes.iter())?;
         Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
     }
     fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
@@ -169,6 +185,15 @@ impl Store for FakeEtcd {
                 Request::DeletePrefix { prefix } => prefix.len(),
             })
             .sum();
+        let keys = requests.iter().map(|r| match r {
+            Request::Put { key, .. } | Request::Delete { key } => key,
+            Request::DeletePrefix { prefix } => prefix,
+        });
+        let compared = compares.iter().map(|c| match c {
+            Compare::ValueEquals(k, _) | Compare::Missing(k) => k,
+            Compare::Unchanged { prefix, .. } => prefix,
+        });
+        self.check_permission(keys.chain(compared))?;
         if requests.len() > MAX_TXN_OPS || compares.len() > MAX_TXN_OPS {
             return Err(StoreError::refused("too many operations in txn request"));
         }

@@ -197,7 +197,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let key = instance_key(&self.opts.prefix, &self.opts.hostname);
         self.identity.held = false;
         for attempt in 0..3 {
-            let holder = self.read_instance(&key)?;
+            let holder = match self.read_instance(&key) {
+                Ok(holder) => holder,
+                Err(e) if e.is_denied() => {
+                    self.go_keyless(&key, &e);
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             let value = holder.as_ref().map(|kv| kv.value.as_str());
             if value == Some(self.identity.id.as_str()) && self.lease() != 0 {
                 // Our own claim, whose answer was lost.
@@ -250,6 +257,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     );
                 }
             }
+            if self.identity.keyless {
+                self.identity.held = true;
+                return Ok(());
+            }
             let guard = match value {
                 None => Compare::Missing(key.clone()),
                 Some(v) => Compare::ValueEquals(key.clone(), v.to_string()),
@@ -259,14 +270,40 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 value: self.identity.id.clone(),
                 lease: self.lease(),
             };
-            if self.store.txn(&[guard], &[claim])? {
-                self.identity.held = true;
-                log::debug!("holding {key} = {}", self.identity.id);
-                return Ok(());
+            match self.store.txn(&[guard], &[claim]) {
+                Ok(true) => {
+                    self.identity.held = true;
+                    log::debug!("holding {key} = {}", self.identity.id);
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) if e.is_denied() => {
+                    self.go_keyless(&key, &e);
+                    self.identity.held = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         self.set_lease(0);
         Err(self.twin(format!("{key} keeps changing hands")))
+    }
+
+    /// The etcd user may not use the instance key (a role that covers only the prefix):
+    /// carry on without it. A twin started after this process is still found by
+    /// watching the lease; what is lost is a successor's quick takeover after a
+    /// graceful exit, the tie between two processes started at once, and the check that
+    /// no successor took over while this process's keepalives failed.
+    fn go_keyless(&mut self, key: &str, e: &StoreError) {
+        if !self.identity.keyless {
+            log::warn!(
+                "cannot use {key} ({e}): another registrator with this host name is told \
+                 from a crashed predecessor by watching the lease only; grant the etcd user \
+                 readwrite on {}.registrator/ as well",
+                self.opts.prefix
+            );
+        }
+        self.identity.keyless = true;
     }
 
     /// The instance key and its value and lease, if it exists.
@@ -329,7 +366,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// The instance key to read along with this host's services, while it is held.
     pub(super) fn held_instance_key(&self) -> Option<String> {
-        (self.exclusive() && self.identity.held)
+        (self.exclusive() && self.identity.held && !self.identity.keyless)
             .then(|| instance_key(&self.opts.prefix, &self.opts.hostname))
     }
 
@@ -361,7 +398,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// On an exit that leaves the services registered: marks the identity released,
     /// so a successor takes over at once instead of watching the lease.
     pub fn release(&mut self) -> Result<(), SyncError> {
-        if !self.identity.held || self.lease() == 0 {
+        if !self.identity.held || self.identity.keyless || self.lease() == 0 {
             return Ok(());
         }
         let key = instance_key(&self.opts.prefix, &self.opts.hostname);
@@ -854,5 +891,34 @@ mod tests {
         second.sync().unwrap();
         assert_eq!(second.store.granted(old), None);
         assert_eq!(second.retiring, None);
+    }
+
+    #[test]
+    fn without_permission_on_the_instance_key_the_lease_watch_alone_tells() {
+        let denied = || FakeEtcd {
+            denied: Some("/s.registrator/".into()),
+            ..Default::default()
+        };
+        let mut first = exclusive(two_containers(), denied(), 30);
+        assert_eq!(first.sync().unwrap().applied, 2, "registers as before");
+        assert!(first.identity.keyless && first.identity.held);
+        first.store.calls.clear();
+        first.sync().unwrap();
+        let calls: Vec<_> = first.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(calls, [("lease_keys", 1), ("range_prefixes", 1)]);
+        first.release().unwrap();
+        let lease = first.lease();
+        let mut etcd = std::mem::take(&mut first.store);
+        // A twin is still refused...
+        etcd.kept_by_twin.insert(lease);
+        let mut twin = exclusive(two_containers(), etcd, 30);
+        assert!(matches!(twin.sync(), Err(SyncError::Twin(_))));
+        // ...and a successor still adopts, after watching the lease.
+        let mut etcd = std::mem::take(&mut twin.store);
+        etcd.kept_by_twin.clear();
+        let mut second = exclusive(two_containers(), etcd, 30);
+        let (out, waited) = timed(|| second.sync().unwrap());
+        assert_eq!((second.lease(), out.applied), (lease, 0));
+        assert!(waited > Duration::ZERO);
     }
 }

@@ -149,6 +149,8 @@ pub struct Reconciler<S, K> {
 struct Identity {
     id: String,
     held: bool,
+    /// The etcd user may not use the instance key: the lease watch alone tells.
+    keyless: bool,
 }
 
 impl<S, K> Reconciler<S, K> {
@@ -169,6 +171,7 @@ impl<S, K> Reconciler<S, K> {
             identity: Identity {
                 id: lease::instance_id(),
                 held: false,
+                keyless: false,
             },
             retiring: None,
             pause: std::thread::sleep,
