@@ -197,96 +197,97 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let key = instance_key(&self.opts.prefix, &self.opts.hostname);
         self.identity.held = false;
         for attempt in 0..3 {
-            let holder = match self.read_instance(&key) {
-                Ok(holder) => holder,
-                Err(e) if e.is_denied() => {
-                    self.go_keyless(&key, &e);
-                    None
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let value = holder.as_ref().map(|kv| kv.value.as_str());
-            if value == Some(self.identity.id.as_str()) && self.lease() != 0 {
+            let holder = self.read_instance(&key)?;
+            let value = holder.as_ref().map(|kv| kv.value.clone());
+            if value.as_deref() == Some(self.identity.id.as_str()) && self.lease() != 0 {
                 // Our own claim, whose answer was lost.
                 self.identity.held = true;
                 return Ok(());
             }
-            let released = value == Some(RELEASED);
-            if attempt > 0 && !released {
-                if let Some(v) = value {
-                    // Another process claimed it between our read and our write.
-                    self.set_lease(0);
-                    return Err(self.twin(format!("it just took {key} ({v})")));
-                }
+            let released = value.as_deref() == Some(RELEASED);
+            if let (true, false, Some(v)) = (attempt > 0, released, &value) {
+                // Another process claimed it between our read and our write.
+                self.set_lease(0);
+                return Err(self.twin(format!("it just took {key} ({v})")));
             }
-            let holder_lease = holder.as_ref().map_or(0, |kv| kv.lease);
+            let holder_lease = holder.filter(|_| !released).map_or(0, |kv| kv.lease);
             if self.lease() == 0 {
-                let mut candidates: Vec<i64> = Vec::new();
-                if !released && holder_lease != 0 {
-                    candidates.push(holder_lease);
-                }
-                for l in adoption_candidates(actual, &self.opts.hostname) {
-                    if !candidates.contains(&l) {
-                        candidates.push(l);
-                    }
-                }
-                // Without a holder that released it, a live lease may be a twin's.
-                if !released {
-                    if let Some(l) = self.kept_by_another(&candidates)? {
-                        return Err(
-                            self.twin(format!("lease {l:x} on its services is being kept alive"))
-                        );
-                    }
-                }
-                for l in candidates {
-                    if let Some(granted) = self.store.keepalive(l)? {
-                        self.adopt(l, granted)?;
-                        break;
-                    }
-                }
-                if self.lease() == 0 {
-                    self.grant_lease()?;
-                }
-            } else if !released && holder_lease != 0 && holder_lease != self.lease() {
-                // Someone took the identity since we looked (or while our lease was
-                // gone): live, it is a twin.
+                self.take_lease(actual, holder_lease, !released)?;
+            } else if holder_lease != 0 && holder_lease != self.lease() {
+                // Someone holds the identity on a lease of its own (taken while ours
+                // was gone, say): refuse if it is alive.
                 if let Some(l) = self.kept_by_another(&[holder_lease])? {
                     self.set_lease(0);
-                    return Err(
-                        self.twin(format!("it holds {key} on lease {l:x} and keeps it alive"))
-                    );
+                    return Err(self.twin(format!("it holds {key} on lease {l:x}, kept alive")));
                 }
             }
-            if self.identity.keyless {
-                self.identity.held = true;
+            if self.claim(&key, value.as_deref())? {
                 return Ok(());
-            }
-            let guard = match value {
-                None => Compare::Missing(key.clone()),
-                Some(v) => Compare::ValueEquals(key.clone(), v.to_string()),
-            };
-            let claim = Request::Put {
-                key: key.clone(),
-                value: self.identity.id.clone(),
-                lease: self.lease(),
-            };
-            match self.store.txn(&[guard], &[claim]) {
-                Ok(true) => {
-                    self.identity.held = true;
-                    log::debug!("holding {key} = {}", self.identity.id);
-                    return Ok(());
-                }
-                Ok(false) => {}
-                Err(e) if e.is_denied() => {
-                    self.go_keyless(&key, &e);
-                    self.identity.held = true;
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
             }
         }
         self.set_lease(0);
         Err(self.twin(format!("{key} keeps changing hands")))
+    }
+
+    /// Takes a lease: the first live one of the instance holder's (`holder_lease`, 0
+    /// for none) and this host's keys', unless (with `watch`) a live process keeps one
+    /// of them alive; else a new one.
+    fn take_lease(
+        &mut self,
+        actual: &Actual,
+        holder_lease: i64,
+        watch: bool,
+    ) -> Result<(), SyncError> {
+        let mut candidates: Vec<i64> = Vec::new();
+        if holder_lease != 0 {
+            candidates.push(holder_lease);
+        }
+        for l in adoption_candidates(actual, &self.opts.hostname) {
+            if !candidates.contains(&l) {
+                candidates.push(l);
+            }
+        }
+        // Without a holder that released it, a live lease may be a twin's.
+        if watch {
+            if let Some(l) = self.kept_by_another(&candidates)? {
+                return Err(self.twin(format!("lease {l:x} on its services is being kept alive")));
+            }
+        }
+        for l in candidates {
+            if let Some(granted) = self.store.keepalive(l)? {
+                self.adopt(l, granted)?;
+                return Ok(());
+            }
+        }
+        self.grant_lease()?;
+        Ok(())
+    }
+
+    /// Writes our instance into the instance key, on our lease, if it still holds
+    /// `seen`; false when someone changed it meanwhile. Without permission on the key,
+    /// carries on keyless (true).
+    fn claim(&mut self, key: &str, seen: Option<&str>) -> Result<bool, StoreError> {
+        if self.identity.keyless {
+            self.identity.held = true;
+            return Ok(true);
+        }
+        let guard = match seen {
+            None => Compare::Missing(key.to_string()),
+            Some(v) => Compare::ValueEquals(key.to_string(), v.to_string()),
+        };
+        let put = Request::Put {
+            key: key.to_string(),
+            value: self.identity.id.clone(),
+            lease: self.lease(),
+        };
+        match self.store.txn(&[guard], &[put]) {
+            Ok(false) => return Ok(false),
+            Ok(true) => log::debug!("holding {key} = {}", self.identity.id),
+            Err(e) if e.is_denied() => self.go_keyless(key, &e),
+            Err(e) => return Err(e),
+        }
+        self.identity.held = true;
+        Ok(true)
     }
 
     /// The etcd user may not use the instance key (a role that covers only the prefix):
@@ -306,10 +307,19 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         self.identity.keyless = true;
     }
 
-    /// The instance key and its value and lease, if it exists.
+    /// The instance key and its value and lease, if it exists (None when keyless).
     fn read_instance(&mut self, key: &str) -> Result<Option<Kv>, StoreError> {
-        let kvs = self.store.range_prefixes(&[key.to_string()])?;
-        Ok(kvs.into_iter().find(|kv| kv.key == key))
+        if self.identity.keyless {
+            return Ok(None);
+        }
+        match self.store.range_prefixes(&[key.to_string()]) {
+            Ok(kvs) => Ok(kvs.into_iter().find(|kv| kv.key == key)),
+            Err(e) if e.is_denied() => {
+                self.go_keyless(key, &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Watches the live ones of `leases` (without refreshing them) until each is known

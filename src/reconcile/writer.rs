@@ -55,7 +55,9 @@ enum Written {
 
 impl<K: Store> Writer<'_, K> {
     /// Applies ops in as few transactions as etcd's op limit allows. A batch whose
-    /// guard fails is retried op by op, so one contested service does not block others.
+    /// guard fails, or that etcd refuses, is retried op by op, so one contested or
+    /// oversized service does not block others; an op too big for one transaction is
+    /// written in parts.
     pub(super) fn apply(&mut self, ops: &[Op], outcome: &mut Outcome) -> Result<(), StoreError> {
         self.apply_ops(ops, outcome, Guard::Expected)
     }
