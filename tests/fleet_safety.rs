@@ -464,8 +464,9 @@ fn without_permission_on_the_instance_key_it_registers_and_says_what_to_grant() 
     let warnings = lines_with(&r, "cannot use");
     assert_eq!(warnings.len(), 1, "{}", r.log());
     assert!(
-        warnings[0].contains(&format!("cannot use {p}.registrator/instance/{host}"))
-            && warnings[0].contains(&format!("readwrite on {p}.registrator/")),
+        warnings[0].contains(&format!(
+            "cannot use /.registrator/services/instance/{host}"
+        )) && warnings[0].contains("readwrite on /.registrator/services/"),
         "{}",
         warnings[0]
     );

@@ -21,11 +21,19 @@ const WATCH_STEP: Duration = Duration::from_millis(250);
 /// registered: its successor takes over at once, without watching the lease.
 const RELEASED: &str = "released";
 
-/// The key naming the process that holds `hostname`'s identity under `prefix`. It is a
-/// sibling of the prefix (`/services.registrator/instance/<host>` for `/services`), so
-/// readers of the prefix never see it.
+/// Where the registrators of `prefix` keep their instance keys: beside the prefix, not
+/// under it and not starting with it (`/.registrator/services/` for `/services`,
+/// `/a/.registrator/b/` for `/a/b`), so no reader of the prefix sees them, with or
+/// without its trailing slash.
+pub fn identity_root(prefix: &str) -> String {
+    let (parent, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+    format!("{parent}/.registrator/{last}/")
+}
+
+/// The key naming the process that holds `hostname`'s identity under `prefix`
+/// (`/.registrator/services/instance/<host>` for `/services`).
 pub fn instance_key(prefix: &str, hostname: &str) -> String {
-    format!("{prefix}.registrator/instance/{hostname}")
+    format!("{}instance/{hostname}", identity_root(prefix))
 }
 
 /// A value for this process's instance key: unique per process and start.
@@ -300,8 +308,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             log::warn!(
                 "cannot use {key} ({e}): another registrator with this host name is told \
                  from a crashed predecessor by watching the lease only; grant the etcd user \
-                 readwrite on {}.registrator/ as well",
-                self.opts.prefix
+                 readwrite on {} as well",
+                identity_root(&self.opts.prefix)
             );
         }
         self.identity.keyless = true;
@@ -312,8 +320,9 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if self.identity.keyless {
             return Ok(None);
         }
-        match self.store.range_prefixes(&[key.to_string()]) {
-            Ok(kvs) => Ok(kvs.into_iter().find(|kv| kv.key == key)),
+        // A plain range, not a txn: a pass that cannot write fails at its first write.
+        match self.store.range_prefix(key) {
+            Ok((kvs, _)) => Ok(kvs.into_iter().find(|kv| kv.key == key)),
             Err(e) if e.is_denied() => {
                 self.go_keyless(key, &e);
                 Ok(None)
@@ -389,9 +398,9 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let Some(key) = self.held_instance_key() else {
             return Ok(kvs);
         };
-        let root = format!("{}/", self.opts.prefix);
+        let root = identity_root(&self.opts.prefix);
         let (ours, rest): (Vec<Kv>, Vec<Kv>) = kvs.into_iter().partition(|kv| kv.key == key);
-        let rest = rest.into_iter().filter(|kv| kv.key.starts_with(&root));
+        let rest = rest.into_iter().filter(|kv| !kv.key.starts_with(&root));
         match ours.first() {
             Some(kv) if kv.value == self.identity.id => {}
             Some(kv) => {
@@ -467,7 +476,7 @@ mod tests {
     use crate::reconcile::fakes::{container, now as fake_now, reconciler, FakeDocker, FakeEtcd};
     use crate::reconcile::Reconciler;
 
-    const KEY: &str = "/s.registrator/instance/h";
+    const KEY: &str = "/.registrator/s/instance/h";
 
     /// A stored service of `owner` whose keys carry these leases.
     fn stored(owner: &str, leases: &[i64]) -> Stored {
@@ -568,6 +577,18 @@ mod tests {
         assert_eq!(out.applied, 1, "only the stale service is deleted");
         assert_eq!(second.store.rev, rev + 1);
         assert!(!second.store.calls.contains_key("grant"));
+    }
+
+    #[test]
+    fn instance_keys_live_beside_the_prefix() {
+        for (prefix, key) in [
+            ("/services", "/.registrator/services/instance/h"),
+            ("/a/b", "/a/.registrator/b/instance/h"),
+            ("/t/x-1-2", "/t/.registrator/x-1-2/instance/h"),
+        ] {
+            assert_eq!(instance_key(prefix, "h"), key);
+            assert!(!key.starts_with(prefix), "{key} would show under {prefix}");
+        }
     }
 
     #[test]
@@ -906,7 +927,7 @@ mod tests {
     #[test]
     fn without_permission_on_the_instance_key_the_lease_watch_alone_tells() {
         let denied = || FakeEtcd {
-            denied: Some("/s.registrator/".into()),
+            denied: Some("/.registrator/".into()),
             ..Default::default()
         };
         let mut first = exclusive(two_containers(), denied(), 30);

@@ -25,7 +25,7 @@ mod writer;
 #[cfg(test)]
 mod fakes;
 
-pub use lease::instance_key;
+pub use lease::{identity_root, instance_key};
 pub use run::{Shutdown, Wake};
 
 /// Why a pass changed nothing.
