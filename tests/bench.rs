@@ -569,8 +569,9 @@ fn watch_for(
     })
 }
 
-/// `POST /containers/{name}/start` on `e`'s Docker API socket; returns the HTTP status.
-fn docker_start_api(e: Engine, name: &str) -> u16 {
+/// `POST /containers/{name}/start` on `e`'s Docker API socket; returns the HTTP status
+/// and, for an error, the answer's body.
+fn docker_start_api(e: Engine, name: &str) -> (u16, String) {
     let mut conn =
         std::os::unix::net::UnixStream::connect(e.socket()).expect("connect to the Docker socket");
     let request = format!(
@@ -581,7 +582,11 @@ fn docker_start_api(e: Engine, name: &str) -> u16 {
     let head = common::http::read_head(&mut r)
         .expect("read start answer")
         .expect("an answer to start");
-    head.status()
+    let body = match head.status() {
+        204 | 304 => Vec::new(),
+        _ => common::http::read_body(&mut r, &head).map_or_else(|e| e.to_string().into(), |b| b.1),
+    };
+    (head.status(), String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Starts every container at once, one thread each; returns each name with when its
@@ -596,8 +601,11 @@ fn start_all(e: Engine, names: &[String]) -> Vec<(String, Instant, Instant)> {
                 s.spawn(move || {
                     gate.wait();
                     let t = Instant::now();
-                    let status = docker_start_api(e, n);
-                    assert!(status == 204 || status == 304, "start {n}: HTTP {status}");
+                    let (status, body) = docker_start_api(e, n);
+                    assert!(
+                        status == 204 || status == 304,
+                        "start {n}: HTTP {status} {body}"
+                    );
                     (n.clone(), t, Instant::now())
                 })
             })
