@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export REGISTRATOR_GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DAEMONS := tests/daemons.sh
+PODMAN := tests/podman.sh
 
 .PHONY: all build release lint test unit demo bench fault-test static image clean daemons-up daemons-down
 
@@ -24,11 +25,13 @@ unit:
 	$(CARGO) test --lib --bins --examples
 
 # Everything: unit tests, then integration tests against a real etcd and dockerd that
-# tests/daemons.sh installs from Debian's packages and starts on loopback (and stops).
+# tests/daemons.sh installs from Debian's packages and starts on loopback (and stops),
+# and against Podman, which tests/podman.sh installs and starts beside them.
 test:
 	$(DAEMONS) install
+	$(PODMAN) install
 	$(CARGO) build --tests
-	$(DAEMONS) run $(CARGO) test -- --test-threads=4
+	$(DAEMONS) run $(PODMAN) run $(CARGO) test -- --test-threads=4
 
 # Brings up the local etcd and dockerd, starts the three README examples, runs the
 # registrator once and prints the keys. Leaves the daemons running: `make daemons-down`.
@@ -37,11 +40,13 @@ demo:
 	$(CARGO) build --release
 	tests/demo.sh
 
-# Benchmark (not a timed test): prints one table of latency, bursts, idle cost, size.
+# Benchmark (not a timed test): prints one table of latency, bursts, idle cost, size;
+# latency and bursts on Podman too.
 bench:
 	$(DAEMONS) install
+	$(PODMAN) install
 	$(CARGO) build --release
-	$(DAEMONS) run tests/bench.sh
+	$(DAEMONS) run $(PODMAN) run tests/bench.sh
 
 # Fault-injection suite with its own etcd/dockerd instances; prints a summary table.
 fault-test:

@@ -14,12 +14,10 @@ use crate::docker::{Docker, Events};
 use crate::metrics;
 use crate::reconcile::Wake;
 
-/// Actions that can change what should be registered.
+/// Actions that can change what should be registered, in dockerd's or Podman's words
+/// ([`crate::docker::classify`] knows both).
 pub fn relevant(action: &str) -> bool {
-    matches!(
-        action,
-        "start" | "die" | "stop" | "destroy" | "pause" | "unpause" | "restart"
-    ) || action.starts_with("health_status")
+    crate::docker::classify(action) != crate::docker::EventKind::Other
 }
 
 /// Spawns the watcher thread. It ends when the loop's receiver is gone.

@@ -365,16 +365,33 @@ fn httpd(name: &str, service: &str) -> Vec<String> {
     httpd_args(name, 80, &[&format!("SERVICE_NAME={service}")])
 }
 
-/// Containers this bench made: `docker rm -f` when dropped.
-#[derive(Default)]
-struct Pool(Vec<String>);
+/// The "Docker" column of a row measured on engine `e`.
+fn real(e: Engine) -> &'static str {
+    match e {
+        Engine::Docker => "real",
+        Engine::Podman => "real Podman",
+    }
+}
+
+/// Containers this bench made on one engine: `rm -f` when dropped.
+struct Pool(Vec<String>, Engine);
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool(Vec::new(), Engine::Docker)
+    }
+}
 
 impl Pool {
-    /// `docker <verb> ...` (`run -d` or `create`) for each name, four at a time.
+    /// `<cli> <verb> ...` (`run -d` or `create`) for each name, four at a time.
     fn add(&mut self, verb: &[&str], names: &[String], service: &str) {
         self.0.extend(names.iter().cloned());
+        let e = self.1;
         in_parallel(names, 4, |n| {
-            docker_with(verb, &httpd(n, service));
+            e.run_with(
+                verb,
+                &e.httpd_args(n, 80, &[&format!("SERVICE_NAME={service}")]),
+            );
         });
     }
 
@@ -386,7 +403,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for chunk in self.0.chunks(50) {
-            rm_quietly(chunk);
+            self.1.rm_quietly(chunk);
         }
     }
 }
@@ -473,12 +490,28 @@ const QUIET_TARGET: &str =
 // ---------------------------------------------------------------------------------
 // Scenarios, run in name order by tests/bench.sh
 
-/// Registration and deregistration latency of single containers, polling every 2 ms.
+/// Registration and deregistration latency of single containers on dockerd.
 #[test]
 #[ignore]
 fn b1_latency() {
-    let p = format!("{}/lat", root());
-    let mut reg = start(bin(), &docker_host(), "10", &uri(&p));
+    latency(Engine::Docker);
+}
+
+/// [`b1_latency`] on Podman, beside dockerd's rows.
+#[test]
+#[ignore]
+fn b1_latency_podman() {
+    if let Some(e) = Engine::podman() {
+        latency(e);
+    }
+}
+
+/// Registration and deregistration latency of single containers on `e`, polling every
+/// 2 ms.
+fn latency(e: Engine) {
+    let p = format!("{}/lat-{}", root(), e.name());
+    let cli = e.cli().program;
+    let mut reg = start(bin(), &e.host(), "10", &uri(&p));
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
 
@@ -486,37 +519,40 @@ fn b1_latency() {
     let limit = Duration::from_secs(10);
     let mut etcd = Gateway::new();
     let (mut up, mut down) = (Vec::new(), Vec::new());
-    let mut pool = Pool::default();
+    let mut pool = Pool(Vec::new(), e);
     for name in names("lat", 0..runs) {
         let dir = service_dir(&p, "lat", &name);
         pool.0.push(name.clone());
-        docker_with(&["run", "-d"], &httpd(&name, "lat"));
+        e.run_with(
+            &["run", "-d"],
+            &e.httpd_args(&name, 80, &["SERVICE_NAME=lat"]),
+        );
         let t0 = Instant::now();
         up.push(etcd.poll_until(&dir, t0, limit, |n| n >= KEYS_PER_HTTPD));
         std::thread::sleep(Duration::from_millis(300));
 
-        docker(&["stop", "-t", "5", &name]);
+        e.run(&["stop", "-t", "5", &name]);
         let t0 = Instant::now();
         down.push(etcd.poll_until(&dir, t0, limit, |n| n == 0));
         std::thread::sleep(Duration::from_millis(100));
-        docker(&["rm", &name]);
+        e.run(&["rm", &name]);
         pool.forget(std::slice::from_ref(&name));
         std::thread::sleep(Duration::from_millis(300));
         reg.check_alive();
     }
     row(
-        &format!("registration: `docker run -d` returns → last key readable, {runs} runs (min / median / max)"),
+        &format!("registration: `{cli} run -d` returns → last key readable, {runs} runs (min / median / max)"),
         &stats(&up, limit),
         "median ≤ 2 ms, max ≤ 10 ms (Go registrator: ~1 ms, max 4 ms)",
-        "real",
+        real(e),
     );
     row(
         &format!(
-            "deregistration: `docker stop` returns → keys gone, {runs} runs (min / median / max)"
+            "deregistration: `{cli} stop` returns → keys gone, {runs} runs (min / median / max)"
         ),
         &stats(&down, limit),
         "median ≤ 2 ms, max ≤ 10 ms (Go registrator: ~1 ms)",
-        "real",
+        real(e),
     );
     etcd.delete_prefix(&format!("{p}/"));
 }
@@ -535,10 +571,11 @@ fn watch_for(
     })
 }
 
-/// `POST /containers/{name}/start` on the Docker socket; returns the HTTP status.
-fn docker_start_api(name: &str) -> u16 {
-    let mut conn = std::os::unix::net::UnixStream::connect(docker_socket())
-        .expect("connect to the Docker socket");
+/// `POST /containers/{name}/start` on `e`'s Docker API socket; returns the HTTP status
+/// and, for an error, the answer's body.
+fn docker_start_api(e: Engine, name: &str) -> (u16, String) {
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(e.socket()).expect("connect to the Docker socket");
     let request = format!(
         "POST /containers/{name}/start HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
     );
@@ -547,12 +584,16 @@ fn docker_start_api(name: &str) -> u16 {
     let head = common::http::read_head(&mut r)
         .expect("read start answer")
         .expect("an answer to start");
-    head.status()
+    let body = match head.status() {
+        204 | 304 => Vec::new(),
+        _ => common::http::read_body(&mut r, &head).map_or_else(|e| e.to_string().into(), |b| b.1),
+    };
+    (head.status(), String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Starts every container at once, one thread each; returns each name with when its
 /// call was sent and when it returned.
-fn start_all(names: &[String]) -> Vec<(String, Instant, Instant)> {
+fn start_all(e: Engine, names: &[String]) -> Vec<(String, Instant, Instant)> {
     let gate = std::sync::Barrier::new(names.len());
     std::thread::scope(|s| {
         let handles: Vec<_> = names
@@ -562,8 +603,11 @@ fn start_all(names: &[String]) -> Vec<(String, Instant, Instant)> {
                 s.spawn(move || {
                     gate.wait();
                     let t = Instant::now();
-                    let status = docker_start_api(n);
-                    assert!(status == 204 || status == 304, "start {n}: HTTP {status}");
+                    let (status, body) = docker_start_api(e, n);
+                    assert!(
+                        status == 204 || status == 304,
+                        "start {n}: HTTP {status} {body}"
+                    );
                     (n.clone(), t, Instant::now())
                 })
             })
@@ -628,13 +672,30 @@ fn signed_ms(at: Instant, reference: Instant) -> String {
     format!("{:.0} ms", signed(at, reference))
 }
 
-/// 50 containers started at once, CPU with them at `--interval 10`, then removed at once.
+/// 50 containers started at once, CPU with them at `--interval 10`, then removed at once,
+/// on dockerd.
 #[test]
 #[ignore]
 fn b2_bursts_and_cpu() {
+    bursts(Engine::Docker, true);
+}
+
+/// [`b2_bursts_and_cpu`]'s bursts on Podman, beside dockerd's rows (not the CPU minute).
+#[test]
+#[ignore]
+fn b2_bursts_podman() {
+    if let Some(e) = Engine::podman() {
+        bursts(e, false);
+    }
+}
+
+/// 50 containers started at once on `e`, the CPU and memory of a quiet minute with them
+/// when `cpu_minute`, then removed at once.
+fn bursts(e: Engine, cpu_minute: bool) {
     const N: u64 = 50;
-    let p = format!("{}/burst", root());
-    let mut reg = start(bin(), &docker_host(), "10", &uri(&p));
+    let p = format!("{}/burst-{}", root(), e.name());
+    let cli = e.cli().program;
+    let mut reg = start(bin(), &e.host(), "10", &uri(&p));
     std::thread::sleep(Duration::from_secs(1));
     reg.check_alive();
     let mut etcd = Gateway::new();
@@ -643,7 +704,7 @@ fn b2_bursts_and_cpu() {
     let limit = Duration::from_secs(60);
 
     let burst = names("burst", 0..N as usize);
-    let mut pool = Pool::default();
+    let mut pool = Pool(Vec::new(), e);
     eprintln!("bench: creating {N} containers");
     pool.add(&["create"], &burst, "burst");
 
@@ -651,7 +712,7 @@ fn b2_bursts_and_cpu() {
     // `docker start a b ...` would start them one after another). A watcher records
     // when each container's keys first show up.
     let watcher = watch_services(all.clone(), N as usize, limit);
-    let calls = start_all(&burst);
+    let calls = start_all(e, &burst);
     let seen = watcher.join().unwrap();
     let began = calls.iter().map(|c| c.1).min().unwrap();
     let returned = calls.iter().map(|c| c.2).max().unwrap();
@@ -660,9 +721,13 @@ fn b2_bursts_and_cpu() {
         let mut lags: Vec<f64> = calls.iter().map(|(n, _, r)| signed(seen[n], *r)).collect();
         lags.sort_by(|a, b| a.total_cmp(b));
         format!(
-            "all registered {} after the last start call returned; the {N} calls took {:.2} s (dockerd serializes them); each container registered {:.1} / {:.1} / {:.1} ms (min / median / max) after its own start call returned",
+            "all registered {} after the last start call returned; the {N} calls took {:.2} s{}; each container registered {:.1} / {:.1} / {:.1} ms (min / median / max) after its own start call returned",
             signed_ms(done, returned),
             (returned - began).as_secs_f64(),
+            match e {
+                Engine::Docker => " (dockerd serializes them)",
+                Engine::Podman => "",
+            },
             lags[0],
             median(&lags),
             lags[lags.len() - 1]
@@ -674,7 +739,7 @@ fn b2_bursts_and_cpu() {
             limit.as_secs()
         )
     };
-    row(&format!("burst: {N} created containers started at once ({N} concurrent start calls) → all registered"), &figure, "< 2 s", "real");
+    row(&format!("burst: {N} created containers started at once ({N} concurrent start calls) → all registered"), &figure, "< 2 s", real(e));
 
     // A quiet minute with 50 containers at the default 10 s interval.
     assert!(
@@ -682,38 +747,45 @@ fn b2_bursts_and_cpu() {
         "burst not registered:\n{}",
         reg.log_tail()
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let secs = knob("BENCH_CPU_SECS", 60);
-    eprintln!("bench: measuring CPU for {secs} s");
-    let c0 = cpu(&mut reg);
-    std::thread::sleep(Duration::from_secs(secs));
-    let c1 = cpu(&mut reg);
-    let (by_ticks, by_sched) = cpu_ms(c0, c1);
-    let scale = 60.0 / secs as f64;
-    row(
-        &format!("CPU time per minute, {N} containers, `--interval 10` (over {secs} s)"),
-        &format!(
-            "{:.0} ms (utime+stime, {} ms ticks; {:.1} ms by schedstat)",
-            by_ticks * scale,
-            1000 / clock_ticks_per_sec(),
-            by_sched * scale
-        ),
-        "< 30 ms (Go registrator: 330-440 ms)",
-        "real",
-    );
-    row(
-        &format!("resident memory, {N} containers, `--interval 10`"),
-        &memory_figure(&mut reg),
-        "(Go registrator: 13 MB)",
-        "real",
-    );
+    if cpu_minute {
+        std::thread::sleep(Duration::from_secs(2));
+        let secs = knob("BENCH_CPU_SECS", 60);
+        eprintln!("bench: measuring CPU for {secs} s");
+        let c0 = cpu(&mut reg);
+        std::thread::sleep(Duration::from_secs(secs));
+        let c1 = cpu(&mut reg);
+        let (by_ticks, by_sched) = cpu_ms(c0, c1);
+        let scale = 60.0 / secs as f64;
+        row(
+            &format!("CPU time per minute, {N} containers, `--interval 10` (over {secs} s)"),
+            &format!(
+                "{:.0} ms (utime+stime, {} ms ticks; {:.1} ms by schedstat)",
+                by_ticks * scale,
+                1000 / clock_ticks_per_sec(),
+                by_sched * scale
+            ),
+            "< 30 ms (Go registrator: 330-440 ms)",
+            "real",
+        );
+        row(
+            &format!("resident memory, {N} containers, `--interval 10`"),
+            &memory_figure(&mut reg),
+            "(Go registrator: 13 MB)",
+            "real",
+        );
+    }
 
-    // All 50 removed by one `docker rm -f` (the CLI removes them in parallel).
+    // All 50 removed by one `docker rm -f` (the CLI removes them in parallel). Podman's
+    // `rm -f` stops them first (as `stop` does); `-t 0` kills at once, as dockerd's does.
     let watcher = watch_for(all.clone(), |n| n == 0, limit);
     let began = Instant::now();
-    let mut args = vec!["rm", "-f"];
+    let rm: &[&str] = match e {
+        Engine::Docker => &["rm", "-f"],
+        Engine::Podman => &["rm", "-f", "-t", "0"],
+    };
+    let mut args = rm.to_vec();
     args.extend(burst.iter().map(String::as_str));
-    docker(&args);
+    e.run(&args);
     let returned = Instant::now();
     pool.forget(&burst);
     let figure = match watcher.join().unwrap() {
@@ -730,10 +802,13 @@ fn b2_bursts_and_cpu() {
         ),
     };
     row(
-        &format!("burst: {N} containers removed by one `docker rm -f` → all deregistered"),
+        &format!(
+            "burst: {N} containers removed by one `{cli} {}` → all deregistered",
+            rm.join(" ")
+        ),
         &figure,
         "< 1 s (Go registrator: about half left registered)",
-        "real",
+        real(e),
     );
     reg.check_alive();
     etcd.delete_prefix(&format!("{p}/"));

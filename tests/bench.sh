@@ -32,6 +32,7 @@ if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; 
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 machine="$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)"
 versions="etcd $(etcd --version 2>/dev/null | awk '/etcd Version/ {print $3}'), dockerd $(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?')"
+if [ -n "${REG_PODMAN_HOST:-}" ]; then versions="$versions, Podman $(podman --version | awk '{print $3}') (rootful)"; fi
 
 # The static musl binary (size and memory rows): brought up to date when `make static`
 # could do so without installing anything; otherwise measured as found, or skipped.

@@ -1,5 +1,7 @@
 //! The core registrator against the real etcd and dockerd: the README examples, stop and
-//! removal, restarts, two hosts on one prefix, bad input, unreachable daemons.
+//! removal, restarts, two hosts on one prefix, bad input, unreachable daemons. Each test
+//! about Docker's view runs once per engine: dockerd and Podman (`NAME::docker`,
+//! `NAME::podman`).
 
 mod common;
 
@@ -7,19 +9,36 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn readme_examples_register_exactly_the_documented_keys() {
+per_engine!(
+    readme_examples_register_exactly_the_documented_keys,
+    stopped_and_removed_containers_are_deregistered,
+    restart_cleans_up_what_died_while_down_including_explicit_ids,
+    two_hosts_share_a_prefix_without_touching_each_other,
+    bad_input_skips_only_the_offending_service_with_one_clear_line,
+    older_container_keeps_a_contested_external_port_and_errors_are_not_repeated,
+    docker_unreachable_changes_nothing_and_once_exits_1,
+    dry_run_prints_the_plan_and_changes_nothing,
+    loop_follows_docker_events_start_stop_pause,
+    healthcheck_gates_registration,
+    host_network_and_udp_ports,
+);
+
+fn readme_examples_register_exactly_the_documented_keys(e: Engine) {
     let p = prefix("examples");
     let host = unique("node");
-    let examples =
-        ReadmeExamples::start("Example.com, www.example.com,example.com", "25432", "26379");
+    let examples = ReadmeExamples::start_on(
+        e,
+        "Example.com, www.example.com,example.com",
+        "25432",
+        "26379",
+    );
 
-    let out = once(&["--hostname", &host, &uri(&p)]);
+    let out = once_on(e, &["--hostname", &host, &uri(&p)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(examples.registered(&p), examples.expected(&host));
 
     // A second pass changes nothing and says nothing at info level.
-    let out = once(&["--hostname", &host, &uri(&p)]);
+    let out = once_on(e, &["--hostname", &host, &uri(&p)]);
     assert!(out.status.success());
     let ours = |l: &&str| examples.names().iter().any(|n| l.contains(n));
     assert!(
@@ -32,19 +51,20 @@ fn readme_examples_register_exactly_the_documented_keys() {
     );
 }
 
-#[test]
-fn stopped_and_removed_containers_are_deregistered() {
+fn stopped_and_removed_containers_are_deregistered(e: Engine) {
     let p = prefix("stop");
     let host = unique("node");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let b = Container::httpd(&unique("b"), 80, &["SERVICE_NAME=b"]);
-    assert!(once(&["--hostname", &host, &uri(&p)]).status.success());
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
+    let b = Container::httpd_on(e, &unique("b"), 80, &["SERVICE_NAME=b"]);
+    assert!(once_on(e, &["--hostname", &host, &uri(&p)])
+        .status
+        .success());
     assert_eq!(keys_with(&p, &a.name).len(), 4);
     assert_eq!(keys_with(&p, &b.name).len(), 4);
 
     a.stop();
-    docker(&["rm", "-f", &b.name]);
-    let out = once(&["--hostname", &host, &uri(&p)]);
+    e.run(&["rm", "-f", &b.name]);
+    let out = once_on(e, &["--hostname", &host, &uri(&p)]);
     assert!(out.status.success());
     assert!(
         keys_with(&p, &a.name).is_empty(),
@@ -61,19 +81,19 @@ fn stopped_and_removed_containers_are_deregistered() {
     );
 }
 
-#[test]
-fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
+fn restart_cleans_up_what_died_while_down_including_explicit_ids(e: Engine) {
     let p = prefix("restart");
     let host = unique("node");
     let sid = unique("explicit-id");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let b = Container::httpd(
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
+    let b = Container::httpd_on(
+        e,
         &unique("b"),
         80,
         &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")],
     );
-    let keep = Container::httpd(&unique("keep"), 80, &["SERVICE_NAME=keep"]);
-    let mut r = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
+    let keep = Container::httpd_on(e, &unique("keep"), 80, &["SERVICE_NAME=keep"]);
+    let mut r = Running::on(e, &["--hostname", &host, "--interval", "1", &uri(&p)]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4
             && keys_with(&p, &a.name).len() == 4),
@@ -85,7 +105,7 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
 
     a.stop();
     b.stop();
-    let r2 = Running::start(&["--hostname", &host, "--interval", "1", &uri(&p)]);
+    let r2 = Running::on(e, &["--hostname", &host, "--interval", "1", &uri(&p)]);
     // After a kill -9 the successor first watches its predecessor's lease for up to
     // TTL/3 + 1.25 s (30 s by default: 11.25 s) to tell it from a live twin.
     assert!(
@@ -103,20 +123,20 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids() {
     );
 }
 
-#[test]
-fn two_hosts_share_a_prefix_without_touching_each_other() {
+fn two_hosts_share_a_prefix_without_touching_each_other(e: Engine) {
     let p = prefix("twohosts");
     let (h1, h2) = (unique("h1"), unique("h2"));
     let sid = unique("shared-id");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let x = Container::httpd(
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
+    let x = Container::httpd_on(
+        e,
         &unique("x"),
         80,
         &["SERVICE_NAME=x", &format!("SERVICE_ID={sid}")],
     );
 
-    assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
-    let out = once(&["--hostname", &h2, &uri(&p)]);
+    assert!(once_on(e, &["--hostname", &h1, &uri(&p)]).status.success());
+    let out = once_on(e, &["--hostname", &h2, &uri(&p)]);
     assert!(out.status.success());
     // Both hosts registered the container under their own IDs...
     assert_eq!(keys_with(&p, &format!("{h1}:{}", a.name)).len(), 4);
@@ -137,7 +157,7 @@ fn two_hosts_share_a_prefix_without_touching_each_other() {
     // The container goes away: h2's pass removes only h2's services.
     x.stop();
     a.stop();
-    assert!(once(&["--hostname", &h2, &uri(&p)]).status.success());
+    assert!(once_on(e, &["--hostname", &h2, &uri(&p)]).status.success());
     assert!(keys_with(&p, &format!("{h2}:{}", a.name)).is_empty());
     assert_eq!(
         keys_with(&p, &format!("{h1}:{}", a.name)).len(),
@@ -149,7 +169,7 @@ fn two_hosts_share_a_prefix_without_touching_each_other() {
         4,
         "h2 deleted h1's explicit-ID service"
     );
-    assert!(once(&["--hostname", &h1, &uri(&p)]).status.success());
+    assert!(once_on(e, &["--hostname", &h1, &uri(&p)]).status.success());
     assert!(
         keys_with(&p, &a.name).is_empty() && keys_with(&p, &sid).is_empty(),
         "{:?}",
@@ -157,12 +177,11 @@ fn two_hosts_share_a_prefix_without_touching_each_other() {
     );
 }
 
-#[test]
-fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
+fn bad_input_skips_only_the_offending_service_with_one_clear_line(e: Engine) {
     let p = prefix("bad");
     let host = unique("node");
     let tag = unique("bad");
-    let good = Container::httpd(&format!("{tag}-good"), 80, &["SERVICE_NAME=good"]);
+    let good = Container::httpd_on(e, &format!("{tag}-good"), 80, &["SERVICE_NAME=good"]);
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         (
             "mode",
@@ -203,9 +222,9 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
     ];
     let mut containers = Vec::new();
     for (case, env, _) in &cases {
-        containers.push(Container::httpd(&format!("{tag}-{case}"), 80, env));
+        containers.push(Container::httpd_on(e, &format!("{tag}-{case}"), 80, env));
     }
-    let out = once(&["--hostname", &host, &uri(&p)]);
+    let out = once_on(e, &["--hostname", &host, &uri(&p)]);
     assert!(
         out.status.success(),
         "bad input is not a failed sync: {}",
@@ -232,18 +251,17 @@ fn bad_input_skips_only_the_offending_service_with_one_clear_line() {
     assert!(etcd_get(&p).keys().all(|k| !k.contains("escape")));
 }
 
-#[test]
-fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated() {
+fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated(e: Engine) {
     let p = prefix("claim");
     let host = unique("node");
     let port = format!(
         "SERVICE_EXTERNAL_PORT={}",
         30000 + std::process::id() % 1000
     );
-    let old = Container::httpd(&unique("old"), 80, &["SERVICE_NAME=first", &port]);
+    let old = Container::httpd_on(e, &unique("old"), 80, &["SERVICE_NAME=first", &port]);
     std::thread::sleep(Duration::from_millis(50));
-    let new = Container::httpd(&unique("new"), 80, &["SERVICE_NAME=second", &port]);
-    let mut r = Running::start(&["--hostname", &host, "--interval", "0.2", &uri(&p)]);
+    let new = Container::httpd_on(e, &unique("new"), 80, &["SERVICE_NAME=second", &port]);
+    let mut r = Running::on(e, &["--hostname", &host, "--interval", "0.2", &uri(&p)]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &old.name).len()
             == 5),
@@ -267,12 +285,13 @@ fn older_container_keeps_a_contested_external_port_and_errors_are_not_repeated()
     );
 }
 
-#[test]
-fn docker_unreachable_changes_nothing_and_once_exits_1() {
+fn docker_unreachable_changes_nothing_and_once_exits_1(e: Engine) {
     let p = prefix("nodocker");
     let host = unique("node");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    assert!(once(&["--hostname", &host, &uri(&p)]).status.success());
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
+    assert!(once_on(e, &["--hostname", &host, &uri(&p)])
+        .status
+        .success());
     let before = etcd_get(&p);
     assert!(!before.is_empty());
     let out = once_with(
@@ -325,12 +344,12 @@ fn usage_errors_exit_2_with_one_line() {
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("registrator "));
 }
 
-#[test]
-fn dry_run_prints_the_plan_and_changes_nothing() {
+fn dry_run_prints_the_plan_and_changes_nothing(e: Engine) {
     let p = prefix("dry");
     let host = unique("node");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
     let out = registrator(&["--dry-run", "--hostname", &host, &uri(&p)])
+        .env("DOCKER_HOST", e.host())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -346,25 +365,24 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(etcd_get(&p).is_empty());
 }
 
-#[test]
-fn loop_follows_docker_events_start_stop_pause() {
+fn loop_follows_docker_events_start_stop_pause(e: Engine) {
     let p = prefix("events");
     let host = unique("node");
-    let r = Running::start(&["--hostname", &host, "--interval", "60", &uri(&p)]);
+    let r = Running::on(e, &["--hostname", &host, "--interval", "60", &uri(&p)]);
     std::thread::sleep(Duration::from_millis(500));
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
+    let a = Container::httpd_on(e, &unique("a"), 80, &["SERVICE_NAME=a"]);
     assert!(
         wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4),
         "not registered on start: {}",
         r.log()
     );
-    docker(&["pause", &a.name]);
+    e.run(&["pause", &a.name]);
     assert!(
         wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).is_empty()),
         "paused still registered: {}",
         r.log()
     );
-    docker(&["unpause", &a.name]);
+    e.run(&["unpause", &a.name]);
     assert!(
         wait_until(Duration::from_secs(2), || keys_with(&p, &a.name).len() == 4),
         "not registered on unpause: {}",
@@ -378,13 +396,13 @@ fn loop_follows_docker_events_start_stop_pause() {
     );
 }
 
-#[test]
-fn healthcheck_gates_registration() {
+fn healthcheck_gates_registration(e: Engine) {
     let p = prefix("health");
     let host = unique("node");
-    let r = Running::start(&["--hostname", &host, "--interval", "60", &uri(&p)]);
+    let r = Running::on(e, &["--hostname", &host, "--interval", "60", &uri(&p)]);
     std::thread::sleep(Duration::from_millis(300));
-    let c = Container::run(
+    let c = Container::run_on(
+        e,
         &unique("hc"),
         &[
             "-p",
@@ -405,13 +423,13 @@ fn healthcheck_gates_registration() {
         keys_with(&p, &c.name).is_empty(),
         "registered before it was healthy"
     );
-    docker(&["exec", &c.name, "touch", "/tmp/ok"]);
+    e.run(&["exec", &c.name, "touch", "/tmp/ok"]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4),
         "healthy but not registered: {}",
         r.log()
     );
-    docker(&["exec", &c.name, "rm", "/tmp/ok"]);
+    e.run(&["exec", &c.name, "rm", "/tmp/ok"]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).is_empty()),
         "unhealthy but still registered: {}",
@@ -419,25 +437,27 @@ fn healthcheck_gates_registration() {
     );
 }
 
-#[test]
-fn internal_host_network_and_udp_ports() {
+fn host_network_and_udp_ports(e: Engine) {
     let p = prefix("modes");
     let host = unique("node");
-    let web = Container::httpd(&unique("web"), 80, &["SERVICE_NAME=web"]);
-    let hostnet = Container::run(
+    let hostnet = Container::run_on(
+        e,
         &unique("hostnet"),
         &["--net", "host", "--expose", "9999", "-e", "SERVICE_NAME=hn"],
         &["sleep", "600"],
     );
-    let udp = Container::run(
+    let udp = Container::run_on(
+        e,
         &unique("udp"),
         &["-p", "127.0.0.1::53/udp", "-e", "SERVICE_NAME=dns"],
         &["sleep", "600"],
     );
 
-    assert!(once(&["--hostname", &host, "--ip", "127.0.0.1", &uri(&p)])
-        .status
-        .success());
+    assert!(
+        once_on(e, &["--hostname", &host, "--ip", "127.0.0.1", &uri(&p)])
+            .status
+            .success()
+    );
     let hn = keys_with(&p, &hostnet.name);
     assert_eq!(
         hn.get(&format!("/hn/{host}:{}:9999/port", hostnet.name))
@@ -455,7 +475,15 @@ fn internal_host_network_and_udp_ports() {
         dns.contains_key(&format!("/dns/{host}:{}:53:udp/port", udp.name)),
         "{dns:?}"
     );
+}
 
+/// Docker only: `--internal` registers the container's own address, and Podman's
+/// slirp4netns gives a container none (its netavark bridge would, but it changes the
+/// host's firewall and ip_forward, which the tests leave alone).
+#[test]
+fn internal_registers_the_container_address_and_port() {
+    let host = unique("node");
+    let web = Container::httpd(&unique("web"), 80, &["SERVICE_NAME=web"]);
     // --internal: the container's own address and exposed port.
     let p2 = prefix("internal");
     assert!(once(&["--hostname", &host, "--internal", &uri(&p2)])

@@ -169,10 +169,7 @@ fn image_runs_as_the_readme_shows_registers_the_examples_and_stops_at_once() {
         "127.0.0.1",
         &registry,
     ]);
-    let registrator = Container {
-        name: rn.clone(),
-        id: cid,
-    };
+    let registrator = Container::adopt(Engine::Docker, &rn, cid);
     let logs = || {
         let out = Cli::shared().output(&["logs", &registrator.name]);
         format!(

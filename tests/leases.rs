@@ -1,5 +1,7 @@
 //! Many hosts on one prefix: lease expiry after a crash, restarts without flapping,
-//! adoption, lease loss, --deregister-on-exit and the cluster-wide port rule.
+//! adoption, lease loss, --deregister-on-exit and the cluster-wide port rule. The
+//! restart and the stop without flapping depend on the engine's view and run once per
+//! engine (`NAME::docker`, `NAME::podman`).
 
 mod common;
 
@@ -9,17 +11,26 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+per_engine!(
+    graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease,
+    docker_stop_deregisters_without_flapping,
+);
+
 /// The keys host `host` registered for container `c` under `p`.
 fn keys_of(p: &str, host: &str, c: &Container) -> BTreeMap<String, String> {
     keys_with(p, &format!("{host}:{}", c.name))
 }
 
 fn running(host: &str, p: &str, extra: &[&str]) -> Running {
+    running_on(Engine::Docker, host, p, extra)
+}
+
+fn running_on(e: Engine, host: &str, p: &str, extra: &[&str]) -> Running {
     let mut args = vec!["--hostname", host, "--interval", "1"];
     args.extend_from_slice(extra);
     let u = uri(p);
     args.push(&u);
-    Running::start(&args)
+    Running::on(e, &args)
 }
 
 #[test]
@@ -53,13 +64,12 @@ fn kill_9_expires_that_hosts_keys_within_the_ttl_and_no_one_elses() {
     drop(c);
 }
 
-#[test]
-fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease() {
+fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease(e: Engine) {
     let p = prefix("restart");
     let host = unique("h");
-    let keep = Container::httpd(&unique("keep"), 80, &["SERVICE_NAME=keep"]);
-    let gone = Container::httpd(&unique("gone"), 80, &["SERVICE_NAME=gone"]);
-    let mut r = running(&host, &p, &["--ttl", "4"]);
+    let keep = Container::httpd_on(e, &unique("keep"), 80, &["SERVICE_NAME=keep"]);
+    let gone = Container::httpd_on(e, &unique("gone"), 80, &["SERVICE_NAME=gone"]);
+    let mut r = running_on(e, &host, &p, &["--ttl", "4"]);
     assert!(wait_until(Duration::from_secs(5), || keys_with(
         &p, &keep.name
     )
@@ -82,7 +92,7 @@ fn graceful_restart_neither_deletes_nor_rewrites_and_adopts_the_lease() {
 
     // While it is down, one container stops: the successor cleans that up.
     gone.stop();
-    let r2 = running(&host, &p, &["--ttl", "4"]);
+    let r2 = running_on(e, &host, &p, &["--ttl", "4"]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &gone.name)
             .is_empty()),
@@ -331,16 +341,15 @@ fn two_hosts_racing_for_one_free_port_never_both_win() {
     drop((alpha, beta));
 }
 
-#[test]
-fn docker_stop_deregisters_without_flapping() {
+fn docker_stop_deregisters_without_flapping(e: Engine) {
     // Docker's list lags behind its events: a pass right after `die` must not register
     // the dying container again (seen as DELETE, PUT, DELETE by a watching proxy).
     let p = prefix("noflap");
     let host = unique("h");
-    let r = running(&host, &p, &[]);
+    let r = running_on(e, &host, &p, &[]);
     std::thread::sleep(Duration::from_millis(300));
     for round in 0..8 {
-        let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+        let c = Container::httpd_on(e, &unique("c"), 80, &["SERVICE_NAME=c"]);
         assert!(
             wait_until(Duration::from_secs(3), || keys_with(&p, &c.name).len() == 4),
             "{}",

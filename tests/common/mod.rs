@@ -18,6 +18,30 @@ pub use {cluster::*, docker::*, etcd::*, registrator::*, sys::*};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Runs each test `fn NAME(engine: Engine)` once per engine, as the tests `NAME::docker`
+/// and `NAME::podman` (`cargo test podman` picks the Podman ones). The Podman one is
+/// skipped, saying so, only when `tests/podman.sh run` did not set Podman up.
+#[allow(unused_macros)]
+macro_rules! per_engine {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn docker() {
+                super::$test($crate::common::Engine::Docker)
+            }
+
+            #[test]
+            fn podman() {
+                if let Some(engine) = $crate::common::Engine::podman() {
+                    super::$test(engine)
+                }
+            }
+        }
+    )+};
+}
+#[allow(unused_imports)]
+pub(crate) use per_engine;
+
 /// A variable `tests/daemons.sh run` exports (`REG_ETCD`, `DOCKER_HOST`, `REG_IMAGE`).
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {

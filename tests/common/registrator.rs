@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{docker_host, kill_pid, last_lines, unique};
+use super::{docker_host, kill_pid, last_lines, unique, Engine};
 
 /// The registrator binary cargo built for these tests.
 pub fn bin() -> &'static str {
@@ -40,6 +40,11 @@ pub fn once(args: &[&str]) -> Output {
     once_with(&docker_host(), args)
 }
 
+/// Runs `registrator --once ARGS` against `engine` and returns its output.
+pub fn once_on(engine: Engine, args: &[&str]) -> Output {
+    once_with(&engine.host(), args)
+}
+
 /// Runs `registrator --once ARGS` against `docker_host` and returns its output.
 pub fn once_with(docker_host: &str, args: &[&str]) -> Output {
     let mut all = vec!["--once"];
@@ -71,6 +76,11 @@ impl Running {
     /// `registrator ARGS` against the shared dockerd.
     pub fn start(args: &[&str]) -> Running {
         Running::spawn(registrator(args))
+    }
+
+    /// `registrator ARGS` against `engine`.
+    pub fn on(engine: Engine, args: &[&str]) -> Running {
+        Running::with_docker(&engine.host(), args)
     }
 
     /// `registrator ARGS` against `docker_host`.
