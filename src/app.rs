@@ -6,9 +6,12 @@ use std::error::Error;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::cli::{Config, LsConfig};
 use crate::etcd::Etcd;
-use crate::setup::Setup;
-use crate::{events, keepalive, signals};
+use crate::ls::{self, Filter};
+use crate::setup::{self, Setup};
+use crate::store::StoreError;
+use crate::{events, http, keepalive, metrics, signals};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -58,6 +61,7 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
         agents,
     } = setup;
     signals::block()?;
+    operator_listener(&config, ttl)?;
     let (tx, rx) = mpsc::channel();
     signals::forward(tx.clone(), move || {
         for agent in agents {
@@ -101,6 +105,48 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
         );
     } else {
         log::info!("exiting; services stay registered");
+    }
+    Ok(())
+}
+
+/// The loop's metrics (configured whether or not they are served), and with
+/// `--metrics-addr` the listener of `/metrics` and `/healthz`. Called after the signals
+/// are blocked, so its threads leave SIGTERM to the signal thread.
+fn operator_listener(config: &Config, ttl: u64) -> Result<(), String> {
+    metrics::global().configure(config.interval, ttl);
+    if let Some(addr) = &config.metrics_addr {
+        let bound = http::spawn(addr.as_str(), metrics::global())
+            .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
+        log::info!("serving /metrics and /healthz on http://{bound}");
+    }
+    Ok(())
+}
+
+/// `registrator ls`: reads the services under the prefix (never Docker, never a
+/// write, no lease kept alive) and prints them; Err: exit code 1.
+pub fn ls(mut config: LsConfig) -> Result<(), Box<dyn Error>> {
+    setup::registry_credentials(
+        &mut config.registry,
+        config.password_file.as_deref(),
+        |name| std::env::var(name).ok(),
+    )?;
+    if let Some(warning) = crate::cli::plaintext_password_warning(&config.registry) {
+        log::warn!("{warning}");
+    }
+    let mut etcd = Etcd::new(&config.registry, Duration::from_secs(10))?;
+    let filter = Filter {
+        node: config.node.clone(),
+        name: config.name.clone(),
+    };
+    let prefix = &config.registry.prefix;
+    let listing = ls::read(&mut etcd, prefix, &filter, |etcd, id| {
+        etcd.lease_ttl(id).map_err(StoreError::from)
+    })
+    .map_err(|e| format!("cannot list {}: {e}", config.registry))?;
+    if config.json {
+        print!("{}", ls::json(&listing));
+    } else {
+        print!("{}", ls::text(&listing, prefix, &filter));
     }
     Ok(())
 }

@@ -13,6 +13,16 @@ use std::time::Duration;
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<Config>),
+    /// `registrator healthcheck`: probe a running registrator's `/healthz`.
+    Healthcheck {
+        /// The `--metrics-addr` the daemon listens on (`host:port`).
+        addr: String,
+        timeout: Duration,
+    },
+    /// `registrator ls`: list the services under a prefix.
+    Ls(Box<LsConfig>),
+    /// `--help` of a subcommand: the text to print.
+    SubcommandHelp(&'static str),
     Help,
     Version,
 }
@@ -103,6 +113,9 @@ pub struct Config {
     pub ttl: Option<u64>,
     pub deregister_on_exit: bool,
     pub password_file: Option<PathBuf>,
+    /// `--metrics-addr`: where to serve `/metrics` and `/healthz` (`host:port`, as
+    /// `ToSocketAddrs` reads it); None: no listener.
+    pub metrics_addr: Option<String>,
 }
 
 /// A mistake on the command line: printed as one line, exit code 2.
@@ -144,6 +157,8 @@ Options:
   --etcd-cert FILE       client certificate (also ?cert=)
   --etcd-key FILE        client key (also ?key=)
   --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
+  --metrics-addr H:P     serve /metrics and /healthz there (off by default; not with
+                         --once or --dry-run)
   -h, --help             this help
   -V, --version          version and git commit
 
@@ -152,6 +167,10 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 
 Example:
   registrator --ip 10.0.0.5 etcd://10.0.0.1:2379/services
+
+Subcommands (each has --help):
+  registrator ls [OPTIONS] <registry-uri>       list the services in etcd
+  registrator healthcheck --metrics-addr H:P    probe a running registrator's /healthz
 ";
 
 /// Options that take a value, by long name.
@@ -164,6 +183,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "etcd-cert",
     "etcd-key",
     "etcd-password-file",
+    "metrics-addr",
 ];
 /// Flags, by long name.
 const FLAGS: &[&str] = &[
@@ -196,6 +216,11 @@ fn normalize(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Parses the arguments (without the program name). `docker_host` is `$DOCKER_HOST`.
 pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, UsageError> {
+    match args.first().and_then(|a| a.to_str()) {
+        Some("ls") => return parse_ls(args[1..].to_vec()),
+        Some("healthcheck") => return parse_healthcheck(args[1..].to_vec()),
+        _ => {}
+    }
     let mut p = pico_args::Arguments::from_vec(normalize(args));
     if p.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -248,6 +273,9 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
     let cert = text(&mut p, "--etcd-cert")?.map(PathBuf::from);
     let key = text(&mut p, "--etcd-key")?.map(PathBuf::from);
     let password_file = text(&mut p, "--etcd-password-file")?.map(PathBuf::from);
+    let metrics_addr = text(&mut p, "--metrics-addr")?
+        .map(|a| listen_addr("--metrics-addr", &a))
+        .transpose()?;
     let once = p.contains("--once");
     let internal = p.contains("--internal");
     let explicit = p.contains("--explicit");
@@ -256,15 +284,16 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
 
     let mut free = p.finish();
     if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        return Err(usage(format!(
-            "unknown option {:?} (see --help)",
-            unknown.to_string_lossy()
-        )));
+        // Only the name: `--etcd-password=s3cret` is a guess someone will make.
+        let unknown = unknown.to_string_lossy();
+        let name = unknown.split('=').next().unwrap_or_default();
+        return Err(usage(format!("unknown option {name:?} (see --help)")));
     }
     if free.len() > 1 {
+        // An unquoted space in a password splits the URI: the tail arrives here.
         let extra: Vec<String> = free[1..]
             .iter()
-            .map(|a| a.to_string_lossy().into_owned())
+            .map(|a| redact(&a.to_string_lossy()))
             .collect();
         return Err(usage(format!(
             "unexpected argument(s) after the registry URI: {}",
@@ -288,6 +317,12 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
     if registry.cert.is_some() != registry.key.is_some() {
         return Err(usage("--etcd-cert and --etcd-key must be given together"));
     }
+    if metrics_addr.is_some() && (once || dry_run) {
+        return Err(usage(
+            "--metrics-addr serves the loop's metrics and health: it does not go with --once \
+             or --dry-run",
+        ));
+    }
     let docker = parse_docker_host(docker_host.unwrap_or("unix:///var/run/docker.sock"))?;
 
     Ok(Command::Run(Box::new(Config {
@@ -303,6 +338,7 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         ttl,
         deregister_on_exit,
         password_file,
+        metrics_addr,
     })))
 }
 
@@ -313,9 +349,230 @@ fn pico_error(key: &str, e: pico_args::Error) -> String {
     }
 }
 
+/// What `registrator ls` lists, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LsConfig {
+    pub registry: Registry,
+    /// `--node`: only this host's services (`*` matches any run of characters).
+    pub node: Option<String>,
+    /// `--name`: only services of this name (`*` as for `--node`).
+    pub name: Option<String>,
+    /// `--json`: an array of objects instead of the table.
+    pub json: bool,
+    pub password_file: Option<PathBuf>,
+}
+
+pub const HELP_LS: &str = "\
+registrator ls: lists the services registered under a prefix, read from etcd alone
+(read-only; Docker is not needed)
+
+Usage: registrator ls [OPTIONS] <registry-uri>
+
+  One line per service, sorted by name then ID: name, ID, address:port, mode, domains
+  (http) or cluster-wide TCP port (tcp), the host that registered it, and what is left
+  of its lease (-: no lease; expired: the lease is gone and the keys with it).
+
+Options:
+  --node PATTERN         only services registered by this host (* matches anything)
+  --name PATTERN         only services of this name (web, web-*)
+  --json                 a JSON array of objects instead of the table
+  --etcd-cacert FILE     CA bundle for etcds:// (also ?cacert= in the URI)
+  --etcd-cert FILE       client certificate (also ?cert=)
+  --etcd-key FILE        client key (also ?key=)
+  --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
+  -h, --help             this help
+
+Exit codes: 0 listed (also when nothing matched), 1 etcd failed, 2 usage error.
+
+Example:
+  registrator ls --node web-1 etcd://10.0.0.1:2379/services
+";
+
+pub const HELP_HEALTHCHECK: &str = "\
+registrator healthcheck: asks a running registrator's /healthz whether it is doing its
+job (for Docker's HEALTHCHECK: the image has no curl)
+
+Usage: registrator healthcheck --metrics-addr HOST:PORT [--timeout SECS]
+
+  Prints the answer's one line. Exit 0: healthy (HTTP 200); 1: unhealthy (503, with
+  the reason), or nothing answered. An address on all interfaces (0.0.0.0:P, :P, [::]:P)
+  is probed on loopback.
+
+Options:
+  --metrics-addr H:P     the address the registrator serves (its --metrics-addr)
+  --timeout SECS         for each of connect, send and receive (default 3)
+  -h, --help             this help
+
+Example (Dockerfile, exec form):
+  HEALTHCHECK CMD [\"/registrator\", \"healthcheck\", \"--metrics-addr\", \"127.0.0.1:9480\"]
+";
+
+/// `healthcheck --timeout` when not given: well inside Docker's default 30 s.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The free arguments left after the options of a subcommand; an unknown option is an
+/// error that points at the subcommand's help.
+fn subcommand_args(p: pico_args::Arguments, sub: &str) -> Result<Vec<OsString>, UsageError> {
+    let free = p.finish();
+    if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+        // Only the name, as for the daemon's options: the value may be a secret.
+        let unknown = unknown.to_string_lossy();
+        let name = unknown.split('=').next().unwrap_or_default();
+        return Err(usage(format!(
+            "{sub}: unknown option {name:?} (see registrator {sub} --help)"
+        )));
+    }
+    Ok(free)
+}
+
+/// `registrator ls [OPTIONS] <registry-uri>`. DOCKER_HOST plays no part.
+fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut p = pico_args::Arguments::from_vec(args);
+    if p.contains(["-h", "--help"]) {
+        return Ok(Command::SubcommandHelp(HELP_LS));
+    }
+    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
+        p.opt_value_from_str::<_, String>(key)
+            .map_err(|e| usage(format!("ls: {}", pico_error(key, e))))
+    };
+    let node = text("--node")?;
+    let name = text("--name")?;
+    let cacert = text("--etcd-cacert")?.map(PathBuf::from);
+    let cert = text("--etcd-cert")?.map(PathBuf::from);
+    let key = text("--etcd-key")?.map(PathBuf::from);
+    let password_file = text("--etcd-password-file")?.map(PathBuf::from);
+    let json = p.contains("--json");
+    for (option, v) in [("--node", &node), ("--name", &name)] {
+        if v.as_deref().is_some_and(str::is_empty) {
+            return Err(usage(format!("ls: {option} needs a non-empty value")));
+        }
+    }
+    let free = subcommand_args(p, "ls")?;
+    let uri = match free.as_slice() {
+        [uri] => uri
+            .to_str()
+            .ok_or_else(|| usage("ls: registry URI is not valid UTF-8"))?,
+        [] => {
+            return Err(usage(
+                "ls: missing registry URI, e.g. registrator ls etcd:///services",
+            ))
+        }
+        [_, extra @ ..] => {
+            // An unquoted space in a password splits the URI: the tail arrives here.
+            let extra: Vec<String> = extra.iter().map(|a| redact(&a.to_string_lossy())).collect();
+            return Err(usage(format!(
+                "ls: unexpected argument(s) after the registry URI: {}",
+                extra.join(" ")
+            )));
+        }
+    };
+    let mut registry = parse_registry(uri)?;
+    registry.cacert = cacert.or(registry.cacert);
+    registry.cert = cert.or(registry.cert);
+    registry.key = key.or(registry.key);
+    if registry.cert.is_some() != registry.key.is_some() {
+        return Err(usage("--etcd-cert and --etcd-key must be given together"));
+    }
+    Ok(Command::Ls(Box::new(LsConfig {
+        registry,
+        node,
+        name,
+        json,
+        password_file,
+    })))
+}
+
+/// `registrator healthcheck --metrics-addr HOST:PORT [--timeout SECS]`.
+fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut p = pico_args::Arguments::from_vec(args);
+    if p.contains(["-h", "--help"]) {
+        return Ok(Command::SubcommandHelp(HELP_HEALTHCHECK));
+    }
+    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
+        p.opt_value_from_str::<_, String>(key)
+            .map_err(|e| usage(format!("healthcheck: {}", pico_error(key, e))))
+    };
+    let addr = text("--metrics-addr")?;
+    let timeout = match text("--timeout")? {
+        None => HEALTHCHECK_TIMEOUT,
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 && v <= 300.0 => Duration::from_secs_f64(v),
+            _ => {
+                return Err(usage(format!(
+                    "healthcheck: --timeout {s:?} is not a number of seconds in (0, 300]"
+                )))
+            }
+        },
+    };
+    let free = subcommand_args(p, "healthcheck")?;
+    if let Some(extra) = free.first() {
+        return Err(usage(format!(
+            "healthcheck: unexpected argument {:?} (the address goes after --metrics-addr)",
+            redact(&extra.to_string_lossy())
+        )));
+    }
+    let Some(addr) = addr else {
+        return Err(usage(
+            "healthcheck: --metrics-addr HOST:PORT is required (the registrator's own)",
+        ));
+    };
+    let addr = listen_addr("--metrics-addr", &addr)?;
+    if addr.ends_with(":0") {
+        return Err(usage(
+            "healthcheck: --metrics-addr needs the port the registrator listens on, not 0",
+        ));
+    }
+    Ok(Command::Healthcheck { addr, timeout })
+}
+
+/// Checks the form of a listen address, `HOST:PORT` (`[v6]:PORT`; `:PORT` means every
+/// interface), and returns it as `ToSocketAddrs` reads it. Port 0 picks a free port.
+/// The host name is resolved later, when the listener binds.
+fn listen_addr(option: &str, s: &str) -> Result<String, UsageError> {
+    let bad = |why: &str| {
+        usage(format!(
+            "{option} {s:?}: {why}; expected HOST:PORT, e.g. 127.0.0.1:9480"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>()
+        .map_err(|_| bad("the port is not a number in 0-65535"))?;
+    if host.is_empty() {
+        return Ok(format!("0.0.0.0:{port}"));
+    }
+    if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']')
+            .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+            .ok_or_else(|| bad("malformed IPv6 address"))?;
+    } else if host.contains(':') {
+        return Err(bad("an IPv6 address needs brackets, as in [::1]:9480"));
+    } else if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '[' || c == ']')
+    {
+        return Err(bad("malformed host"));
+    }
+    Ok(s.to_string())
+}
+
 /// Parses `etcd://[user:pass@]host[:port][,host[:port]...]/prefix[?cacert=..&cert=..&key=..]`.
+///
+/// A mistake is reported with the URI's password masked (see [`redact`]); when the URI
+/// may hold a password, the message names the faulty part without quoting it.
 pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
-    let bad = |why: &str| usage(format!("registry URI {uri:?}: {why}"));
+    let shown = redact(uri);
+    let secret = secret_span(uri);
+    // A password with an unescaped '/' or '?' spills into the host list or the query,
+    // and the masked URI then looks right: say what may be wrong.
+    let hint = match &secret {
+        Some(r) if uri[r.clone()].contains(['/', '?']) => {
+            "; a '/' or '?' in the password must be percent-encoded (%2F, %3F)"
+        }
+        _ => "",
+    };
+    let bad = |why: &str| usage(format!("registry URI {shown:?}: {why}{hint}"));
+    // Pieces of the URI are quoted only when none of it can be a password.
+    let quote = secret.is_none();
     let (scheme, rest) = uri
         .split_once("://")
         .ok_or_else(|| bad("malformed; expected etcd://host:port/prefix"))?;
@@ -370,7 +627,7 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
         });
     } else {
         for h in hosts.split(',') {
-            endpoints.push(parse_endpoint(h, default_port).map_err(|e| bad(&e))?);
+            endpoints.push(parse_endpoint(h, default_port, quote).map_err(|e| bad(&e))?);
         }
     }
     let prefix = path.trim_end_matches('/');
@@ -400,7 +657,7 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| bad(&format!("query parameter {pair:?} has no value")))?;
+            .ok_or_else(|| bad(&format!("query parameter{} has no value", q(pair, quote))))?;
         let v = PathBuf::from(percent_decode(v).map_err(|e| bad(&e))?);
         match k {
             "cacert" => registry.cacert = Some(v),
@@ -408,7 +665,8 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
             "key" => registry.key = Some(v),
             _ => {
                 return Err(bad(&format!(
-                    "unknown query parameter {k:?} (known: cacert, cert, key)"
+                    "unknown query parameter{} (known: cacert, cert, key)",
+                    q(k, quote)
                 )))
             }
         }
@@ -416,11 +674,14 @@ pub fn parse_registry(uri: &str) -> Result<Registry, UsageError> {
     Ok(registry)
 }
 
-fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
+/// Parses `host[:port]` or `[v6]:port`. `quote`: the message may quote the text (it
+/// holds no part of a password).
+fn parse_endpoint(h: &str, default_port: u16, quote: bool) -> Result<Endpoint, String> {
+    let qh = q(h, quote);
     let (host, port) = if let Some(v6) = h.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
-            .ok_or_else(|| format!("endpoint {h:?} has an unclosed '['"))?;
+            .ok_or_else(|| format!("endpoint{qh} has an unclosed '['"))?;
         match after {
             "" => (host, None),
             _ => (
@@ -428,7 +689,7 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
                 Some(
                     after
                         .strip_prefix(':')
-                        .ok_or_else(|| format!("endpoint {h:?} is malformed"))?,
+                        .ok_or_else(|| format!("endpoint{qh} is malformed"))?,
                 ),
             ),
         }
@@ -443,7 +704,7 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
     {
-        return Err(format!("endpoint {h:?} has no valid host"));
+        return Err(format!("endpoint{qh} has no valid host"));
     }
     let port = match port {
         None => default_port,
@@ -451,7 +712,8 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
             Ok(n) if n > 0 => n,
             _ => {
                 return Err(format!(
-                    "endpoint {h:?}: port {p:?} is not a number in 1-65535"
+                    "endpoint{qh}: port{} is not a number in 1-65535",
+                    q(p, quote)
                 ))
             }
         },
@@ -460,6 +722,73 @@ fn parse_endpoint(h: &str, default_port: u16) -> Result<Endpoint, String> {
         host: host.to_string(),
         port,
     })
+}
+
+/// ` "text"` when it may be quoted, else nothing.
+fn q(text: &str, quote: bool) -> String {
+    if quote {
+        format!(" {text:?}")
+    } else {
+        String::new()
+    }
+}
+
+/// Where a password may sit in a URI-like `s`, as a byte range: from the first ':'
+/// after the scheme's `://` to the last '@'. Generous on purpose: it also covers a
+/// password with an unescaped '/', '?' or '@' (and, harmlessly, a port when '@' only
+/// appears in the path or query). Without `://`, `s` may be the tail of a URI that a
+/// space split: everything before its last '@'.
+fn secret_span(s: &str) -> Option<std::ops::Range<usize>> {
+    let start = s.find("://").map_or(0, |i| i + 3);
+    let at = start + s[start..].rfind('@')?;
+    match s[start..at].find(':') {
+        Some(colon) => Some(start + colon + 1..at),
+        None if start == 0 => Some(0..at),
+        // `user@host`: a user name, no password.
+        None => None,
+    }
+}
+
+/// `s` with anything that may be a password replaced by `***`
+/// (`etcd://u:***@host/p`), for messages that quote what the user typed.
+pub fn redact(s: &str) -> String {
+    match secret_span(s) {
+        Some(r) => format!("{}***{}", &s[..r.start], &s[r.end..]),
+        None => s.to_string(),
+    }
+}
+
+/// A warning for a password that `registry` would send in the clear: `etcd://` (not
+/// `etcds://`) to an endpoint that is not on this machine. Pure: a host name other
+/// than `localhost` counts as remote, as it is not resolved here.
+pub fn plaintext_password_warning(registry: &Registry) -> Option<String> {
+    if registry.tls || registry.password.is_none() {
+        return None;
+    }
+    let remote: Vec<String> = registry
+        .endpoints
+        .iter()
+        .filter(|e| !is_loopback_host(&e.host))
+        .map(|e| e.to_string())
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the etcd password is sent unencrypted (etcd://) to {}: anyone on the path can read \
+         it; use etcds://",
+        remote.join(", ")
+    ))
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.to_canonical().is_loopback(),
+        Err(_) => {
+            let h = host.trim_end_matches('.').to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        }
+    }
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -481,9 +810,13 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// Parses `DOCKER_HOST`: `unix:///path` or `tcp://host:port`.
 pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
+    let shown = redact(s);
     if let Some(path) = s.strip_prefix("unix://") {
         if !path.starts_with('/') {
-            return Err(usage(format!("DOCKER_HOST {s:?}: unix socket path must be absolute (unix:///var/run/docker.sock)")));
+            return Err(usage(format!(
+                "DOCKER_HOST {shown:?}: unix socket path must be absolute \
+                 (unix:///var/run/docker.sock)"
+            )));
         }
         return Ok(DockerHost::Unix(PathBuf::from(path)));
     }
@@ -492,18 +825,24 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
         .or_else(|| s.strip_prefix("http://"))
     {
         let addr = addr.trim_end_matches('/');
+        if addr.contains('@') {
+            // It would be logged with every Docker error, and Docker takes no password.
+            return Err(usage(format!(
+                "DOCKER_HOST {shown:?}: credentials are not supported; expected tcp://host:port"
+            )));
+        }
         let ok = addr
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             return Err(usage(format!(
-                "DOCKER_HOST {s:?}: expected tcp://host:port"
+                "DOCKER_HOST {shown:?}: expected tcp://host:port"
             )));
         }
         return Ok(DockerHost::Tcp(addr.to_string()));
     }
     Err(usage(format!(
-        "DOCKER_HOST {s:?} is not supported: use unix:///path or tcp://host:port"
+        "DOCKER_HOST {shown:?} is not supported: use unix:///path or tcp://host:port"
     )))
 }
 
@@ -628,6 +967,310 @@ mod tests {
         assert_eq!(parse(vec!["-V".into()], None), Ok(Command::Version));
     }
 
+    /// Every password in these URIs starts with `Pw9` and holds `cret`: neither may
+    /// appear in any message, whatever else is wrong with the URI.
+    const MALFORMED_WITH_PASSWORDS: &[&str] = &[
+        "etcd://u:Pw9secret%zz@host/p",
+        "etcd://u:Pw9secret%4@host/p",
+        "etcd://u:Pw9sec%ffret@host/p",
+        "etcd://u:Pw9secret@host:99999/p",
+        "etcd://u:Pw9secret@host:0/p",
+        "etcd://u:Pw9secret@host:x/p",
+        "etcd://u:Pw9secret@host/p?foo=1",
+        "etcd://u:Pw9secret@host/p?cacert",
+        "etcd://u:Pw9secret@host/p?cacert=%zz",
+        "etcd://u:Pw9secret@host",
+        "etcd://u:Pw9secret@host/",
+        "etcd://u:Pw9secret@host//p",
+        "etcd://u:Pw9secret@host/p/../q",
+        "etcd://u:Pw9secret@[::1/p",
+        "etcd://u:Pw9secret@[::1]x/p",
+        "etcd://u:Pw9secret@h1,,h2/p",
+        "etcd://u:Pw9secret@ho st/p",
+        "etcd://:Pw9secret@host/p",
+        "etcd://u%zz:Pw9secret@host/p",
+        "zookeeper://u:Pw9secret@host/p",
+        "://u:Pw9secret@host/p",
+        "etcd:/u:Pw9secret@host/p",
+        "etcd://u:Pw9:secret@host:x/p",
+        "etcd://u:Pw9/secret@host/p",
+        "etcd://u:Pw9/secret@host:1/p",
+        "etcd://u:Pw9?secret@host/p",
+        "etcd://u:Pw9?sec=ret@host/p",
+        "etcd://u:Pw9@secret@host:0/p",
+        "etcd://u:Pw9,secret@host:0/p",
+        "etcd://u:Pw9secret@host:1/p\u{7}",
+        "etcds://u:Pw9secret@host:65536/p?key=/k.pem",
+    ];
+
+    fn leaks(text: &str) -> bool {
+        text.contains("Pw9") || text.contains("cret")
+    }
+
+    #[test]
+    fn no_usage_error_shows_the_password() {
+        for uri in MALFORMED_WITH_PASSWORDS {
+            let e = parse_registry(uri).expect_err(uri).0;
+            assert!(!leaks(&e), "{uri}: {e}");
+            assert!(
+                e.contains("***"),
+                "{uri}: the URI is still quoted, masked: {e}"
+            );
+            let e = run(&[uri]).expect_err(uri);
+            assert!(!leaks(&e), "{uri}: {e}");
+        }
+        for args in [
+            // An unquoted space splits the URI; a second URI; a guessed option.
+            &["etcd://u:Pw9", "secret@host/p"][..],
+            &["etcd://u:Pw9secret@host/p", "etcd://u:Pw9secret@h2/p"],
+            &["--etcd-password=Pw9secret", "etcd://u@host/p"],
+            &["-etcd-password=Pw9secret", "etcd://u@host/p"],
+            &["--etcd-password", "Pw9secret", "etcd://u@host/p"],
+            &["--etcd-cert", "c.pem", "etcd://u:Pw9secret@host/p"],
+        ] {
+            let e = run(args).expect_err("usage error");
+            assert!(!leaks(&e), "{args:?}: {e}");
+        }
+        for host in [
+            "tcp://u:Pw9secret@h:2375",
+            "http://u:Pw9secret@h",
+            "ssh://u:Pw9secret@h",
+        ] {
+            let e = parse_docker_host(host).expect_err(host).0;
+            assert!(!leaks(&e), "{host}: {e}");
+        }
+    }
+
+    #[test]
+    fn without_a_password_the_faulty_part_is_quoted() {
+        for (uri, want) in [
+            ("etcd://u@h:0/p", "port \"0\""),
+            ("etcd://h:x/p", "endpoint \"h:x\": port \"x\""),
+            ("etcd://u@h/p?foo=1", "parameter \"foo\""),
+        ] {
+            let e = parse_registry(uri).unwrap_err().0;
+            assert!(e.contains(want), "{uri}: {e}");
+        }
+        let e = parse_registry("etcd://u:pw@h:0/p").unwrap_err().0;
+        assert_eq!(
+            e,
+            "registry URI \"etcd://u:***@h:0/p\": endpoint: port is not a number in 1-65535"
+        );
+        let e = parse_registry("etcd://u:p/w@h/p").unwrap_err().0;
+        assert!(e.ends_with("must be percent-encoded (%2F, %3F)"), "{e}");
+    }
+
+    #[test]
+    fn redaction() {
+        for (text, want) in [
+            ("etcd://u:pw@h/p", "etcd://u:***@h/p"),
+            ("etcd://u:p@w@h/p", "etcd://u:***@h/p"),
+            ("etcd://u:p/w@h/p", "etcd://u:***@h/p"),
+            ("etcd://u@h/p", "etcd://u@h/p"),
+            ("etcd://h:1/p", "etcd://h:1/p"),
+            ("etcd:///p", "etcd:///p"),
+            ("sword@host/p", "***@host/p"),
+            ("plain", "plain"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_display_and_debug() {
+        let c = run(&["etcds://bob:Pw9secret@h1,h2:1/s?cacert=/ca.pem"]).unwrap();
+        let cmd = Command::Run(Box::new(c.clone()));
+        for text in [
+            c.registry.to_string(),
+            format!("{:?}", c.registry),
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{cmd:?}"),
+        ] {
+            assert!(!leaks(&text), "{text}");
+            assert!(text.contains("bob@h1:2379,h2:1/s"), "{text}");
+        }
+    }
+
+    #[test]
+    fn plaintext_password_warnings() {
+        let warn = |uri: &str| plaintext_password_warning(&parse_registry(uri).unwrap());
+        for uri in [
+            "etcd://u:pw@127.0.0.1/s",
+            "etcd://u:pw@127.0.1.1:1,localhost,[::1]/s",
+            "etcd://u:pw@LOCALHOST./s",
+            "etcd://u:pw@[::ffff:127.0.0.1]/s",
+            "etcd:///s",
+            "etcd://u@10.0.0.1/s",
+            "etcd://10.0.0.1/s",
+            "etcds://u:pw@10.0.0.1/s",
+        ] {
+            assert_eq!(warn(uri), None, "{uri}");
+        }
+        assert_eq!(
+            warn("etcd://u:pw@127.0.0.1,10.0.0.1,etcd.example:4001/s").as_deref(),
+            Some(
+                "the etcd password is sent unencrypted (etcd://) to 10.0.0.1:2379, \
+                 etcd.example:4001: anyone on the path can read it; use etcds://"
+            )
+        );
+        // A password from the environment or a file counts the same once it is set.
+        let mut r = parse_registry("etcd://u@10.0.0.1/s").unwrap();
+        r.password = Some(String::new());
+        assert!(plaintext_password_warning(&r).is_some_and(|w| w.contains("10.0.0.1:2379")));
+    }
+
+    fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
+        parse(
+            args.iter().map(OsString::from).collect(),
+            Some("nonsense://x"),
+        )
+    }
+
+    #[test]
+    fn metrics_addr_forms() {
+        // (value, as bound, or words of the error)
+        let cases = [
+            ("127.0.0.1:9480", Ok("127.0.0.1:9480")),
+            (":9480", Ok("0.0.0.0:9480")),
+            ("[::1]:9480", Ok("[::1]:9480")),
+            ("localhost:0", Ok("localhost:0")),
+            ("9480", Err("no port")),
+            ("127.0.0.1:x", Err("not a number in 0-65535")),
+            ("127.0.0.1:65536", Err("not a number")),
+            ("::1:9480", Err("needs brackets")),
+            ("[::1:9480", Err("malformed IPv6")),
+            ("a b:1", Err("malformed host")),
+        ];
+        for (value, want) in cases {
+            let got = run(&["--metrics-addr", value, "etcd:///s"]).map(|c| c.metrics_addr);
+            match (got, want) {
+                (Ok(Some(a)), Ok(w)) => assert_eq!(a, w, "{value}"),
+                (Err(e), Err(w)) => {
+                    assert!(e.contains(w), "{value}: {e}");
+                    assert!(e.starts_with("--metrics-addr"), "{value}: {e}");
+                }
+                (got, want) => panic!("{value}: {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(
+            run(&["etcd:///s"]).unwrap().metrics_addr,
+            None,
+            "off by default"
+        );
+        for mode in ["--once", "--dry-run"] {
+            let e = run(&[mode, "--metrics-addr", ":1", "etcd:///s"]).unwrap_err();
+            assert!(e.contains("does not go with --once or --dry-run"), "{e}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_subcommand() {
+        assert_eq!(
+            parse_strs(&["healthcheck", "--metrics-addr", "127.0.0.1:9480"]),
+            Ok(Command::Healthcheck {
+                addr: "127.0.0.1:9480".into(),
+                timeout: HEALTHCHECK_TIMEOUT
+            })
+        );
+        assert_eq!(
+            parse_strs(&["healthcheck", "--timeout", "0.5", "--metrics-addr=:9"]),
+            Ok(Command::Healthcheck {
+                addr: "0.0.0.0:9".into(),
+                timeout: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            parse_strs(&["healthcheck", "--help"]),
+            Ok(Command::SubcommandHelp(HELP_HEALTHCHECK))
+        );
+        for (args, want) in [
+            (vec!["healthcheck"], "--metrics-addr HOST:PORT is required"),
+            (vec!["healthcheck", "--metrics-addr"], "needs a value"),
+            (vec!["healthcheck", "--metrics-addr", "h:0"], "not 0"),
+            (vec!["healthcheck", "--metrics-addr", "h"], "no port"),
+            (
+                vec!["healthcheck", "--metrics-addr", "h:1", "--timeout", "0"],
+                "--timeout \"0\"",
+            ),
+            (vec!["healthcheck", "--bogus"], "unknown option \"--bogus\""),
+            (vec!["healthcheck", "h:1"], "unexpected argument"),
+        ] {
+            let e = parse_strs(&args).unwrap_err().0;
+            assert!(e.contains(want), "{args:?}: {e}");
+            assert!(
+                e.starts_with("healthcheck: ") || e.starts_with("--metrics"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ls_subcommand() {
+        let ls = |args: &[&str]| match parse_strs(args) {
+            Ok(Command::Ls(c)) => Ok(*c),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.0),
+        };
+        let c = ls(&["ls", "etcd://u:p@h:1/s"]).unwrap();
+        assert_eq!(c.registry.prefix, "/s");
+        assert_eq!(c.registry.password.as_deref(), Some("p"));
+        assert_eq!((c.node, c.name, c.json), (None, None, false));
+        let c = ls(&[
+            "ls",
+            "--node",
+            "a",
+            "--name=web-*",
+            "--json",
+            "--etcd-cacert",
+            "/ca.pem",
+            "--etcd-password-file",
+            "/pw",
+            "etcds://h/s?cert=/c.pem&key=/k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.node.as_deref(), Some("a"));
+        assert_eq!(c.name.as_deref(), Some("web-*"));
+        assert!(c.json && c.registry.tls);
+        assert_eq!(c.registry.cacert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.registry.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(c.password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(
+            parse_strs(&["ls", "-h"]),
+            Ok(Command::SubcommandHelp(HELP_LS))
+        );
+        // Secrets typed in the wrong place are not echoed (see `redact`).
+        for args in [
+            vec!["ls", "etcd://u:Pw9se@h/s", "cret@h/s"],
+            vec!["ls", "--etcd-password=Pw9secret", "etcd:///s"],
+            vec![
+                "healthcheck",
+                "--metrics-addr",
+                "h:1",
+                "etcd://u:Pw9secret@h/s",
+            ],
+            vec!["ls", "etcd://u:Pw9secret@h:x/s"],
+        ] {
+            let e = parse_strs(&args).unwrap_err().0;
+            assert!(!leaks(&e), "{args:?}: {e}");
+        }
+        for (args, want) in [
+            (vec!["ls"], "ls: missing registry URI"),
+            (vec!["ls", "etcd:///s", "x"], "unexpected argument(s)"),
+            (
+                vec!["ls", "--ip", "1.2.3.4", "etcd:///s"],
+                "unknown option \"--ip\"",
+            ),
+            (vec!["ls", "--node", "", "etcd:///s"], "non-empty"),
+            (vec!["ls", "--etcd-cert", "c", "etcd:///s"], "together"),
+            (vec!["ls", "consul://h/s"], "not supported"),
+        ] {
+            let e = ls(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+
     #[test]
     fn docker_hosts() {
         assert_eq!(
@@ -638,7 +1281,7 @@ mod tests {
             parse_docker_host("tcp://127.0.0.1:2375").unwrap(),
             DockerHost::Tcp("127.0.0.1:2375".into())
         );
-        for bad in ["unix://rel.sock", "tcp://host", "ssh://x"] {
+        for bad in ["unix://rel.sock", "tcp://host", "ssh://x", "tcp://u@h:2375"] {
             assert!(parse_docker_host(bad).is_err(), "{bad}");
         }
     }

@@ -27,8 +27,14 @@ use crate::transport;
 
 /// Newest API version this client knows; the daemon's own version caps it.
 const MAX_API: (u32, u32) = (1, 47);
-/// Largest response body we read (a list of many thousands of containers fits).
-const BODY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Largest container list read: about 1.6 KiB per container (the recorded fixtures),
+/// a few KiB with many labels and networks, so 10,000 containers fit with room.
+const LIST_LIMIT: u64 = 64 * 1024 * 1024;
+/// Largest inspect answer (container or image) read: about 8 KiB each as recorded.
+const INSPECT_LIMIT: u64 = 4 * 1024 * 1024;
+/// Longest event line kept: an event carries the container's labels; under 1 KiB as
+/// recorded. A longer line is skipped (and logged), and the stream goes on.
+pub const EVENT_LINE_LIMIT: usize = 64 * 1024;
 
 /// Why a Docker request failed, with the operation and the endpoint.
 #[derive(Debug)]
@@ -59,6 +65,13 @@ impl fmt::Display for DockerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "docker {} at {}: ", self.op, self.endpoint)?;
         match &self.kind {
+            Kind::Transport(ureq::Error::BodyExceedsLimit(n)) => {
+                write!(
+                    f,
+                    "the answer is larger than {} MiB, the cap for it",
+                    n >> 20
+                )
+            }
             Kind::Transport(e) => write!(f, "{e}"),
             Kind::Status(s, body) => write!(f, "HTTP {s}: {}", snippet(body)),
             Kind::Decode(e, body) => write!(f, "cannot parse response ({e}): {}", snippet(body)),
@@ -182,8 +195,8 @@ impl Docker {
         }
     }
 
-    /// GETs `path` and returns status and body.
-    fn get(&self, op: &str, url: &str) -> Result<(u16, String), DockerError> {
+    /// GETs `path` and returns status and body (at most `limit` bytes).
+    fn get(&self, op: &str, url: &str, limit: u64) -> Result<(u16, String), DockerError> {
         let mut resp = self
             .agent
             .get(url)
@@ -193,16 +206,21 @@ impl Docker {
         let body = resp
             .body_mut()
             .with_config()
-            .limit(BODY_LIMIT)
+            .limit(limit)
             .read_to_string()
             .map_err(|e| self.err(op, Kind::Transport(e)))?;
         Ok((status, body))
     }
 
-    fn get_json<T: DeserializeOwned>(&mut self, op: &str, path: &str) -> Result<T, DockerError> {
+    fn get_json<T: DeserializeOwned>(
+        &mut self,
+        op: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<T, DockerError> {
         let version = self.version()?;
         let url = format!("{}{version}{path}", self.base);
-        let (status, body) = self.get(op, &url)?;
+        let (status, body) = self.get(op, &url, limit)?;
         if status != 200 {
             // A daemon upgraded underneath us may refuse the old version: renegotiate.
             if status == 400 && body.contains("version") {
@@ -277,7 +295,8 @@ impl Docker {
 
     /// The ports an image exposes (none when the image is gone).
     fn image_exposed(&mut self, image: &str) -> Result<Vec<Port>, DockerError> {
-        match self.get_json::<ImageInspect>("inspect image", &format!("/images/{image}/json")) {
+        let path = format!("/images/{image}/json");
+        match self.get_json::<ImageInspect>("inspect image", &path, INSPECT_LIMIT) {
             Ok(img) => Ok(img.config.map(|c| c.exposed()).unwrap_or_default()),
             Err(e) if e.status() == Some(404) => Ok(Vec::new()),
             Err(e) => Err(e),
@@ -285,7 +304,8 @@ impl Docker {
     }
 
     fn inspect_raw(&mut self, id: &str) -> Result<Option<Inspect>, DockerError> {
-        match self.get_json::<Inspect>("inspect container", &format!("/containers/{id}/json")) {
+        let path = format!("/containers/{id}/json");
+        match self.get_json::<Inspect>("inspect container", &path, INSPECT_LIMIT) {
             Ok(i) => Ok(Some(i)),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
@@ -321,6 +341,7 @@ impl Docker {
         Ok(Events {
             reader,
             line: Vec::new(),
+            skipping: false,
             endpoint: self.host.to_string(),
         })
     }
@@ -331,7 +352,8 @@ impl Source for Docker {
     /// IDs. dockerd costs one list request on a quiet pass; Podman one more inspect
     /// per running container with a healthcheck, as its list does not carry health.
     fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
-        let list: Vec<ListEntry> = self.get_json("list containers", "/containers/json")?;
+        let list: Vec<ListEntry> =
+            self.get_json("list containers", "/containers/json", LIST_LIMIT)?;
         let live: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
         self.cache.retain(|id, _| live.contains(id.as_str()));
         let mut out = Vec::with_capacity(list.len());
@@ -385,13 +407,17 @@ impl Source for Docker {
 /// A live `/events` stream.
 pub struct Events {
     reader: BufReader<Box<dyn Read + Send>>,
+    /// The line read so far (never more than [`EVENT_LINE_LIMIT`] bytes).
     line: Vec<u8>,
+    /// The current line outgrew the limit: drop its bytes up to the next newline.
+    skipping: bool,
     endpoint: String,
 }
 
 impl Events {
     /// The next event; `Ok(None)` when nothing arrived within the idle timeout; an error
-    /// when the stream ended (the daemon restarted) or broke.
+    /// when the stream ended (the daemon restarted) or broke. A line longer than
+    /// [`EVENT_LINE_LIMIT`] is skipped with a warning; the stream stays usable.
     pub fn next_event(&mut self) -> Result<Option<Event>, DockerError> {
         let err = |kind| DockerError {
             op: "events".into(),
@@ -399,14 +425,19 @@ impl Events {
             kind,
         };
         loop {
-            match self.reader.read_until(b'\n', &mut self.line) {
-                Ok(0) => {
+            match next_line(&mut self.reader, &mut self.line, &mut self.skipping) {
+                Ok(Line::Eof) => {
                     return Err(err(Kind::Transport(ureq::Error::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "event stream ended",
                     )))))
                 }
-                Ok(_) if self.line.ends_with(b"\n") => {
+                Ok(Line::TooLong) => log::warn!(
+                    "docker events at {}: skipped an event line longer than {} KiB",
+                    self.endpoint,
+                    EVENT_LINE_LIMIT / 1024
+                ),
+                Ok(Line::Complete) => {
                     let line = std::mem::take(&mut self.line);
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
@@ -419,10 +450,63 @@ impl Events {
                         }
                     };
                 }
-                Ok(_) => continue,
                 Err(e) if is_idle_timeout(&e) => return Ok(None),
                 Err(e) => return Err(err(Kind::Transport(ureq::Error::Io(e)))),
             }
+        }
+    }
+}
+
+/// What [`next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// `line` holds a whole line, newline included.
+    Complete,
+    /// A line outgrew [`EVENT_LINE_LIMIT`]: it is dropped (said once per line).
+    TooLong,
+    Eof,
+}
+
+/// Reads up to the next newline into `line`, holding at most [`EVENT_LINE_LIMIT`]
+/// bytes. A partial line survives an error (the idle timeout) and is continued by the
+/// next call; `skipping` carries "this line is being dropped" across calls likewise.
+fn next_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    skipping: &mut bool,
+) -> std::io::Result<Line> {
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (n, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let mut too_long = false;
+        if !*skipping {
+            if line.len() + n > EVENT_LINE_LIMIT {
+                line.clear();
+                *skipping = true;
+                too_long = true;
+            } else {
+                line.extend_from_slice(&buf[..n]);
+            }
+        }
+        reader.consume(n);
+        if done {
+            let was_skipping = std::mem::replace(skipping, false);
+            if !was_skipping {
+                return Ok(Line::Complete);
+            }
+        }
+        if too_long {
+            return Ok(Line::TooLong);
         }
     }
 }
@@ -1168,6 +1252,88 @@ mod tests {
         let kinds: Vec<EventKind> = actions.iter().map(|a| classify(a)).collect();
         assert_eq!(kinds.iter().filter(|k| **k == EventKind::Health).count(), 2);
         assert_eq!(kinds.last(), Some(&EventKind::Down));
+    }
+
+    /// A reader that plays a script: chunks of bytes, and errors between them.
+    struct Script(std::collections::VecDeque<std::io::Result<Vec<u8>>>);
+
+    impl Read for Script {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop_front() {
+                None => Ok(0),
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut chunk)) => {
+                    let n = chunk.len().min(out.len());
+                    out[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.0.push_front(Ok(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn event_lines_are_bounded_and_survive_timeouts() {
+        use std::io::ErrorKind::{Interrupted, TimedOut};
+        let fail = |kind| Err(std::io::Error::from(kind));
+        let long = vec![b'x'; EVENT_LINE_LIMIT * 3];
+        let mut exact = vec![b'y'; EVENT_LINE_LIMIT - 1];
+        exact.push(b'\n');
+        let script = Script(
+            vec![
+                Ok(b"{\"a\":".to_vec()),
+                fail(TimedOut),
+                Ok(b"1}\n{\"b\"".to_vec()),
+                Ok(b":2}\n".to_vec()),
+                Ok(long.clone()),
+                fail(TimedOut),
+                Ok(long.clone()),
+                Ok(b"\nnext\n".to_vec()),
+                Ok(long),
+                Ok(b"\n".to_vec()),
+                Ok(exact.clone()),
+                fail(Interrupted),
+                Ok(b"last".to_vec()),
+            ]
+            .into(),
+        );
+        let mut reader = BufReader::with_capacity(4096, script);
+        let (mut line, mut skipping) = (Vec::new(), false);
+        let mut got = Vec::new();
+        loop {
+            match next_line(&mut reader, &mut line, &mut skipping) {
+                Ok(Line::Complete) => {
+                    assert!(line.len() <= EVENT_LINE_LIMIT);
+                    got.push(String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned());
+                }
+                Ok(Line::TooLong) => got.push("<too long>".into()),
+                Ok(Line::Eof) => break,
+                Err(e) => got.push(format!("<{:?}>", e.kind())),
+            }
+            assert!(
+                line.capacity() <= 2 * EVENT_LINE_LIMIT,
+                "{}",
+                line.capacity()
+            );
+        }
+        let exact = String::from_utf8(exact).unwrap();
+        assert_eq!(
+            got,
+            [
+                "<TimedOut>",
+                "{\"a\":1}\n",
+                "{\"b\":2}\n",
+                "<too long>",
+                "<TimedOut>",
+                "next\n",
+                "<too long>",
+                &exact,
+            ]
+        );
+        // The unterminated tail stays in `line`: an ended stream reports Eof.
+        assert_eq!(line, b"last");
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //!
 //! Events only trigger passes; each pass is a full level-triggered sync, so a missed
 //! or coalesced event loses nothing. When the stream ends (dockerd restarted) or
-//! fails, it reconnects with backoff and wakes the loop for a full sync.
+//! fails, it reconnects with backoff (growing until a stream has stayed up for
+//! [`STABLE`]) and wakes the loop for one full sync per reconnect.
 
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::cli::DockerHost;
 use crate::docker::{Docker, Events};
+use crate::metrics;
 use crate::reconcile::Wake;
 
 /// Actions that can change what should be registered, in dockerd's or Podman's words
@@ -29,6 +31,11 @@ pub fn spawn(host: DockerHost, tx: Sender<Wake>) -> std::io::Result<()> {
 /// The loop's receiver is gone: the thread ends.
 struct Closed;
 
+/// How long a stream must stay up before a reconnect starts from the shortest wait
+/// again: a stream that ends at once (a proxy in front of Docker that closes it) must
+/// not turn into a hot loop of reconnects and full passes.
+const STABLE: Duration = Duration::from_secs(30);
+
 fn watch(host: DockerHost, tx: Sender<Wake>) {
     let mut docker = Docker::new(&host, Duration::from_secs(10));
     let mut backoff = Backoff::new(
@@ -37,35 +44,49 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
         log::Level::Warn,
     );
     let mut connected_before = false;
+    // Whether the last try could not connect at all (logged once, and its end logged).
+    let mut unreachable = false;
     loop {
         match docker.events(Duration::from_secs(300)) {
             Ok(stream) => {
-                backoff.recovered("docker event stream reconnected");
+                let was_failing = backoff.is_failing();
+                if std::mem::take(&mut unreachable) {
+                    log::info!("docker event stream reconnected");
+                }
                 // Anything may have happened while we were not listening.
-                if connected_before && tx.send(Wake::Changed).is_err() {
+                if connected_before {
+                    metrics::global().event_stream_reconnect();
+                }
+                if (connected_before || was_failing) && tx.send(Wake::Changed).is_err() {
                     return;
                 }
                 connected_before = true;
-                if forward(stream, &tx).is_err() {
+                let up = Instant::now();
+                let Ok(why) = forward(stream, &tx) else {
                     return;
+                };
+                if up.elapsed() >= STABLE {
+                    backoff.reset();
+                    log::warn!("{why}; reconnecting");
+                } else {
+                    backoff.failed(format!("{why} (after {:.1?}); reconnecting", up.elapsed()));
                 }
             }
             Err(e) => {
+                unreachable = true;
                 backoff.failed(format!("{e}; retrying"));
             }
         }
         std::thread::sleep(backoff.delay());
-        if tx.send(Wake::Changed).is_err() {
-            return;
-        }
     }
 }
 
-/// Sends the stream's relevant events to the loop until the stream breaks.
-fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<(), Closed> {
+/// Sends the stream's relevant events to the loop until the stream breaks; returns why.
+fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<String, Closed> {
     loop {
         match stream.next_event() {
             Ok(Some(ev)) if relevant(&ev.action) => {
+                metrics::global().docker_event();
                 log::debug!(
                     "docker event {} {}",
                     ev.action,
@@ -78,10 +99,7 @@ fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<(), Closed> {
                 tx.send(wake).map_err(|_| Closed)?;
             }
             Ok(_) => {}
-            Err(e) => {
-                log::warn!("{e}; reconnecting");
-                return Ok(());
-            }
+            Err(e) => return Ok(e.to_string()),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::metrics;
 use crate::reconcile::Wake;
 use crate::store::Store;
 
@@ -38,16 +39,19 @@ pub fn spawn(
                 }
                 match store.keepalive(id) {
                     Ok(Some(_)) => {
+                        metrics::global().lease_renewed(id);
                         backoff
                             .recovered(format_args!("etcd answers again; lease {id:x} kept alive"));
                     }
                     Ok(None) => {
+                        metrics::global().lease_lost(id);
                         backoff.reset();
                         if tx.send(Wake::LeaseLost(id)).is_err() {
                             return;
                         }
                     }
                     Err(e) => {
+                        metrics::global().keepalive_failed();
                         backoff.failed(format!("lease keepalive failed: {e}; retrying"));
                     }
                 }

@@ -9,6 +9,7 @@ pub mod docker;
 pub mod etcd;
 pub mod events;
 pub mod health;
+pub mod hostaddr;
 pub mod http;
 pub mod keepalive;
 pub mod ls;

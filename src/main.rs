@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use etcd_registrator::cli::{self, Command};
-use etcd_registrator::{app, setup::Setup};
+use etcd_registrator::{app, health, setup::Setup};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
@@ -19,6 +19,34 @@ fn main() -> ExitCode {
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::SubcommandHelp(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Healthcheck { addr, timeout }) => {
+            return match health::probe(&addr, timeout) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    println!("unhealthy: {why}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        Ok(Command::Ls(ls)) => {
+            // Warnings only: the listing is the output.
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            return match app::ls(*ls) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("registrator ls: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Ok(Command::Version) => {
             println!(

@@ -4,12 +4,13 @@
 //! Here are the syscalls parsing leaves out (the host name, files, the environment).
 
 use std::error::Error;
-use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::Config;
+use crate::cli::{self, Config, Registry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
+use crate::hostaddr;
 use crate::reconcile::{Options, Reconciler};
 use crate::service::Settings;
 
@@ -34,12 +35,15 @@ impl Setup {
             None => system_hostname()?,
         };
         credentials(&mut config, |name| std::env::var(name).ok())?;
+        if let Some(warning) = cli::plaintext_password_warning(&config.registry) {
+            log::warn!("{warning}");
+        }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
         let docker = Docker::new(&config.docker, Duration::from_secs(10));
         let agents = [docker.agent(), etcd.agent()];
-        let reconciler = Reconciler::new(docker, etcd, settings, opts, resolve);
+        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
         Ok(Setup {
             config,
             hostname,
@@ -63,31 +67,25 @@ pub fn system_hostname() -> Result<String, String> {
         .ok_or_else(|| "cannot determine the host name; pass --hostname".to_string())
 }
 
-/// The address the host name resolves to (IPv4 preferred), if any.
-pub fn resolve(hostname: &str) -> Option<String> {
-    let addrs: Vec<_> = (hostname, 0u16)
-        .to_socket_addrs()
-        .ok()?
-        .map(|a| a.ip())
-        .collect();
-    addrs
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(addrs.first())
-        .map(|ip| ip.to_string())
-}
-
 /// etcd credentials: the URI's, else ETCD_USERNAME / ETCD_PASSWORD (read through
 /// `env`), the password possibly from `--etcd-password-file`.
 pub fn credentials(
     config: &mut Config,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
-    let r = &mut config.registry;
+    registry_credentials(&mut config.registry, config.password_file.as_deref(), env)
+}
+
+/// [`credentials`] for a registry and a password file of their own (`registrator ls`).
+pub fn registry_credentials(
+    r: &mut Registry,
+    password_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
     if r.username.is_none() {
         r.username = env("ETCD_USERNAME").filter(|s| !s.is_empty());
     }
-    if let Some(path) = &config.password_file {
+    if let Some(path) = password_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --etcd-password-file {}: {e}", path.display()))?;
         r.password = Some(text.trim_end_matches(['\n', '\r']).to_string());

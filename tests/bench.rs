@@ -13,6 +13,8 @@
 //! (sizes, `1000,10000`).
 
 mod common;
+#[path = "bench/metrics_cost.rs"]
+mod metrics_cost;
 #[path = "bench/replay.rs"]
 mod replay;
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::relay::{Mode, Relay, Upstream};
+use common::relay::{docker_kind, Mode, Relay, Upstream};
 use common::*;
 
 // ---------------------------------------------------------------------------------
@@ -1214,4 +1214,55 @@ fn f15_first_pass_interrupted_then_a_container_stops() {
     proxy.set(Mode::Forward);
     let took = dock.exact("writes accepted again", &etcd.url(), &p, &host, 8, &r);
     case.note(format!("exact {} after etcd accepted writes", secs(took)));
+}
+
+#[test]
+fn f16_event_stream_that_ends_at_once() {
+    let mut case = Case::new(
+        "Docker behind a proxy whose event stream ends at once (an empty 200) for 8 s",
+        "reconnects back off (no hot loop: few event requests, few container lists); events work again after",
+    );
+    let dock = Dock::get();
+    let ep = SCRIPT_ETCD.trim_start_matches("http://");
+    let (p, host) = (prefix("f16"), unique("host"));
+    dock.httpd(&unique("a"), &[]);
+    let proxy = Relay::tcp(Upstream::Unix(dock.socket()), Mode::EndEvents).counting(docker_kind);
+    let via = format!("tcp://{}", proxy.address);
+    let mut r = start_loop(&via, &host, "10", "60", &uri_at(ep, &p));
+    dock.exact("before", SCRIPT_ETCD, &p, &host, 5, &r);
+    let start = proxy.counter.snapshot();
+    std::thread::sleep(Duration::from_secs(8));
+    let seen = proxy.counter.snapshot().since(&start);
+    let (events, lists) = (seen.get("events"), seen.get("list"));
+    case.note(format!(
+        "in 8 s: {events} event-stream requests, {lists} container lists"
+    ));
+    // 200 ms doubling up to 5 s: about 6 reconnects in 8 s, one pass each. The hot loop
+    // this replaces made 40 reconnects and 80 passes.
+    assert!(
+        events <= 10,
+        "event stream hot loop: {events} requests in 8 s"
+    );
+    assert!(
+        lists <= 12,
+        "a pass per reconnect at most: {lists} lists in 8 s"
+    );
+    proxy.set(Mode::Forward);
+    std::thread::sleep(Duration::from_secs(6));
+    let b = dock.httpd(&unique("b"), &[]);
+    let took = dock.exact(
+        "an event after the stream works again",
+        SCRIPT_ETCD,
+        &p,
+        &host,
+        5,
+        &r,
+    );
+    case.note(format!(
+        "a new container registered {} after its start (--interval 60)",
+        secs(took)
+    ));
+    dock.rm(&[b]);
+    let (code, _) = r.term(Duration::from_secs(2));
+    assert_eq!(code, Some(0), "{}", r.log());
 }

@@ -1,4 +1,4 @@
-//! `ls` (the library part, until the subcommand is wired) against the real etcd of
+//! `ls` (the library part; `tests/operable.rs` runs the subcommand) against the real etcd of
 //! `tests/daemons.sh`: a prefix larger than one page of the paged read, leases looked
 //! up once each, filters, and an empty prefix.
 
@@ -11,28 +11,17 @@ use etcd_registrator::cli;
 use etcd_registrator::etcd::Etcd;
 use etcd_registrator::ls::{self, Filter, Ttl};
 use etcd_registrator::store::{Request, Store, StoreError};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn client(prefix: &str) -> Etcd {
     let registry = cli::parse_registry(&common::uri(prefix)).unwrap();
     Etcd::new(&registry, Duration::from_secs(10)).unwrap()
 }
 
-/// The seconds a lease has left, read with `lease/timetolive` (never a keepalive).
-fn time_to_live(id: i64) -> Result<Option<i64>, StoreError> {
-    let text = ureq::post(&format!("{}/v3/lease/timetolive", common::etcd_url()))
-        .send(json!({"ID": id.to_string()}).to_string())
-        .map_err(StoreError::new)?
-        .body_mut()
-        .read_to_string()
-        .map_err(StoreError::new)?;
-    let v: Value = serde_json::from_str(&text).map_err(StoreError::new)?;
-    let ttl: i64 = match &v["TTL"] {
-        Value::String(s) => s.parse().unwrap_or(-1),
-        Value::Number(n) => n.as_i64().unwrap_or(-1),
-        _ => -1,
-    };
-    Ok((ttl >= 0).then_some(ttl))
+/// The seconds a lease has left, read with the client's `lease/timetolive` (never a
+/// keepalive).
+fn time_to_live(etcd: &mut Etcd, id: i64) -> Result<Option<i64>, StoreError> {
+    etcd.lease_ttl(id).map_err(StoreError::from)
 }
 
 #[test]
@@ -66,9 +55,9 @@ fn big_prefix_paged_sorted_filtered_with_ttls() {
 
     let lookups = Cell::new(0);
     let started = Instant::now();
-    let listing = ls::read(&mut etcd, &prefix, &Filter::default(), |_, id| {
+    let listing = ls::read(&mut etcd, &prefix, &Filter::default(), |etcd, id| {
         lookups.set(lookups.get() + 1);
-        time_to_live(id)
+        time_to_live(etcd, id)
     })
     .unwrap();
     let took = started.elapsed();
@@ -105,9 +94,9 @@ fn big_prefix_paged_sorted_filtered_with_ttls() {
         name: Some("svc-1*".into()),
     };
     let lookups = Cell::new(0);
-    let listing = ls::read(&mut etcd, &prefix, &only, |_, id| {
+    let listing = ls::read(&mut etcd, &prefix, &only, |etcd, id| {
         lookups.set(lookups.get() + 1);
-        time_to_live(id)
+        time_to_live(etcd, id)
     })
     .unwrap();
     // svc-NN holds the 65 services with i % 40 == NN, on host b when NN is odd:
@@ -137,8 +126,8 @@ fn big_prefix_paged_sorted_filtered_with_ttls() {
 fn empty_prefix_says_so() {
     let prefix = common::prefix("ls-empty");
     let mut etcd = client(&prefix);
-    let listing = ls::read(&mut etcd, &prefix, &Filter::default(), |_, id| {
-        time_to_live(id)
+    let listing = ls::read(&mut etcd, &prefix, &Filter::default(), |etcd, id| {
+        time_to_live(etcd, id)
     })
     .unwrap();
     assert_eq!(listing.total, 0);

@@ -17,10 +17,12 @@ use super::codes::Code;
 use super::error::{EtcdError, Kind};
 use super::wire::{self, DecodeError};
 use crate::cli::Registry;
-use crate::transport;
+use crate::{metrics, transport};
 
-/// The largest answer read: a big prefix in one range page is tens of MB.
-const MAX_ANSWER: u64 = 512 * 1024 * 1024;
+/// The largest answer read. Every read is a page (at most 10,000 keys) or a txn of at
+/// most 128 ranges over service directories: a few MB at most. A bigger answer is an
+/// error, not a reason to hold hundreds of MB.
+const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 
 /// The connection to one etcd cluster.
 pub(crate) struct Conn {
@@ -104,7 +106,9 @@ impl Conn {
         let mut last = None;
         for i in 0..n {
             let idx = (self.current + i) % n;
-            match self.call_endpoint(op, idx, path, body, read) {
+            let result = self.call_endpoint(op, idx, path, body, read);
+            metrics::global().etcd_request(&self.endpoints[idx], result.is_ok());
+            match result {
                 Ok(v) => {
                     if self.down[idx] {
                         self.down[idx] = false;
@@ -114,6 +118,7 @@ impl Conn {
                     }
                     if idx != self.current {
                         log::info!("etcd: using endpoint {}", self.endpoints[idx]);
+                        metrics::global().etcd_failover();
                     }
                     self.current = idx;
                     return Ok(v);

@@ -45,6 +45,15 @@ impl Etcd {
     pub fn endpoint(&self) -> &str {
         self.conn.endpoint()
     }
+
+    /// The seconds a lease has left, read without its keys and without keeping it alive
+    /// (`registrator ls`); Ok(None) when etcd no longer knows it.
+    pub fn lease_ttl(&mut self, id: i64) -> Result<Option<i64>, EtcdError> {
+        let body = json!({"ID": id.to_string()});
+        let read = &wire::lease_ttl;
+        self.conn
+            .call("lease timetolive", "", "/lease/timetolive", &body, read)
+    }
 }
 
 impl Store for Etcd {

@@ -296,6 +296,13 @@ pub(crate) fn lease_keys(text: &str) -> Result<Option<Vec<String>>, DecodeError>
     Ok(Some(out))
 }
 
+/// The answer to `/lease/timetolive` without keys: the seconds the lease has left, None
+/// when it is gone (-1); 0 in its last second (the gateway leaves the field out).
+pub(crate) fn lease_ttl(text: &str) -> Result<Option<i64>, DecodeError> {
+    let a: TimeToLiveAnswer = parse(text)?;
+    Ok((a.ttl >= 0).then_some(a.ttl))
+}
+
 #[derive(Deserialize)]
 struct AuthAnswer {
     #[serde(rename = "header")]
@@ -437,6 +444,15 @@ mod tests {
             lease_keys(&fixture("lease_timetolive_expired.json")).unwrap(),
             None
         );
+        assert_eq!(
+            lease_ttl(&fixture("lease_timetolive.json")).unwrap(),
+            Some(59)
+        );
+        assert_eq!(
+            lease_ttl(&fixture("lease_timetolive_expired.json")).unwrap(),
+            None
+        );
+        assert_eq!(lease_ttl(r#"{"header":{}}"#).unwrap(), Some(0));
     }
 
     #[test]

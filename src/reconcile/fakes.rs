@@ -191,5 +191,7 @@ pub fn reconciler(
         adopt: true,
         keep_foreign_leases: false,
     };
-    Reconciler::new(docker, etcd, settings, opts, |_| None)
+    Reconciler::new(docker, etcd, settings, opts, |_| {
+        Err("no lookup in tests".into())
+    })
 }

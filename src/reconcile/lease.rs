@@ -37,6 +37,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                         self.opts.hostname
                     );
                     self.set_lease(l);
+                    crate::metrics::global().lease_adopted(l);
                     return Ok(());
                 }
             }
@@ -45,6 +46,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if let Some(granted) = self.writer().grant(ttl)? {
             self.set_lease(granted);
             log::debug!("granted lease {granted:x} (TTL {ttl} s)");
+            crate::metrics::global().lease_granted(granted);
         }
         Ok(())
     }
@@ -73,6 +75,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             if self.writer().revoke(lease)? {
                 log::info!("revoked lease {lease:x}: this host's services are deregistered");
                 self.set_lease(0);
+                crate::metrics::global().lease_revoked();
             }
             return Ok(self.seen.desired.len());
         }

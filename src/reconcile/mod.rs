@@ -84,8 +84,9 @@ pub struct Outcome {
     pub failed: usize,
 }
 
-/// Resolves a host name to an address (DNS), for ports published on all interfaces.
-pub type Lookup = fn(&str) -> Option<String>;
+/// This host's address for ports published on all interfaces: what the host name
+/// resolves to, never a loopback one (see `hostaddr`); the error asks for `--ip`.
+pub type Lookup = fn(&str) -> Result<crate::hostaddr::HostAddress, String>;
 
 /// Reconciles one host's containers with its services in etcd.
 pub struct Reconciler<S, K> {
@@ -145,6 +146,7 @@ impl<S, K> Reconciler<S, K> {
             log::error!("{p}");
         }
         self.reported = now;
+        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 
     /// Logs a problem found between passes (unless already logged) and keeps it.
@@ -152,5 +154,6 @@ impl<S, K> Reconciler<S, K> {
         if self.reported.insert(problem.clone()) {
             log::error!("{problem}");
         }
+        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 }

@@ -43,6 +43,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             }
         };
         let (claiming, held) = claims::check(claiming, &actual);
+        crate::metrics::global().planned(&desired, &actual, &self.opts.hostname, held.len());
         problems.extend(held);
         self.report(problems);
         self.seen.remember(containers, desired);
@@ -86,16 +87,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let Some(lookup) = self.lookup.take() else {
             return;
         };
-        let host = &self.settings.hostname;
-        self.settings.host_address = lookup(host);
-        match &self.settings.host_address {
-            Some(a) => log::info!(
-                "host name {host:?} resolves to {a}: registered for ports published on all \
-                 interfaces"
-            ),
-            None => log::warn!(
-                "cannot resolve host name {host:?}; ports published on all interfaces need --ip"
-            ),
+        match lookup(&self.settings.hostname) {
+            Ok(a) => {
+                log::info!("{a}: registered for ports published on all interfaces");
+                self.settings.host_address = Some(a.ip.to_string());
+            }
+            Err(e) => log::warn!("{e}"),
         }
     }
 
@@ -125,6 +122,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     return Ok((self.group(kvs), None));
                 }
                 None => {
+                    crate::metrics::global().lease_lost(self.lease());
                     log::warn!(
                         "lease {:x} is gone (expired or revoked); granting a new one and \
                          registering again",

@@ -42,7 +42,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         );
         loop {
             if Instant::now() >= next_sync {
-                let wait = match self.sync() {
+                let started = Instant::now();
+                let result = self.sync();
+                crate::metrics::global().pass_result(&result, started.elapsed());
+                let wait = match result {
                     Ok(_) => {
                         backoff.recovered("sync succeeded again");
                         interval
@@ -72,23 +75,106 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         }
     }
 
-    /// Each event takes the fast path; a burst then coalesces into one full pass
-    /// shortly after its last event. Some on shutdown.
+    /// Each container named by events takes the fast path once, with its latest
+    /// action: a burst of events for one container (die, stop, destroy) costs one
+    /// inspect and one transaction, not one each. Wake-ups that arrive meanwhile are
+    /// merged in, and a shutdown is seen between two fast paths, never behind a queue.
+    /// The burst then coalesces into one full pass shortly after its last event.
+    /// Some on shutdown.
     fn on_events(&mut self, action: String, id: String, wake: &Receiver<Wake>) -> Option<Shutdown> {
-        let mut pending = vec![(action, id)];
+        let mut pending = Pending::default();
+        pending.add(action, id);
         loop {
-            for (action, id) in pending.drain(..) {
-                if let Err(e) = self.on_event(&action, &id) {
-                    log::debug!("event fast path for {id}: {e}");
+            loop {
+                match wake.try_recv() {
+                    Ok(Wake::Shutdown) => return Some(Shutdown),
+                    Ok(Wake::Event { action, id }) => pending.add(action, id),
+                    Ok(Wake::LeaseLost(id)) => self.lease_lost(id),
+                    Ok(Wake::Changed) => {}
+                    Err(_) => break,
                 }
             }
-            match wake.try_recv() {
-                Ok(Wake::Shutdown) => return Some(Shutdown),
-                Ok(Wake::Event { action, id }) => pending.push((action, id)),
-                Ok(Wake::LeaseLost(id)) => self.lease_lost(id),
-                Ok(Wake::Changed) => {}
-                Err(_) => return None,
+            let (action, id) = pending.next()?;
+            if let Err(e) = self.on_event(&action, &id) {
+                log::debug!("event fast path for {id}: {e}");
             }
         }
+    }
+}
+
+/// Events waiting for the fast path, merged per container: one entry per container in
+/// the order first seen, with its latest action (the one that says what the container
+/// is now; the fast path inspects it anyway unless it is gone).
+#[derive(Debug, Default)]
+struct Pending {
+    queue: std::collections::VecDeque<(String, String)>,
+}
+
+impl Pending {
+    fn add(&mut self, action: String, id: String) {
+        match self.queue.iter_mut().find(|(_, i)| *i == id) {
+            Some(entry) => entry.0 = action,
+            None => self.queue.push_back((action, id)),
+        }
+    }
+
+    fn next(&mut self) -> Option<(String, String)> {
+        self.queue.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_burst_for_one_container_costs_one_inspect_and_shutdown_is_not_queued_behind() {
+        let docker = FakeDocker {
+            containers: vec![container(1, &[])],
+            ..Default::default()
+        };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        let (tx, rx) = mpsc::channel();
+        for action in ["start", "health_status: healthy", "unpause", "start"] {
+            let (action, id) = (action.to_string(), "id1".to_string());
+            tx.send(Wake::Event { action, id }).unwrap();
+        }
+        let Ok(Wake::Event { action, id }) = rx.recv() else {
+            panic!("an event first")
+        };
+        r.source.inspects = 0;
+        assert!(r.on_events(action, id, &rx).is_none());
+        assert_eq!(r.source.inspects, 1, "four events, one fast path");
+
+        for n in 0..50 {
+            let (action, id) = ("start".to_string(), format!("id{n}"));
+            tx.send(Wake::Event { action, id }).unwrap();
+        }
+        tx.send(Wake::Shutdown).unwrap();
+        let Ok(Wake::Event { action, id }) = rx.recv() else {
+            panic!("an event first")
+        };
+        r.source.inspects = 0;
+        assert!(r.on_events(action, id, &rx).is_some(), "shutdown seen");
+        assert_eq!(r.source.inspects, 0, "no fast path ran before the shutdown");
+    }
+
+    #[test]
+    fn events_merge_per_container_keeping_order_and_the_latest_action() {
+        let mut p = Pending::default();
+        for (action, id) in [
+            ("die", "a"),
+            ("start", "b"),
+            ("stop", "a"),
+            ("destroy", "a"),
+        ] {
+            p.add(action.into(), id.into());
+        }
+        assert_eq!(p.next(), Some(("destroy".into(), "a".into())));
+        assert_eq!(p.next(), Some(("start".into(), "b".into())));
+        assert_eq!(p.next(), None);
     }
 }

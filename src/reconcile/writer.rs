@@ -69,6 +69,7 @@ impl<K: Store> Writer<'_, K> {
                     log::info!("{op}");
                 }
                 outcome.applied += batch.len();
+                crate::metrics::global().applied_ops(batch);
                 continue;
             }
             for op in batch {
@@ -77,6 +78,7 @@ impl<K: Store> Writer<'_, K> {
                 if batch.len() > 1 && self.store.txn(&compares, &requests)? {
                     log::info!("{op}");
                     outcome.applied += 1;
+                    crate::metrics::global().applied_ops(std::slice::from_ref(op));
                     continue;
                 }
                 match guard {
@@ -89,6 +91,9 @@ impl<K: Store> Writer<'_, K> {
                          was lost); checking again on the next pass",
                         op.dir()
                     ),
+                }
+                if guard == Guard::Expected {
+                    crate::metrics::global().write_conflict();
                 }
                 outcome.failed += 1;
             }
@@ -120,6 +125,7 @@ impl<K: Store> Writer<'_, K> {
         }
         log::info!("{op}");
         outcome.applied += 1;
+        crate::metrics::global().applied_ops(std::slice::from_ref(op));
         Ok(true)
     }
 

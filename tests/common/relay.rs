@@ -145,12 +145,17 @@ pub enum Mode {
     /// Forward everything except etcd transactions (`POST /v3/kv/txn`), which are cut:
     /// reads succeed, writes fail.
     CutTxn,
+    /// Forward everything except Docker's event stream, which ends at once (an empty
+    /// 200), as a proxy in front of Docker that does not stream would.
+    EndEvents,
 }
 
 const GARBAGE: &[u8] = b"\x16\x03\x01garbage\x00\xff{{{ not HTTP at all\r\n\r\n\xfe\xfe";
 const CUT_BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
     Content-Length: 4096\r\n\r\n{\"header\":{\"cluster_id\":\"12";
 const TXN: &str = "POST /v3/kv/txn ";
+const EMPTY_200: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+    Content-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Where a relay forwards to.
 #[derive(Clone, Debug)]
@@ -362,6 +367,7 @@ impl Inner {
         match mode {
             Mode::Forward => self.forward(client, false),
             Mode::CutTxn => self.forward(client, true),
+            Mode::EndEvents => self.forward(client, false),
             Mode::Garbage => answer(client, GARBAGE),
             Mode::CutBody => answer(client, CUT_BODY),
             Mode::Stall => self.stall(client),
@@ -378,6 +384,10 @@ impl Inner {
             return;
         };
         let (Ok(client_w), Ok(server_r)) = (client.try_clone(), server.try_clone()) else {
+            return;
+        };
+        let end_events = *self.mode.lock().unwrap() == Mode::EndEvents;
+        let Ok(mut client_direct) = client.try_clone() else {
             return;
         };
         let counter = self.counter.clone();
@@ -402,6 +412,13 @@ impl Inner {
         let mut reader = BufReader::with_capacity(64 * 1024, client);
         while let Ok(Some(head)) = read_head(&mut reader) {
             if cut_txn && head.first_line.starts_with(TXN) {
+                break;
+            }
+            if end_events && head.target().contains("/events") {
+                for (kind, n) in classify.map(|c| c(&head, &[])).unwrap_or_default() {
+                    self.counter.add(&kind, n);
+                }
+                let _ = client_direct.write_all(EMPTY_200);
                 break;
             }
             let Ok((raw_body, body)) = read_body(&mut reader, &head) else {
