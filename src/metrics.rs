@@ -31,14 +31,17 @@ pub enum PassOutcome {
     DockerError,
     /// etcd failed the pass.
     EtcdError,
+    /// Another live registrator holds this host's identity: the process exits.
+    Twin,
 }
 
 impl PassOutcome {
-    const ALL: [PassOutcome; 4] = [
+    const ALL: [PassOutcome; 5] = [
         PassOutcome::Ok,
         PassOutcome::Conflict,
         PassOutcome::DockerError,
         PassOutcome::EtcdError,
+        PassOutcome::Twin,
     ];
 
     fn label(self) -> &'static str {
@@ -47,6 +50,7 @@ impl PassOutcome {
             PassOutcome::Conflict => "conflict",
             PassOutcome::DockerError => "docker_error",
             PassOutcome::EtcdError => "etcd_error",
+            PassOutcome::Twin => "twin",
         }
     }
 
@@ -58,6 +62,7 @@ impl PassOutcome {
             Ok(_) => PassOutcome::Ok,
             Err(SyncError::Docker(_)) => PassOutcome::DockerError,
             Err(SyncError::Store(_)) => PassOutcome::EtcdError,
+            Err(SyncError::Twin(_)) => PassOutcome::Twin,
         }
     }
 
@@ -189,7 +194,7 @@ impl Counter {
 /// Every metric of the process. One lives in [`global`]; tests make their own.
 #[derive(Debug)]
 pub struct Metrics {
-    passes: [Counter; 4],
+    passes: [Counter; PassOutcome::ALL.len()],
     pass_buckets: [Counter; PASS_BUCKETS.len()],
     /// Sum of pass durations in nanoseconds.
     pass_nanos: Counter,
@@ -226,7 +231,7 @@ impl Metrics {
     /// All zero, nothing configured.
     pub const fn new() -> Self {
         Metrics {
-            passes: [const { Counter::new() }; 4],
+            passes: [const { Counter::new() }; PassOutcome::ALL.len()],
             pass_buckets: [const { Counter::new() }; PASS_BUCKETS.len()],
             pass_nanos: Counter::new(),
             services: AtomicU64::new(0),

@@ -175,6 +175,15 @@ impl fmt::Display for Problem {
     }
 }
 
+/// The longest service name or ID, in bytes (a DNS name's limit). Every key of a service
+/// names both, so this bounds the size of its keys and of the transactions that write it.
+pub const MAX_SEGMENT_BYTES: usize = 253;
+
+/// The most domains one `http` service may list. Each domain is one key: a service of
+/// 1,000 domains is written in 8 transactions of at most 128 keys (about 1 MB in all,
+/// each transaction well under etcd's 1.5 MiB request limit).
+pub const MAX_DOMAINS: usize = 1000;
+
 /// Host-level inputs of the mapping, resolved by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -403,16 +412,17 @@ fn build(
     check_segment(&name).map_err(|why| {
         if name_var == "image" {
             format!(
-                "service name {name:?} derived from image {:?} {why}",
-                c.image
+                "service name {} derived from image {} {why}",
+                shown(&name),
+                shown(&c.image)
             )
         } else {
-            format!("{name_var}={name:?} {why}")
+            format!("{name_var}={} {why}", shown(&name))
         }
     })?;
     let id = match meta.get(p, "ID") {
         Some((var, v)) => {
-            check_segment(v).map_err(|why| format!("{var}={v:?} {why}"))?;
+            check_segment(v).map_err(|why| format!("{var}={} {why}", shown(v)))?;
             v.to_string()
         }
         None => {
@@ -420,7 +430,7 @@ fn build(
             if cand.port.proto != Proto::Tcp {
                 id = format!("{id}:{}", cand.port.proto);
             }
-            check_segment(&id).map_err(|why| format!("service ID {id:?} {why}"))?;
+            check_segment(&id).map_err(|why| format!("service ID {} {why}", shown(&id)))?;
             id
         }
     };
@@ -431,7 +441,8 @@ fn build(
             "http" => Mode::Http,
             _ => {
                 return Err(format!(
-                    "{var}={v:?} is not http or tcp; service {name} not registered"
+                    "{var}={} is not http or tcp; service {name} not registered",
+                    shown(v)
                 ))
             }
         },
@@ -440,7 +451,8 @@ fn build(
     if let Some((var, v)) = meta.get(p, "DOMAINS") {
         if mode != Mode::Http {
             return Err(format!(
-                "{var}={v:?} applies only to SERVICE_MODE=http; service {name} not registered"
+                "{var}={} applies only to SERVICE_MODE=http; service {name} not registered",
+                shown(v)
             ));
         }
         for d in v
@@ -450,13 +462,22 @@ fn build(
         {
             if !valid_domain(&d) {
                 return Err(format!(
-                    "{var}={v:?}: {d:?} is not a valid DNS name; service {name} not registered"
+                    "{var}={}: {} is not a valid DNS name; service {name} not registered",
+                    shown(v),
+                    shown(&d)
                 ));
             }
             domains.push(d);
         }
         domains.sort();
         domains.dedup();
+        if domains.len() > MAX_DOMAINS {
+            return Err(format!(
+                "{var} lists {} domains, more than the {MAX_DOMAINS} a service may have; \
+                 service {name} not registered",
+                domains.len()
+            ));
+        }
     }
     if mode == Mode::Http && domains.is_empty() {
         return Err(format!(
@@ -514,25 +535,46 @@ fn port_var(meta: &Meta, p: u16, key: &str, name: &str) -> Result<Option<(String
         Some((var, v)) => match v.trim().parse::<u16>() {
             Ok(n) if n >= 1 => Ok(Some((var, n))),
             _ => Err(format!(
-                "{var}={v:?} is not a port number in 1-65535; service {name} not registered"
+                "{var}={} is not a port number in 1-65535; service {name} not registered",
+                shown(v)
             )),
         },
     }
 }
 
-/// A service name or ID becomes one key segment: it must not escape its directory.
-fn check_segment(s: &str) -> Result<(), &'static str> {
+/// A service name or ID becomes one key segment: it must not escape its directory, and
+/// it must be short enough that every key of the service fits etcd's request limit.
+fn check_segment(s: &str) -> Result<(), String> {
     if s.is_empty() {
-        Err("is empty")
+        Err("is empty".into())
     } else if s == "." || s == ".." {
-        Err("is not a usable key segment")
+        Err("is not a usable key segment".into())
     } else if s.contains('/') {
-        Err("contains '/'")
+        Err("contains '/'".into())
     } else if s.chars().any(char::is_control) {
-        Err("contains a control character")
+        Err("contains a control character".into())
+    } else if s.len() > MAX_SEGMENT_BYTES {
+        Err(format!(
+            "is {} bytes long, more than the {MAX_SEGMENT_BYTES} a service name or ID may have",
+            s.len()
+        ))
     } else {
         Ok(())
     }
+}
+
+/// A value as an error line quotes it: whole when short, else its start and its length
+/// (a 60 KB label must not become a 60 KB log line).
+fn shown(v: &str) -> String {
+    const SHOWN: usize = 64;
+    if v.len() <= SHOWN {
+        return format!("{v:?}");
+    }
+    let mut end = SHOWN;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &v[..end], v.len())
 }
 
 /// A DNS name, lower-case, with an optional leading `*.` wildcard.
@@ -812,6 +854,127 @@ mod tests {
                     assert!(e.contains(want), "{case}: {e:?} lacks {want:?}");
                 }
                 (got, _) => panic!("{case}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_and_domain_counts_are_bounded() {
+        let long = |n: usize| "x".repeat(n);
+        let domains = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| format!("d{i}.example.com")).collect();
+            format!("SERVICE_DOMAINS={}", list.join(","))
+        };
+        let http = "SERVICE_MODE=http".to_string();
+        let long_name = "c".repeat(250);
+        // (case, env, labels, container name, Ok(check) or Err(every substring))
+        type Check = fn(&Service) -> bool;
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(
+            &str,
+            Vec<String>,
+            Vec<(&str, String)>,
+            &str,
+            Result<Check, Vec<&str>>,
+        )> = vec![
+            (
+                "name of 253 bytes",
+                vec![format!("SERVICE_NAME={}", long(253))],
+                vec![],
+                "web.0",
+                Ok(|s| s.name.len() == 253),
+            ),
+            (
+                "name of 254 bytes",
+                vec![format!("SERVICE_NAME={}", long(254))],
+                vec![],
+                "web.0",
+                Err(vec![
+                    "SERVICE_NAME=\"xxx",
+                    "(254 bytes)",
+                    "254 bytes long, more than the 253",
+                ]),
+            ),
+            (
+                "a 60 KB SERVICE_ID label",
+                vec![],
+                vec![("SERVICE_ID", long(60_000))],
+                "web.0",
+                Err(vec![
+                    "SERVICE_ID=\"xxx",
+                    "60000 bytes long, more than the 253",
+                ]),
+            ),
+            (
+                "an ID of 253 bytes",
+                vec![format!("SERVICE_ID={}", long(253))],
+                vec![],
+                "web.0",
+                Ok(|s| s.id.len() == 253),
+            ),
+            (
+                "default ID from a long container name",
+                vec![],
+                vec![],
+                &long_name,
+                Err(vec![
+                    "service ID \"node1:ccc",
+                    "bytes long, more than the 253",
+                ]),
+            ),
+            (
+                "1,000 domains",
+                vec![http.clone(), domains(1000)],
+                vec![],
+                "web.0",
+                Ok(|s| s.domains.len() == 1000),
+            ),
+            (
+                "1,001 domains",
+                vec![http.clone(), domains(1001)],
+                vec![],
+                "web.0",
+                Err(vec![
+                    "SERVICE_DOMAINS lists 1001 domains, more than the 1000",
+                ]),
+            ),
+            (
+                "duplicates count once",
+                vec![http.clone(), format!("{},d0.example.com", domains(1000))],
+                vec![],
+                "web.0",
+                Ok(|s| s.domains.len() == 1000),
+            ),
+            (
+                "a long bad mode is quoted short",
+                vec![format!("SERVICE_MODE={}", long(5000))],
+                vec![],
+                "web.0",
+                Err(vec![
+                    "SERVICE_MODE=\"xxx",
+                    "(5000 bytes) is not http or tcp",
+                ]),
+            ),
+        ];
+        for (case, env, labels, name, want) in cases {
+            let env: Vec<&str> = env.iter().map(String::as_str).collect();
+            let mut c = container(name, &env, &[(80, "tcp", "0.0.0.0", 32768)]);
+            for (k, v) in labels {
+                c.labels.insert(k.into(), v);
+            }
+            match (one(c), want) {
+                (Ok(s), Ok(check)) => assert!(check(&s), "{case}"),
+                (Err(e), Err(parts)) => {
+                    for part in parts {
+                        assert!(e.contains(part), "{case}: {e:?} lacks {part:?}");
+                    }
+                    assert!(
+                        e.len() < 300,
+                        "{case}: a long error line: {} bytes",
+                        e.len()
+                    );
+                }
+                (got, _) => panic!("{case}: unexpected {:?}", got.map(|s| s.name.len())),
             }
         }
     }

@@ -127,6 +127,7 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
         ttl,
         adopt: !config.once,
         keep_foreign_leases: config.once && config.ttl.is_none(),
+        exclusive: !config.once && ttl > 0,
     };
     (settings, opts)
 }

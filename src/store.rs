@@ -47,24 +47,73 @@ pub enum Request {
 /// Why a store operation failed: the backend's error, whole (it names the operation,
 /// the key and the endpoint).
 #[derive(Debug)]
-pub struct StoreError(Box<dyn std::error::Error + Send + Sync>);
+pub struct StoreError {
+    inner: Box<dyn std::error::Error + Send + Sync>,
+    cause: Cause,
+}
+
+/// What the reconciler does differently depending on the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Other,
+    Refused,
+    Denied,
+}
 
 impl StoreError {
     pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        StoreError(e.into())
+        StoreError {
+            inner: e.into(),
+            cause: Cause::Other,
+        }
+    }
+
+    /// The store answered and refused this request for what it carries (too many
+    /// operations, too large): a smaller request may pass, and the store itself is fine.
+    pub fn refused(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError {
+            inner: e.into(),
+            cause: Cause::Refused,
+        }
+    }
+
+    /// The store's user may not read or write the key the request was about.
+    pub fn denied(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError {
+            inner: e.into(),
+            cause: Cause::Denied,
+        }
+    }
+
+    /// Whether the request was refused for what it carries (see [`StoreError::refused`]).
+    pub fn is_refused(&self) -> bool {
+        self.cause == Cause::Refused
+    }
+
+    /// Whether the user lacks permission on the key (see [`StoreError::denied`]).
+    pub fn is_denied(&self) -> bool {
+        self.cause == Cause::Denied
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.inner.fmt(f)
     }
 }
 
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        self.inner.source()
     }
+}
+
+/// What etcd says of a live lease: seconds left (rounded down) and the TTL it was
+/// granted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTtl {
+    pub remaining: i64,
+    pub granted: i64,
 }
 
 /// The operations the reconciler needs from its store.
@@ -83,4 +132,6 @@ pub trait Store {
     fn revoke(&mut self, id: i64) -> Result<(), StoreError>;
     /// The keys attached to a lease; Ok(None) when it is gone.
     fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, StoreError>;
+    /// A lease's remaining and granted TTL, without refreshing it; Ok(None) when gone.
+    fn time_to_live(&mut self, id: i64) -> Result<Option<LeaseTtl>, StoreError>;
 }

@@ -106,8 +106,11 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids(e: Engine) {
     a.stop();
     b.stop();
     let r2 = Running::on(e, &["--hostname", &host, "--interval", "1", &uri(&p)]);
+    // After a kill -9 the successor first watches its predecessor's lease for up to
+    // TTL/3 + 1.25 s (30 s by default: 11.25 s) to tell it from a live twin.
     assert!(
-        wait_until(Duration::from_secs(5), || keys_with(&p, &a.name).is_empty()
+        wait_until(Duration::from_secs(5 + 12), || keys_with(&p, &a.name)
+            .is_empty()
             && keys_with(&p, &sid).is_empty()),
         "stale services left behind: {:?}\n{}",
         etcd_get(&p),

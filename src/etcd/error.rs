@@ -148,8 +148,22 @@ impl std::error::Error for EtcdError {
 }
 
 impl From<EtcdError> for StoreError {
+    /// etcd refuses a request for what it carries with InvalidArgument ("too many
+    /// operations in txn request", "request is too large") or ResourceExhausted (a gRPC
+    /// message over its limit): the store is fine, a smaller request may pass. A
+    /// permission error is told apart too: it concerns the key, not the store.
     fn from(e: EtcdError) -> Self {
-        StoreError::new(e)
+        let by_content = matches!(
+            e.refusal(),
+            Some((Code::InvalidArgument | Code::ResourceExhausted, _))
+        );
+        if by_content {
+            StoreError::refused(e)
+        } else if matches!(*e.kind, Kind::PermissionDenied { .. }) {
+            StoreError::denied(e)
+        } else {
+            StoreError::new(e)
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use crate::cli::Registry;
-use crate::store::{Compare, Kv, Request, Store, StoreError};
+use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError};
 
 pub mod codec;
 mod codes;
@@ -149,6 +149,15 @@ impl Store for Etcd {
     fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, StoreError> {
         let body = json!({"ID": id.to_string(), "keys": true});
         let read = &wire::lease_keys;
+        Ok(self
+            .conn
+            .call("lease timetolive", "", "/lease/timetolive", &body, read)?)
+    }
+
+    /// A lease's remaining and granted TTL (not refreshed); Ok(None) when it is gone.
+    fn time_to_live(&mut self, id: i64) -> Result<Option<LeaseTtl>, StoreError> {
+        let body = json!({"ID": id.to_string()});
+        let read = &wire::time_to_live;
         Ok(self
             .conn
             .call("lease timetolive", "", "/lease/timetolive", &body, read)?)

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::codec;
 use super::codes::Code;
-use crate::store::Kv;
+use crate::store::{Kv, LeaseTtl};
 
 /// How much of an answer a decode error quotes.
 const QUOTE: usize = 200;
@@ -274,8 +274,30 @@ struct TimeToLiveAnswer {
     /// -1 when the lease is expired or unknown; absent (0) in its last second.
     #[serde(rename = "TTL", default, deserialize_with = "int64")]
     ttl: i64,
+    /// Absent (0) when the lease is gone.
+    #[serde(rename = "grantedTTL", default, deserialize_with = "int64")]
+    granted: i64,
     #[serde(default)]
     keys: Vec<String>,
+}
+
+/// The answer to `/lease/timetolive`: seconds left (rounded down: 0 in the last second)
+/// and the granted TTL; None when the lease is gone (`TTL` -1).
+pub(crate) fn time_to_live(text: &str) -> Result<Option<LeaseTtl>, DecodeError> {
+    let a: TimeToLiveAnswer = parse(text)?;
+    if a.ttl < 0 {
+        return Ok(None);
+    }
+    if a.granted <= 0 {
+        return Err(DecodeError::new(
+            "a live lease without grantedTTL",
+            snippet(text, 0),
+        ));
+    }
+    Ok(Some(LeaseTtl {
+        remaining: a.ttl,
+        granted: a.granted,
+    }))
 }
 
 /// The answer to `/lease/timetolive` with keys: the keys attached to the lease, None
@@ -453,6 +475,27 @@ mod tests {
             None
         );
         assert_eq!(lease_ttl(r#"{"header":{}}"#).unwrap(), Some(0));
+        assert_eq!(
+            time_to_live(&fixture("lease_timetolive.json")).unwrap(),
+            Some(LeaseTtl {
+                remaining: 59,
+                granted: 60
+            })
+        );
+        assert_eq!(
+            time_to_live(&fixture("lease_timetolive_expired.json")).unwrap(),
+            None
+        );
+        // In its last second the gateway leaves TTL (0) out.
+        let last = r#"{"header":{},"ID":"1","grantedTTL":"6"}"#;
+        assert_eq!(
+            time_to_live(last).unwrap(),
+            Some(LeaseTtl {
+                remaining: 0,
+                granted: 6
+            })
+        );
+        assert!(time_to_live(r#"{"header":{},"ID":"1","TTL":"5"}"#).is_err());
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! They model what the reconciler relies on (revisions, leases, guarded transactions;
 //! a list that lags behind inspect) and count calls, so tests assert what a pass asks.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::{Options, Reconciler};
 use crate::docker::DockerError;
 use crate::service::{Binding, Container, Health, Port, Proto, Settings};
 use crate::source::Source;
-use crate::store::{Compare, Kv, Request, Store, StoreError};
+use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError, MAX_TXN_OPS};
 
 #[derive(Default)]
 pub struct FakeDocker {
@@ -39,21 +41,110 @@ impl Source for FakeDocker {
     }
 }
 
-/// etcd semantics that matter here: revisions, leases, guarded txns.
-#[derive(Default)]
+thread_local! {
+    /// The fake clock: lease expiry is measured on it, and only [`pause`] moves it, so
+    /// a test that waits for a lease's TTL takes no time. Each test has its own thread.
+    static NOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// The reconciler's pause in tests: moves the fake clock instead of sleeping.
+pub fn pause(d: Duration) {
+    NOW.with(|n| n.set(n.get() + d));
+}
+
+/// The fake clock's time.
+pub fn now() -> Duration {
+    NOW.with(Cell::get)
+}
+
+/// A granted lease on the fake clock.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeLease {
+    pub granted: u64,
+    pub expires: Duration,
+}
+
+/// etcd semantics that matter here: revisions, leases with TTLs that run out on the fake
+/// clock, guarded txns, and the limits etcd puts on one txn.
 pub struct FakeEtcd {
     /// Key -> (value, lease, revision of its last change).
     pub kv: BTreeMap<String, (String, i64, i64)>,
     pub rev: i64,
-    pub leases: BTreeSet<i64>,
+    pub leases: BTreeMap<i64, FakeLease>,
     pub next_lease: i64,
+    /// Leases another process keeps alive: refreshed whenever the fake clock is read.
+    pub kept_by_twin: BTreeSet<i64>,
+    /// Largest txn (bytes of keys and values) accepted, as etcd's `--max-request-bytes`.
+    pub max_txn_bytes: usize,
+    /// Keys under this prefix are outside the user's role: permission denied.
+    pub denied: Option<String>,
     /// How often each store method was called.
     pub calls: BTreeMap<&'static str, usize>,
 }
 
+impl Default for FakeEtcd {
+    fn default() -> Self {
+        FakeEtcd {
+            kv: BTreeMap::new(),
+            rev: 0,
+            leases: BTreeMap::new(),
+            next_lease: 0,
+            kept_by_twin: BTreeSet::new(),
+            max_txn_bytes: 1536 * 1024,
+            denied: None,
+            calls: BTreeMap::new(),
+        }
+    }
+}
+
 impl FakeEtcd {
+    /// Counts a call, and lets the fake clock act first: a twin refreshes its leases,
+    /// leases past their TTL expire with their keys.
     fn count(&mut self, what: &'static str) {
         *self.calls.entry(what).or_default() += 1;
+        let t = now();
+        for (id, l) in self.leases.iter_mut() {
+            if self.kept_by_twin.contains(id) {
+                l.expires = t + Duration::from_secs(l.granted);
+            }
+        }
+        let gone: Vec<i64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires <= t)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.expire(id);
+        }
+    }
+
+    fn check_permission<'a>(
+        &self,
+        mut keys: impl Iterator<Item = &'a String>,
+    ) -> Result<(), StoreError> {
+        match &self.denied {
+            Some(d) if keys.any(|k| k.starts_with(d.as_str())) => {
+                Err(StoreError::denied(format!("permission denied on {d}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A lease of `ttl` s granted now (by another process, say), with its ID.
+    pub fn grant_lease(&mut self, ttl: u64) -> i64 {
+        self.next_lease += 1;
+        let lease = FakeLease {
+            granted: ttl,
+            expires: now() + Duration::from_secs(ttl),
+        };
+        self.leases.insert(self.next_lease, lease);
+        self.next_lease
+    }
+
+    /// The granted TTL of a live lease.
+    pub fn granted(&self, id: i64) -> Option<u64> {
+        self.leases.get(&id).map(|l| l.granted)
     }
     fn under(&self, prefix: &str) -> Vec<Kv> {
         self.kv
@@ -69,6 +160,7 @@ impl FakeEtcd {
     /// The lease runs out: it and its keys are gone.
     pub fn expire(&mut self, lease: i64) {
         self.leases.remove(&lease);
+        self.kept_by_twin.remove(&lease);
         self.kv.retain(|_, (_, l, _)| *l != lease);
     }
 }
@@ -80,10 +172,34 @@ impl Store for FakeEtcd {
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");
+        self.check_permission(prefixes.iter())?;
         Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
     }
     fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
         self.count("txn");
+        let bytes: usize = requests
+            .iter()
+            .map(|r| match r {
+                Request::Put { key, value, .. } => key.len() + value.len(),
+                Request::Delete { key } => key.len(),
+                Request::DeletePrefix { prefix } => prefix.len(),
+            })
+            .sum();
+        let keys = requests.iter().map(|r| match r {
+            Request::Put { key, .. } | Request::Delete { key } => key,
+            Request::DeletePrefix { prefix } => prefix,
+        });
+        let compared = compares.iter().map(|c| match c {
+            Compare::ValueEquals(k, _) | Compare::Missing(k) => k,
+            Compare::Unchanged { prefix, .. } => prefix,
+        });
+        self.check_permission(keys.chain(compared))?;
+        if requests.len() > MAX_TXN_OPS || compares.len() > MAX_TXN_OPS {
+            return Err(StoreError::refused("too many operations in txn request"));
+        }
+        if bytes > self.max_txn_bytes {
+            return Err(StoreError::refused("request is too large"));
+        }
         let ok = compares.iter().all(|c| match c {
             Compare::ValueEquals(k, v) => self.kv.get(k).is_some_and(|(x, _, _)| x == v),
             Compare::Missing(k) => !self.kv.contains_key(k),
@@ -113,15 +229,17 @@ impl Store for FakeEtcd {
         }
         Ok(true)
     }
-    fn grant(&mut self, _ttl: u64) -> Result<i64, StoreError> {
+    fn grant(&mut self, ttl: u64) -> Result<i64, StoreError> {
         self.count("grant");
-        self.next_lease += 1;
-        self.leases.insert(self.next_lease);
-        Ok(self.next_lease)
+        Ok(self.grant_lease(ttl))
     }
     fn keepalive(&mut self, id: i64) -> Result<Option<i64>, StoreError> {
         self.count("keepalive");
-        Ok(self.leases.contains(&id).then_some(30))
+        let t = now();
+        Ok(self.leases.get_mut(&id).map(|l| {
+            l.expires = t + Duration::from_secs(l.granted);
+            l.granted as i64
+        }))
     }
     fn revoke(&mut self, id: i64) -> Result<(), StoreError> {
         self.count("revoke");
@@ -130,7 +248,7 @@ impl Store for FakeEtcd {
     }
     fn lease_keys(&mut self, id: i64) -> Result<Option<Vec<String>>, StoreError> {
         self.count("lease_keys");
-        if !self.leases.contains(&id) {
+        if !self.leases.contains_key(&id) {
             return Ok(None);
         }
         Ok(Some(
@@ -140,6 +258,15 @@ impl Store for FakeEtcd {
                 .map(|(k, _)| k.clone())
                 .collect(),
         ))
+    }
+    fn time_to_live(&mut self, id: i64) -> Result<Option<LeaseTtl>, StoreError> {
+        self.count("time_to_live");
+        let t = now();
+        Ok(self.leases.get(&id).map(|l| LeaseTtl {
+            // etcd rounds down.
+            remaining: l.expires.saturating_sub(t).as_secs() as i64,
+            granted: l.granted as i64,
+        }))
     }
 }
 
@@ -190,8 +317,11 @@ pub fn reconciler(
         ttl,
         adopt: true,
         keep_foreign_leases: false,
+        exclusive: false,
     };
-    Reconciler::new(docker, etcd, settings, opts, |_| {
+    let mut r = Reconciler::new(docker, etcd, settings, opts, |_| {
         Err("no lookup in tests".into())
-    })
+    });
+    r.pause = pause;
+    r
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::docker::DockerError;
 use crate::plan::Op;
@@ -24,6 +25,7 @@ mod writer;
 #[cfg(test)]
 mod fakes;
 
+pub use lease::{identity_root, instance_key};
 pub use run::{Shutdown, Wake};
 
 /// Why a pass changed nothing.
@@ -32,6 +34,19 @@ pub enum SyncError {
     /// Docker could not be read: the desired set is unknown, so nothing is touched.
     Docker(DockerError),
     Store(StoreError),
+    /// Another live registrator holds this host's identity: this one must stop.
+    Twin(Twin),
+}
+
+/// Another live process registers under this host's name and prefix: two registrators
+/// with one identity delete each other's services, so the one that finds the other
+/// refuses (registers nothing and exits).
+#[derive(Debug)]
+pub struct Twin {
+    pub hostname: String,
+    pub prefix: String,
+    /// What shows the other process is alive.
+    pub evidence: String,
 }
 
 impl fmt::Display for SyncError {
@@ -39,6 +54,13 @@ impl fmt::Display for SyncError {
         match self {
             SyncError::Docker(e) => write!(f, "{e} (etcd left unchanged)"),
             SyncError::Store(e) => write!(f, "{e}"),
+            SyncError::Twin(t) => write!(
+                f,
+                "another registrator is running as host {} under {} ({}); this one \
+                 registers nothing and exits: give each registrator its own --hostname \
+                 (a cloned machine? a binary and a container with one --hostname?)",
+                t.hostname, t.prefix, t.evidence
+            ),
         }
     }
 }
@@ -48,6 +70,7 @@ impl std::error::Error for SyncError {
         match self {
             SyncError::Docker(e) => Some(e),
             SyncError::Store(e) => Some(e),
+            SyncError::Twin(_) => None,
         }
     }
 }
@@ -72,6 +95,9 @@ pub struct Options {
     pub adopt: bool,
     /// Whether keys already on some other lease are left there (`--once` without `--ttl`).
     pub keep_foreign_leases: bool,
+    /// Hold this host's identity and refuse to run beside a live twin (the loop with a
+    /// lease does; see `lease.rs`).
+    pub exclusive: bool,
 }
 
 /// What a pass did.
@@ -82,6 +108,8 @@ pub struct Outcome {
     pub applied: usize,
     /// Ops that another writer made impossible meanwhile; retried on the next pass.
     pub failed: usize,
+    /// Services etcd refused to store (too large for it): reported, retried every pass.
+    pub problems: Vec<Problem>,
 }
 
 /// This host's address for ports published on all interfaces: what the host name
@@ -102,10 +130,28 @@ pub struct Reconciler<S, K> {
     started: bool,
     /// Problems logged and still present: each is logged once while it persists.
     reported: BTreeSet<Problem>,
+    /// Services etcd refused to store, logged and still refused (once while it lasts).
+    refused: BTreeSet<Problem>,
     /// Taken by the first pass that needs the host's address: DNS is asked at most once.
     lookup: Option<Lookup>,
     /// What the event fast path knows between passes.
     seen: event::Seen,
+    /// This process's instance, and whether it holds the host's identity.
+    identity: Identity,
+    /// A predecessor's lease of another TTL that our keys are moving off; revoked once
+    /// none is left on it.
+    retiring: Option<i64>,
+    /// Sleeps (while watching a predecessor's lease); tests move a fake clock instead.
+    pause: fn(Duration),
+}
+
+/// This process's instance ID and whether its instance key holds the identity.
+#[derive(Debug)]
+struct Identity {
+    id: String,
+    held: bool,
+    /// The etcd user may not use the instance key: the lease watch alone tells.
+    keyless: bool,
 }
 
 impl<S, K> Reconciler<S, K> {
@@ -120,8 +166,16 @@ impl<S, K> Reconciler<S, K> {
             lease: Arc::new(AtomicI64::new(0)),
             started: false,
             reported: BTreeSet::new(),
+            refused: BTreeSet::new(),
             lookup: Some(lookup),
             seen: event::Seen::default(),
+            identity: Identity {
+                id: lease::instance_id(),
+                held: false,
+                keyless: false,
+            },
+            retiring: None,
+            pause: std::thread::sleep,
         }
     }
 
@@ -147,6 +201,20 @@ impl<S, K> Reconciler<S, K> {
         }
         self.reported = now;
         crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
+    }
+
+    /// Logs each write etcd refused once while it keeps refusing it: a full pass's
+    /// refusals replace the last; the fast path's (`all: false`) add to them.
+    fn report_refused(&mut self, problems: Vec<Problem>, all: bool) {
+        if all {
+            self.refused.retain(|p| problems.contains(p));
+        }
+        for p in problems {
+            if !self.refused.contains(&p) {
+                log::error!("{p}");
+                self.refused.insert(p);
+            }
+        }
     }
 
     /// Logs a problem found between passes (unless already logged) and keeps it.

@@ -53,6 +53,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         for (op, claim) in claiming {
             self.apply_claim(op, claim, revision, &mut outcome)?;
         }
+        self.report_refused(std::mem::take(&mut outcome.problems), true);
+        self.retire_old_lease()?;
         // Only a pass that got this far has seen (and moved onto our lease) everything
         // of ours under the prefix; until then every pass reads the whole prefix.
         self.started = true;
@@ -110,15 +112,18 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                             .filter_map(|k| plan::split_key(&self.opts.prefix, k))
                             .map(|(dir, _)| dir),
                     );
-                    let prefixes: Vec<String> = dirs
+                    let mut prefixes: Vec<String> = dirs
                         .iter()
                         .map(|d| format!("{}/{d}/", self.opts.prefix))
                         .collect();
+                    // In the same request: whether this process still holds its identity.
+                    prefixes.extend(self.held_instance_key());
                     let kvs = if prefixes.is_empty() {
                         Vec::new()
                     } else {
                         self.store.range_prefixes(&prefixes)?
                     };
+                    let kvs = self.check_identity(kvs)?;
                     return Ok((self.group(kvs), None));
                 }
                 None => {

@@ -5,7 +5,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::Reconciler;
+use super::{Reconciler, SyncError};
 use crate::backoff::Backoff;
 use crate::source::Source;
 use crate::store::Store;
@@ -32,8 +32,13 @@ const EVENT_SETTLE: Duration = Duration::from_millis(100);
 
 impl<S: Source, K: Store> Reconciler<S, K> {
     /// The loop: a pass at start, on every wake-up and every `interval`. Returns on
-    /// shutdown. (The lease is kept alive by its own thread: see `keepalive.rs`.)
-    pub fn run(&mut self, wake: &Receiver<Wake>, interval: Duration) -> Shutdown {
+    /// shutdown, or with the error when another live registrator holds this host's
+    /// identity. (The lease is kept alive by its own thread: see `keepalive.rs`.)
+    pub fn run(
+        &mut self,
+        wake: &Receiver<Wake>,
+        interval: Duration,
+    ) -> Result<Shutdown, SyncError> {
         let mut next_sync = Instant::now();
         let mut backoff = Backoff::new(
             Duration::from_millis(200),
@@ -50,6 +55,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                         backoff.recovered("sync succeeded again");
                         interval
                     }
+                    Err(e @ SyncError::Twin(_)) => return Err(e),
                     Err(e) => {
                         backoff.failed(format!("sync failed: {e}; retrying"));
                         backoff.delay().min(interval)
@@ -58,7 +64,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 next_sync = Instant::now() + wait;
             }
             match wake.recv_timeout(next_sync.saturating_duration_since(Instant::now())) {
-                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Shutdown,
+                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Ok(Shutdown),
                 Ok(Wake::Changed) => next_sync = Instant::now(),
                 Ok(Wake::LeaseLost(id)) => {
                     self.lease_lost(id);
@@ -66,7 +72,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 }
                 Ok(Wake::Event { action, id }) => {
                     if self.on_events(action, id, wake).is_some() {
-                        return Shutdown;
+                        return Ok(Shutdown);
                     }
                     next_sync = next_sync.min(Instant::now() + EVENT_SETTLE);
                 }

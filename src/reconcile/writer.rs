@@ -1,10 +1,21 @@
 //! Writes ops to the store: each op as a guarded transaction, batched up to etcd's op
 //! limit. The one place that honours `dry_run`: a dry run records the ops (and grants
 //! and revokes nothing) instead of writing.
+//!
+//! One service never blocks another: a batch etcd refuses is written again op by op,
+//! and an op refused alone becomes that service's problem. A service too big for one
+//! transaction is written in several, the fields a consumer routes on last.
 
 use super::{Options, Outcome, Reconciler};
 use crate::plan::{Op, OWNER_FIELD};
-use crate::store::{Compare, Request, Store, StoreError};
+use crate::service::Problem;
+use crate::store::{Compare, Request, Store, StoreError, MAX_TXN_OPS};
+
+/// The fields a consumer needs before it routes to a service: the example HAProxy
+/// consumer (`tests/examples/haproxy/model.rs`, `instance`) skips a directory without
+/// any of them. A service written in several transactions gets them in the last one,
+/// so no consumer sees it routable before it is complete.
+pub(super) const ROUTING_FIELDS: [&str; 3] = ["address", "port", "mode"];
 
 /// The store, borrowed for the writes of one step, with the lease the keys get.
 pub(super) struct Writer<'a, K> {
@@ -33,9 +44,20 @@ enum Guard {
     Guess,
 }
 
+/// How one transaction came out.
+enum Written {
+    Applied,
+    /// A guard did not hold: another writer changed the directory meanwhile.
+    Contested,
+    /// etcd refused the request for what it carries (too many ops, too large).
+    Refused(StoreError),
+}
+
 impl<K: Store> Writer<'_, K> {
     /// Applies ops in as few transactions as etcd's op limit allows. A batch whose
-    /// guard fails is retried op by op, so one contested service does not block others.
+    /// guard fails, or that etcd refuses, is retried op by op, so one contested or
+    /// oversized service does not block others; an op too big for one transaction is
+    /// written in parts.
     pub(super) fn apply(&mut self, ops: &[Op], outcome: &mut Outcome) -> Result<(), StoreError> {
         self.apply_ops(ops, outcome, Guard::Expected)
     }
@@ -59,45 +81,103 @@ impl<K: Store> Writer<'_, K> {
             outcome.ops.extend(ops.iter().cloned());
             return Ok(());
         }
-        for batch in batches(ops, crate::store::MAX_TXN_OPS) {
-            let (mut compares, mut requests) = (Vec::new(), Vec::new());
-            for op in batch {
-                self.txn_parts(op, &mut compares, &mut requests);
-            }
-            if self.store.txn(&compares, &requests)? {
-                for op in batch {
-                    log::info!("{op}");
-                }
-                outcome.applied += batch.len();
-                crate::metrics::global().applied_ops(batch);
-                continue;
-            }
-            for op in batch {
-                let (mut compares, mut requests) = (Vec::new(), Vec::new());
-                self.txn_parts(op, &mut compares, &mut requests);
-                if batch.len() > 1 && self.store.txn(&compares, &requests)? {
-                    log::info!("{op}");
-                    outcome.applied += 1;
-                    crate::metrics::global().applied_ops(std::slice::from_ref(op));
+        for batch in batches(ops, MAX_TXN_OPS) {
+            if let [op] = batch {
+                if op.size() > MAX_TXN_OPS {
+                    self.apply_in_parts(op, outcome, guard)?;
                     continue;
                 }
-                match guard {
-                    Guard::Guess => log::debug!(
-                        "{}: fast path skipped (state differs); the full pass decides",
-                        op.dir()
-                    ),
-                    Guard::Expected => log::warn!(
-                        "{} changed under us (another host, or our own write whose answer \
-                         was lost); checking again on the next pass",
-                        op.dir()
-                    ),
+            }
+            match self.write(batch)? {
+                Written::Applied => {
+                    for op in batch {
+                        log::info!("{op}");
+                    }
+                    outcome.applied += batch.len();
+                    crate::metrics::global().applied_ops(batch);
+                    continue;
                 }
-                if guard == Guard::Expected {
-                    crate::metrics::global().write_conflict();
+                // One op alone: its outcome is final.
+                Written::Contested if batch.len() == 1 => {
+                    contested(&batch[0], guard, outcome);
+                    continue;
                 }
-                outcome.failed += 1;
+                Written::Refused(e) if batch.len() == 1 => {
+                    refused(&batch[0], &e, outcome);
+                    continue;
+                }
+                // Some op in the batch: find it by writing them one at a time.
+                Written::Contested | Written::Refused(_) => {}
+            }
+            for op in batch {
+                match self.write(std::slice::from_ref(op))? {
+                    Written::Applied => {
+                        log::info!("{op}");
+                        outcome.applied += 1;
+                        crate::metrics::global().applied_ops(std::slice::from_ref(op));
+                    }
+                    Written::Contested => contested(op, guard, outcome),
+                    Written::Refused(e) => refused(op, &e, outcome),
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Writes ops in one transaction. Err only when the store failed (unreachable...),
+    /// which ends the pass: every other write would fail the same way.
+    fn write(&mut self, ops: &[Op]) -> Result<Written, StoreError> {
+        let (mut compares, mut requests) = (Vec::new(), Vec::new());
+        for op in ops {
+            self.txn_parts(op, &mut compares, &mut requests);
+        }
+        self.run_txn(&compares, &requests)
+    }
+
+    fn run_txn(
+        &mut self,
+        compares: &[Compare],
+        requests: &[Request],
+    ) -> Result<Written, StoreError> {
+        match self.store.txn(compares, requests) {
+            Ok(true) => Ok(Written::Applied),
+            Ok(false) => Ok(Written::Contested),
+            Err(e) if e.is_refused() => Ok(Written::Refused(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes an op too big for one transaction in several (see [`parts`]). A part
+    /// whose guard fails or that etcd refuses stops the op; the parts written so far
+    /// leave the service unroutable, and the next pass completes it.
+    fn apply_in_parts(
+        &mut self,
+        op: &Op,
+        outcome: &mut Outcome,
+        guard: Guard,
+    ) -> Result<(), StoreError> {
+        let (mut compares, mut requests) = (Vec::new(), Vec::new());
+        self.txn_parts(op, &mut compares, &mut requests);
+        let owner = format!("{}/{}/{OWNER_FIELD}", self.opts.prefix, op.dir());
+        let ours = Compare::ValueEquals(owner, self.opts.hostname.clone());
+        let parts = parts(compares, requests, ours, MAX_TXN_OPS);
+        let n = parts.len();
+        for (compares, requests) in parts {
+            match self.run_txn(&compares, &requests)? {
+                Written::Applied => {}
+                Written::Contested => {
+                    contested(op, guard, outcome);
+                    return Ok(());
+                }
+                Written::Refused(e) => {
+                    refused(op, &e, outcome);
+                    return Ok(());
+                }
+            }
+        }
+        log::info!("{op} (in {n} transactions)");
+        outcome.applied += 1;
+        crate::metrics::global().applied_ops(std::slice::from_ref(op));
         Ok(())
     }
 
@@ -120,8 +200,14 @@ impl<K: Store> Writer<'_, K> {
             prefix: format!("{}/", self.opts.prefix),
             revision,
         });
-        if !self.store.txn(&compares, &requests)? {
-            return Ok(false);
+        match self.run_txn(&compares, &requests)? {
+            Written::Applied => {}
+            Written::Contested => return Ok(false),
+            // Checking again would not help: this op is the problem.
+            Written::Refused(e) => {
+                refused(op, &e, outcome);
+                return Ok(true);
+            }
         }
         log::info!("{op}");
         outcome.applied += 1;
@@ -148,6 +234,78 @@ impl<K: Store> Writer<'_, K> {
     fn txn_parts(&self, op: &Op, compares: &mut Vec<Compare>, requests: &mut Vec<Request>) {
         txn_parts(op, self.opts, self.lease, compares, requests);
     }
+}
+
+/// An op whose guard failed: retried on the next pass.
+fn contested(op: &Op, guard: Guard, outcome: &mut Outcome) {
+    match guard {
+        Guard::Guess => log::debug!(
+            "{}: fast path skipped (state differs); the full pass decides",
+            op.dir()
+        ),
+        Guard::Expected => {
+            log::warn!(
+                "{} changed under us (another host, or our own write whose answer was lost); \
+                 checking again on the next pass",
+                op.dir()
+            );
+            crate::metrics::global().write_conflict();
+        }
+    }
+    outcome.failed += 1;
+}
+
+/// An op etcd refused even alone: that service's problem (logged once while it lasts),
+/// not the pass's.
+fn refused(op: &Op, e: &StoreError, outcome: &mut Outcome) {
+    outcome.problems.push(Problem {
+        container: op.container().to_string(),
+        message: format!(
+            "service {} not written: etcd refused it ({e}); retried every sync",
+            op.dir()
+        ),
+    });
+}
+
+/// Splits one op's transaction into parts of at most `max_ops` requests each, in an
+/// order that never shows a consumer a half-written service: the owner marker first
+/// (the first part carries the op's own guards, so it claims the directory), then the
+/// other fields and deletes, and the [`ROUTING_FIELDS`] last, all in the last part.
+/// Every later part is guarded by `ours` (the owner marker still names this host).
+fn parts(
+    compares: Vec<Compare>,
+    requests: Vec<Request>,
+    ours: Compare,
+    max_ops: usize,
+) -> Vec<(Vec<Compare>, Vec<Request>)> {
+    let field_is = |r: &Request, fields: &[&str]| match r {
+        Request::Put { key, .. } => fields
+            .iter()
+            .any(|f| key.rsplit_once('/').is_some_and(|(_, last)| last == *f)),
+        _ => false,
+    };
+    let (owner, rest): (Vec<Request>, Vec<Request>) = requests
+        .into_iter()
+        .partition(|r| field_is(r, &[OWNER_FIELD]));
+    let (routing, middle): (Vec<Request>, Vec<Request>) =
+        rest.into_iter().partition(|r| field_is(r, &ROUTING_FIELDS));
+    let mut chunks: Vec<Vec<Request>> = Vec::new();
+    for r in owner.into_iter().chain(middle) {
+        match chunks.last_mut() {
+            Some(c) if c.len() < max_ops => c.push(r),
+            _ => chunks.push(vec![r]),
+        }
+    }
+    match chunks.last_mut() {
+        Some(c) if c.len() + routing.len() <= max_ops => c.extend(routing),
+        _ if routing.is_empty() => {}
+        _ => chunks.push(routing),
+    }
+    let mut first = Some(compares);
+    chunks
+        .into_iter()
+        .map(|c| (first.take().unwrap_or_else(|| vec![ours.clone()]), c))
+        .collect()
 }
 
 /// The transaction of one op: a compare on the directory's owner marker (missing for a
@@ -226,6 +384,7 @@ mod tests {
             ttl: 30,
             adopt: true,
             keep_foreign_leases: false,
+            exclusive: false,
         }
     }
 
@@ -311,6 +470,141 @@ mod tests {
             batches(&many, 128).iter().map(|b| b.len()).sum::<usize>(),
             300
         );
+    }
+
+    #[test]
+    fn an_op_too_big_for_one_txn_is_split_with_the_routing_fields_last() {
+        let key = |f: &str| format!("/s/web/a/{f}");
+        let ours = Compare::ValueEquals(key("node"), "h".into());
+        let fields = |n: usize| -> Vec<Request> {
+            let mut r: Vec<Request> = ["address", "mode", "port", "node"]
+                .iter()
+                .map(|f| put(&key(f), "v", 7))
+                .collect();
+            r.extend((0..n).map(|i| put(&key(&format!("domains/d{i}")), "d", 7)));
+            r
+        };
+        struct Case {
+            name: &'static str,
+            requests: Vec<Request>,
+            sizes: Vec<usize>,
+        }
+        let cases = [
+            Case {
+                name: "130 domains: 127 + owner, then the rest and the routing fields",
+                requests: fields(130),
+                sizes: vec![128, 6],
+            },
+            Case {
+                name: "the routing fields do not fit the last part: a part of their own",
+                requests: fields(127),
+                sizes: vec![128, 3],
+            },
+            Case {
+                name: "1,000 domains: 8 parts",
+                requests: fields(1000),
+                sizes: vec![128, 128, 128, 128, 128, 128, 128, 108],
+            },
+        ];
+        for case in cases {
+            let all = case.requests.clone();
+            let first_guard = vec![Compare::Missing(key("node"))];
+            let parts = parts(first_guard.clone(), case.requests, ours.clone(), 128);
+            let sizes: Vec<usize> = parts.iter().map(|(_, r)| r.len()).collect();
+            assert_eq!(sizes, case.sizes, "{}", case.name);
+            assert_eq!(parts[0].0, first_guard, "{}: first part claims", case.name);
+            assert_eq!(parts[0].1[0], put(&key("node"), "v", 7), "{}", case.name);
+            for (compares, _) in &parts[1..] {
+                assert_eq!(compares, &vec![ours.clone()], "{}", case.name);
+            }
+            let (_, last) = parts.last().unwrap();
+            for f in ROUTING_FIELDS {
+                assert!(last.contains(&put(&key(f), "v", 7)), "{}: {f}", case.name);
+            }
+            let mut written: Vec<&Request> = parts.iter().flat_map(|(_, r)| r).collect();
+            let mut want: Vec<&Request> = all.iter().collect();
+            written.sort_by_key(|r| format!("{r:?}"));
+            want.sort_by_key(|r| format!("{r:?}"));
+            assert_eq!(written, want, "{}: every request once", case.name);
+        }
+    }
+
+    /// Container `n` as an http service with `domains` domains.
+    fn http(n: usize, domains: usize) -> crate::service::Container {
+        let list: Vec<String> = (0..domains).map(|i| format!("d{i}.example.com")).collect();
+        let env = [
+            format!("SERVICE_NAME=web{n}"),
+            "SERVICE_MODE=http".into(),
+            format!("SERVICE_DOMAINS={}", list.join(",")),
+        ];
+        let env: Vec<&str> = env.iter().map(String::as_str).collect();
+        container(n, &env)
+    }
+
+    #[test]
+    fn a_service_of_130_domains_is_written_whole_and_blocks_no_one() {
+        let docker = FakeDocker {
+            containers: vec![container(1, &[]), http(2, 130), container(3, &[])],
+            ..Default::default()
+        };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        let out = r.sync().unwrap();
+        assert_eq!((out.applied, out.failed), (3, 0));
+        assert!(r.reported.is_empty() && r.refused.is_empty());
+        let dir = "/s/web2/h:c2:80";
+        let rev = |f: &str| r.store.kv[&format!("{dir}/{f}")].2;
+        assert_eq!(
+            r.store.kv.keys().filter(|k| k.starts_with(dir)).count(),
+            134
+        );
+        // The routing fields come in the last transaction, with or after every domain;
+        // the owner marker in the first.
+        let domains_rev = (0..130)
+            .map(|i| rev(&format!("domains/d{i}.example.com")))
+            .max()
+            .unwrap();
+        for f in ROUTING_FIELDS {
+            assert_eq!(rev(f), domains_rev, "{f} written before the last domains");
+            assert!(rev(f) > rev("node"), "{f} in the first transaction");
+        }
+        assert_eq!(r.sync().unwrap().applied, 0, "a quiet pass after");
+    }
+
+    #[test]
+    fn a_service_etcd_refuses_is_its_problem_and_the_pass_goes_on() {
+        let docker = FakeDocker {
+            containers: vec![container(1, &[]), http(2, 50), container(3, &[])],
+            ..Default::default()
+        };
+        // Small enough that service 2 alone is too large; the others fit.
+        let etcd = FakeEtcd {
+            max_txn_bytes: 1000,
+            ..Default::default()
+        };
+        let mut r = reconciler(docker, etcd, "h", 30);
+        let out = r.sync().unwrap();
+        assert_eq!((out.applied, out.failed), (2, 0));
+        let refused: Vec<String> = r.refused.iter().map(|p| p.to_string()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0]
+                .starts_with("container c2: service web2/h:c2:80 not written: etcd refused it"),
+            "{refused:?}"
+        );
+        assert!(r.store.kv.keys().all(|k| !k.contains("web2")));
+        assert!(r.started, "the pass counts as done");
+        // The event fast path is on: a new container is registered at once.
+        r.source.containers.push(container(4, &[]));
+        r.on_event("start", "id4").unwrap();
+        assert!(r.store.kv.contains_key("/s/img/h:c4:80/port"));
+        // Refused again on the next pass: still one problem, not logged again.
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 0);
+        assert_eq!(r.refused.len(), 1);
+        // Once the container is gone, so is its problem.
+        r.source.containers.retain(|c| c.id != "id2");
+        r.sync().unwrap();
+        assert!(r.refused.is_empty());
     }
 
     #[test]

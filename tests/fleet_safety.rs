@@ -1,0 +1,493 @@
+//! Safe on a fleet: one oversized service never stops a host's sync, two registrators
+//! with one host name never delete each other's services, and a restart with another
+//! `--ttl` moves the keys onto a lease of that TTL without deleting them.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `etcdctl watch --prefix` recording every event to a file; killed when dropped.
+struct Watch {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl Watch {
+    fn start(prefix: &str) -> Watch {
+        let out = std::env::temp_dir().join(format!("{}.watch", unique("watch")));
+        let child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd_url(), "watch", "--prefix", prefix])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Watch { child, out }
+    }
+
+    /// (event type, key) pairs seen so far, in revision order.
+    fn events(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            let key = || lines.get(i + 1).unwrap_or(&"").to_string();
+            match lines[i] {
+                "PUT" => {
+                    out.push(("PUT".into(), key()));
+                    i += 3;
+                }
+                "DELETE" => {
+                    out.push(("DELETE".into(), key()));
+                    i += 2;
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    fn deletes(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|(t, _)| t == "DELETE")
+            .map(|(_, k)| k)
+            .collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.out);
+    }
+}
+
+fn etcdctl_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--endpoints".to_string(), etcd_url()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["-w".to_string(), "json".to_string()]);
+    let out = run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(&all));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The lease ID (decimal) a key carries, 0 for none or no key.
+fn lease_of(key: &str) -> i64 {
+    etcdctl_json(&["get", key])["kvs"][0]["lease"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// The TTL a lease was granted with; 0 when it is gone.
+fn granted_ttl(lease: i64) -> i64 {
+    etcdctl_json(&["lease", "timetolive", &format!("{lease:x}")])["granted-ttl"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// The loop of host `host` on prefix `p`, resyncing every second.
+fn running(host: &str, p: &str, extra: &[&str]) -> Running {
+    let mut args = vec!["--hostname", host, "--interval", "1"];
+    args.extend_from_slice(extra);
+    let u = uri(p);
+    args.push(&u);
+    Running::start(&args)
+}
+
+/// Log lines of `r` that contain `needle`.
+fn lines_with(r: &Running, needle: &str) -> Vec<String> {
+    r.log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn domains(n: usize) -> String {
+    let list: Vec<String> = (0..n).map(|i| format!("d{i}.example.com")).collect();
+    list.join(",")
+}
+
+#[test]
+fn one_oversized_service_never_stops_the_others() {
+    let p = prefix("oversized");
+    let host = unique("h");
+    // All three run before the registrator starts: its first pass meets them at once.
+    let big = Container::httpd(
+        &unique("big"),
+        80,
+        &[
+            "SERVICE_NAME=big",
+            "SERVICE_MODE=http",
+            &format!("SERVICE_DOMAINS={}", domains(130)),
+        ],
+    );
+    let huge_id = "x".repeat(60_000);
+    let huge_name = unique("huge");
+    let huge = Container::run(
+        &huge_name,
+        &[
+            "-p",
+            "127.0.0.1::80",
+            "-l",
+            "SERVICE_NAME=huge",
+            "-l",
+            &format!("SERVICE_ID={huge_id}"),
+        ],
+        &["httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let plain = Container::httpd(&unique("plain"), 80, &["SERVICE_NAME=plain"]);
+    let watch = Watch::start(&format!("{p}/big/"));
+    let r = running(&host, &p, &["--ttl", "10"]);
+
+    assert!(
+        wait_until(Duration::from_secs(8), || keys_with(&p, &plain.name).len()
+            == 4),
+        "the other services were not registered:\n{}",
+        r.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &big.name).len()
+            == 134),
+        "130 domains + address, port, mode, node: {} keys\n{}",
+        keys_with(&p, &big.name).len(),
+        r.log()
+    );
+    // Written in two transactions, the owner marker first and the fields a consumer
+    // routes on last: no consumer saw it routable with some domains missing.
+    let puts: Vec<String> = watch
+        .events()
+        .into_iter()
+        .map(|(t, k)| format!("{t} {}", k.rsplit('/').next().unwrap_or("")))
+        .collect();
+    assert_eq!(puts.len(), 134, "{puts:?}");
+    assert_eq!(puts[0], "PUT node", "{puts:?}");
+    let first_routing = puts
+        .iter()
+        .position(|e| ["PUT address", "PUT port", "PUT mode"].contains(&e.as_str()))
+        .unwrap();
+    assert_eq!(
+        first_routing, 131,
+        "routing fields after every domain: {puts:?}"
+    );
+
+    // The 60 KB ID is refused with one short line naming container, variable and limit.
+    let refused = lines_with(&r, &format!("container {}:", huge.name));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("SERVICE_ID=\"xxx")
+            && refused[0].contains("60000 bytes long, more than the 253"),
+        "{}",
+        refused[0]
+    );
+    assert!(refused[0].len() < 400, "{} bytes", refused[0].len());
+    assert!(keys_with(&p, &huge_name).is_empty());
+    assert!(etcd_get(&p).keys().all(|k| !k.contains("/huge/")));
+
+    // The loop goes on: a new container is registered, a stopped one deregistered.
+    let late = Container::httpd(&unique("late"), 80, &["SERVICE_NAME=late"]);
+    assert!(
+        wait_until(Duration::from_secs(3), || keys_with(&p, &late.name).len()
+            == 4),
+        "{}",
+        r.log()
+    );
+    plain.stop();
+    assert!(
+        wait_until(Duration::from_secs(3), || keys_with(&p, &plain.name)
+            .is_empty()),
+        "{}",
+        r.log()
+    );
+    // Still one line about the refused service after more passes.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        lines_with(&r, &format!("container {}:", huge.name)).len(),
+        1
+    );
+    assert!(
+        lines_with(&r, "too many operations").is_empty(),
+        "{}",
+        r.log()
+    );
+}
+
+#[test]
+fn a_second_registrator_with_the_same_host_name_refuses_and_deletes_nothing() {
+    let p = prefix("twin");
+    let host = unique("h");
+    // The first sees both containers; the second (--explicit) only `named`: on a pass of
+    // its own it would delete `unnamed`'s service, which it does not know.
+    let unnamed = Container::httpd(&unique("unnamed"), 80, &[]);
+    let named = Container::httpd(&unique("named"), 80, &["SERVICE_NAME=named"]);
+    let first = running(&host, &p, &["--ttl", "6"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &unnamed.name)
+            .len()
+            == 4
+            && keys_with(&p, &named.name).len() == 4),
+        "{}",
+        first.log()
+    );
+    // (Other tests' containers come and go under the prefix too: only ours count.)
+    let ours = |k: &String| k.contains(&unnamed.name) || k.contains(&named.name);
+    let before = keys_with(&p, &unnamed.name);
+    let watch = Watch::start(&format!("{p}/"));
+    let mut twin = running(&host, &p, &["--ttl", "6", "--explicit"]);
+    let (code, took) = twin.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(1), "the twin kept running:\n{}", twin.log());
+    eprintln!("twin refused after {took:?} (TTL 6 s)");
+    let errors = lines_with(&twin, "ERROR");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!(
+            "another registrator is running as host {host} under {p}"
+        )),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        lines_with(&twin, "reconcile::writer").is_empty(),
+        "{}",
+        twin.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let touched: Vec<(String, String)> = watch
+        .events()
+        .into_iter()
+        .filter(|(_, k)| ours(k))
+        .collect();
+    assert_eq!(touched, vec![], "the first one's services were touched");
+    assert_eq!(keys_with(&p, &unnamed.name), before);
+    assert_eq!(keys_with(&p, &named.name).len(), 4);
+}
+
+#[test]
+fn two_registrators_started_at_once_with_one_host_name_one_refuses() {
+    let p = prefix("twins");
+    let host = unique("h");
+    let unnamed = Container::httpd(&unique("unnamed"), 80, &[]);
+    let named = Container::httpd(&unique("named"), 80, &["SERVICE_NAME=named"]);
+    let watch = Watch::start(&format!("{p}/"));
+    let mut a = running(&host, &p, &["--ttl", "6"]);
+    let mut b = running(&host, &p, &["--ttl", "6", "--explicit"]);
+    let start = Instant::now();
+    let mut exited = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) && exited.is_empty() {
+        for (name, r) in [("a", &mut a), ("b", &mut b)] {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                exited.push((name, status.code()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        exited.len(),
+        1,
+        "{exited:?}\na: {}\nb: {}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(exited[0].1, Some(1));
+    let (survivor, refused) = if exited[0].0 == "a" {
+        (&mut b, &a)
+    } else {
+        (&mut a, &b)
+    };
+    assert!(
+        refused
+            .log()
+            .contains("another registrator is running as host"),
+        "{}",
+        refused.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(survivor.alive(), "{}", survivor.log());
+    assert!(keys_with(&p, &named.name).len() == 4, "{}", survivor.log());
+    let flaps: Vec<String> = watch
+        .deletes()
+        .into_iter()
+        .filter(|k| k.contains(&unnamed.name) || k.contains(&named.name))
+        .collect();
+    assert_eq!(flaps, Vec::<String>::new(), "no flap");
+}
+
+#[test]
+fn kill_9_restart_takes_over_within_a_third_of_the_ttl_without_a_flap() {
+    let p = prefix("kill9restart");
+    let host = unique("h");
+    let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+    let mut r = running(&host, &p, &["--ttl", "6"]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .len()
+        == 4));
+    let dir = format!("{p}/c/{host}:{}:80/", c.name);
+    let key = format!("{dir}port");
+    let lease = lease_of(&key);
+    let watch = Watch::start(&dir);
+    r.signal(libc::SIGKILL);
+    r.wait(Duration::from_secs(2));
+    let r2 = running(&host, &p, &["--ttl", "6"]);
+    let start = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(6), || r2
+            .log()
+            .contains("adopted lease")),
+        "{}",
+        r2.log()
+    );
+    let took = start.elapsed();
+    eprintln!("kill -9 restart adopted the lease after {took:?} (TTL 6 s)");
+    assert!(took < Duration::from_millis(2000 + 2000), "took {took:?}");
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(keys_with(&p, &c.name).len(), 4, "{}", r2.log());
+    assert_eq!(lease_of(&key), lease, "same lease");
+    assert_eq!(watch.events(), vec![], "a reader saw the restart");
+}
+
+/// A restart from `--ttl before` to `--ttl after`: the keys end on a lease of `after`
+/// seconds, moved without a DELETE, and the old lease is revoked.
+fn restart_with_ttl(before: &str, after: &str) {
+    let p = prefix("ttlchange");
+    let host = unique("h");
+    let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+    let mut r = running(&host, &p, &["--ttl", before]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .len()
+        == 4));
+    let dir = format!("{p}/c/{host}:{}:80/", c.name);
+    let key = format!("{dir}port");
+    let old = lease_of(&key);
+    assert_eq!(granted_ttl(old).to_string(), before);
+    let watch = Watch::start(&dir);
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
+    let mut r2 = running(&host, &p, &["--ttl", after]);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let l = lease_of(&key);
+            l != old && l != 0 && granted_ttl(l).to_string() == after
+        }),
+        "{before} -> {after}: still on lease {old:x}:\n{}",
+        r2.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || granted_ttl(old) == 0),
+        "old lease {old:x} not revoked:\n{}",
+        r2.log()
+    );
+    let new = lease_of(&key);
+    for k in keys_with(&p, &c.name).keys() {
+        assert_eq!(lease_of(&format!("{p}{k}")), new, "{k}");
+    }
+    assert_eq!(keys_with(&p, &c.name).len(), 4);
+    assert_eq!(watch.deletes(), Vec::<String>::new(), "{before} -> {after}");
+    // The keys now live and die by the new TTL.
+    r2.signal(libc::SIGKILL);
+    r2.wait(Duration::from_secs(2));
+    let killed = Instant::now();
+    let limit: u64 = after.parse::<u64>().unwrap() + 3;
+    assert!(
+        wait_until(Duration::from_secs(limit), || keys_with(&p, &c.name)
+            .is_empty()),
+        "keys outlived the new lease"
+    );
+    eprintln!(
+        "--ttl {before} -> {after}: keys gone {:?} after kill -9",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn a_restart_with_a_lower_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
+    restart_with_ttl("60", "4");
+}
+
+#[test]
+fn a_restart_with_a_higher_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
+    restart_with_ttl("4", "9");
+}
+
+#[test]
+fn without_permission_on_the_instance_key_it_registers_and_says_what_to_grant() {
+    // An etcd user whose role covers exactly `<prefix>/`, as before instance keys.
+    let etcd = Etcd::start_single("nokeyrole", &[]);
+    let url = etcd.url();
+    let p = "/services";
+    let root = ["--user", "root:rootpw"];
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "reg:regpw"],
+        &["role", "add", "regrole"],
+        &[
+            "role",
+            "grant-permission",
+            "regrole",
+            "--prefix=true",
+            "readwrite",
+            "/services/",
+        ],
+        &["user", "grant-role", "reg", "regrole"],
+        &["auth", "enable"],
+    ] {
+        etcdctl(&url, &[], args);
+    }
+    let host = unique("h");
+    let svc = unique("svc");
+    let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
+    let u = format!("etcd://reg:regpw@{}{p}", etcd.endpoint());
+    let mut r = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
+    let mine = || {
+        try_etcd_get_at(&url, &root, &format!("{p}/{svc}/"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.contains(&c.name))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(8), || mine() == 4),
+        "{}",
+        r.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // (Other tests' containers and a loaded machine add lines of their own.)
+    let warnings = lines_with(&r, "cannot use");
+    assert_eq!(warnings.len(), 1, "{}", r.log());
+    assert!(
+        warnings[0].contains(&format!(
+            "cannot use /.registrator/services/instance/{host}"
+        )) && warnings[0].contains("readwrite on /.registrator/services/"),
+        "{}",
+        warnings[0]
+    );
+    let failed = lines_with(&r, "sync failed");
+    assert!(
+        failed.iter().all(|l| !l.contains("permission")),
+        "{}",
+        r.log()
+    );
+    let refused = lines_with(&r, "another registrator is running");
+    assert!(refused.is_empty(), "{}", r.log());
+    // A graceful restart still takes over without a flap (by watching the lease).
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
+    let r2 = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
+    assert!(
+        wait_until(Duration::from_secs(6), || r2
+            .log()
+            .contains("adopted lease")),
+        "{}",
+        r2.log()
+    );
+    assert_eq!(mine(), 4);
+}
