@@ -170,6 +170,18 @@ umount_below() {
         | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
 }
 
+# PIDs of processes still at work on this Podman's storage: conmon, and the `podman
+# container cleanup` each conmon starts when its container exits (after `rm -f` has
+# returned). Their command lines name $DIR; waited for, never signalled.
+busy_pids() {
+    local pid
+    # The grep names $DIR too: it has exited by the time its PID is checked.
+    for pid in $(grep -laF -- "$DIR/" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+        [ -d "/proc/$pid" ] && echo "$pid"
+    done
+    return 0
+}
+
 down() {
     local t0
     t0=$(now)
@@ -178,6 +190,9 @@ down() {
         podman pod rm -f -a >/dev/null 2>&1 || true
     fi
     stop_pid "$DIR/service.pid"
+    # A late cleanup would mount the storage again and write under $DIR once it is gone.
+    for _ in $(seq 1 200); do [ -z "$(busy_pids)" ] && break; sleep 0.05; done
+    [ -z "$(busy_pids)" ] || log "still busy after 10 s: pids $(busy_pids | tr '\n' ' ')"
     umount_below "$DIR"
     if [ -f "$DIR/created-outside" ]; then
         while read -r p; do

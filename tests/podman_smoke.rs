@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use common::*;
 
-/// The Podman socket as a DOCKER_HOST, when tests/podman.sh set one up.
+/// The Podman socket as a DOCKER_HOST, when tests/podman.sh set one up (else the test
+/// says it is skipped).
 fn podman_host() -> Option<String> {
-    let host = std::env::var("REG_PODMAN_HOST").ok();
-    if host.is_none() {
-        eprintln!("skipped: no Podman (run under tests/podman.sh run)");
-    }
-    host
+    Engine::podman().map(Engine::host)
 }
 
 fn podman(args: &[&str]) -> String {
