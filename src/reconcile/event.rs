@@ -37,10 +37,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
     pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
-        let gone = crate::docker::classify(action) == crate::docker::EventKind::Down;
+        let kind = crate::docker::classify(action);
+        let gone = kind == crate::docker::EventKind::Down;
         // dockerd updates its list only after it logs these (and health changes); a
         // start is listed before it is logged.
-        if gone || action.starts_with("health_status") {
+        if gone || kind == crate::docker::EventKind::Health {
             self.seen.touched.insert(id.to_string());
         }
         // Before the first pass there is nothing to compare with; without the lease the
