@@ -103,6 +103,20 @@ pub struct Config {
     pub ttl: Option<u64>,
     pub deregister_on_exit: bool,
     pub password_file: Option<PathBuf>,
+    /// `--index-prefix`: where the ownership index lives; None: `<prefix>.index`.
+    pub index_prefix: Option<String>,
+    /// `--claim-grace`: how long a port claim outlives its last service; None: one
+    /// `--interval`.
+    pub claim_grace: Option<Duration>,
+}
+
+impl Config {
+    /// The ownership index's prefix: `--index-prefix`, else `<prefix>.index`.
+    pub fn index_prefix(&self) -> String {
+        self.index_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}.index", self.registry.prefix))
+    }
 }
 
 /// A mistake on the command line: printed as one line, exit code 2.
@@ -136,10 +150,15 @@ Options:
   --interval SECS        full resync period (default 10)
   --ttl SECS             lease TTL of every key (default 30; 0: no lease;
                          --once writes no lease unless --ttl is given)
-  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT
+  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s;
+                         a second signal exits at once)
   --internal             register container IPs and exposed ports
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
+  --index-prefix PREFIX  where this host indexes its services and port claims
+                         (default <prefix>.index; never under <prefix>/)
+  --claim-grace SECS     how long a claimed port stays reserved after its last
+                         container stopped (default: --interval)
   --etcd-cacert FILE     CA bundle for etcds:// (also ?cacert= in the URI)
   --etcd-cert FILE       client certificate (also ?cert=)
   --etcd-key FILE        client key (also ?key=)
@@ -164,6 +183,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "etcd-cert",
     "etcd-key",
     "etcd-password-file",
+    "index-prefix",
+    "claim-grace",
 ];
 /// Flags, by long name.
 const FLAGS: &[&str] = &[
@@ -244,6 +265,20 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
             }
         },
     };
+    let claim_grace = match text(&mut p, "--claim-grace")? {
+        None => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => {
+                Some(Duration::from_secs_f64(v))
+            }
+            _ => {
+                return Err(usage(format!(
+                    "--claim-grace {s:?} is not a number of seconds in [0, 86400]"
+                )))
+            }
+        },
+    };
+    let index_prefix = text(&mut p, "--index-prefix")?;
     let cacert = text(&mut p, "--etcd-cacert")?.map(PathBuf::from);
     let cert = text(&mut p, "--etcd-cert")?.map(PathBuf::from);
     let key = text(&mut p, "--etcd-key")?.map(PathBuf::from);
@@ -289,6 +324,9 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         return Err(usage("--etcd-cert and --etcd-key must be given together"));
     }
     let docker = parse_docker_host(docker_host.unwrap_or("unix:///var/run/docker.sock"))?;
+    let index_prefix = index_prefix
+        .map(|i| check_index_prefix(&i, &registry.prefix).map(|()| i))
+        .transpose()?;
 
     Ok(Command::Run(Box::new(Config {
         registry,
@@ -303,7 +341,37 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         ttl,
         deregister_on_exit,
         password_file,
+        index_prefix,
+        claim_grace,
     })))
+}
+
+/// `--index-prefix` has the registry prefix's shape and lies beside it: neither under
+/// the other, so consumers of `<prefix>/` never see index keys.
+fn check_index_prefix(index: &str, prefix: &str) -> Result<(), UsageError> {
+    let bad = |why: &str| usage(format!("--index-prefix {index:?} {why}"));
+    if !index.starts_with('/') || index.len() < 2 || index.ends_with('/') {
+        return Err(bad("must start with '/' and not end with '/'"));
+    }
+    if index
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        || index.chars().any(|c| c.is_control())
+    {
+        return Err(bad(
+            "has an empty, '.' or '..' segment or a control character",
+        ));
+    }
+    if index == prefix
+        || index.starts_with(&format!("{prefix}/"))
+        || prefix.starts_with(&format!("{index}/"))
+    {
+        return Err(bad(&format!(
+            "must lie beside the key prefix {prefix:?}, not on or under it (nor above it)"
+        )));
+    }
+    Ok(())
 }
 
 fn pico_error(key: &str, e: pico_args::Error) -> String {
@@ -603,6 +671,22 @@ mod tests {
         assert!(c.dry_run && c.once, "--dry-run is a single pass");
         assert_eq!(c.ttl, Some(0));
         assert_eq!(c.docker, DockerHost::Unix("/var/run/docker.sock".into()));
+        assert_eq!(
+            c.index_prefix(),
+            "/s.index",
+            "the default index lies beside the prefix"
+        );
+        assert_eq!(c.claim_grace, None, "one --interval, decided at start");
+        let c = run(&[
+            "--index-prefix",
+            "/idx/s",
+            "--claim-grace",
+            "0",
+            "etcd:///s",
+        ])
+        .unwrap();
+        assert_eq!(c.index_prefix(), "/idx/s");
+        assert_eq!(c.claim_grace, Some(Duration::ZERO));
     }
 
     #[test]
@@ -620,6 +704,14 @@ mod tests {
             (vec!["etcd:///s", "extra"], "unexpected argument"),
             (vec!["--hostname", "a/b", "etcd:///s"], "--hostname"),
             (vec!["--etcd-cert", "c.pem", "etcd:///s"], "together"),
+            (vec!["--index-prefix", "/s/i", "etcd:///s"], "beside"),
+            (vec!["--index-prefix", "/s", "etcd:///s"], "beside"),
+            (vec!["--index-prefix", "/a", "etcd:///a/s"], "beside"),
+            (
+                vec!["--index-prefix", "rel", "etcd:///s"],
+                "must start with '/'",
+            ),
+            (vec!["--claim-grace", "-1", "etcd:///s"], "--claim-grace"),
         ] {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");

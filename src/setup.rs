@@ -124,11 +124,18 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
     };
     let opts = Options {
         prefix: config.registry.prefix.clone(),
+        index_prefix: config.index_prefix(),
         hostname: hostname.to_string(),
         dry_run: config.dry_run,
         ttl,
         adopt: !config.once,
         keep_foreign_leases: config.once && config.ttl.is_none(),
+        // A single pass has no later pass to release a claim in.
+        claim_grace: match config.claim_grace {
+            _ if config.once => Duration::ZERO,
+            Some(g) => g,
+            None => config.interval,
+        },
     };
     (settings, opts)
 }

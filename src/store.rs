@@ -71,6 +71,14 @@ impl std::error::Error for StoreError {
 pub trait Store {
     /// Every key under `prefix` and the revision of that read.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError>;
+    /// Every key under `prefix` at one revision, handed to `visit` a page (at most `page`
+    /// keys) at a time, so a huge prefix never has to fit in memory; returns the revision.
+    fn scan_prefix(
+        &mut self,
+        prefix: &str,
+        page: usize,
+        visit: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, StoreError>;
     /// Every key under each of several prefixes, in one request where possible.
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError>;
     /// Runs the requests if every compare holds; Ok(false) when one did not.

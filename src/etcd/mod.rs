@@ -50,29 +50,41 @@ impl Etcd {
 impl Store for Etcd {
     /// Every key under `prefix`, read page by page at one revision, and that revision.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
-        let end = codec::encode(prefix_end(prefix));
         let mut out = Vec::new();
+        let revision = self.scan_prefix(prefix, 10000, &mut |page| out.extend(page))?;
+        Ok((out, revision))
+    }
+
+    /// Pages through `prefix`: each page continues after the last key of the one before,
+    /// pinned to the first page's revision so the pages form one snapshot.
+    fn scan_prefix(
+        &mut self,
+        prefix: &str,
+        page: usize,
+        visit: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, StoreError> {
+        let end = codec::encode(prefix_end(prefix));
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0i64;
         loop {
-            let mut body = json!({"key": codec::encode(&start), "range_end": end, "limit": 10000});
+            let mut body = json!({"key": codec::encode(&start), "range_end": end, "limit": page});
             if revision > 0 {
                 body["revision"] = json!(revision);
             }
-            let page = self
+            let answer = self
                 .conn
                 .call("range", prefix, "/kv/range", &body, &wire::range)?;
             if revision == 0 {
-                revision = page.revision;
+                revision = answer.revision;
             }
-            if let Some(last) = page.kvs.last() {
+            if let Some(last) = answer.kvs.last() {
                 start = last.key.as_bytes().to_vec();
                 start.push(0);
             }
-            let last_page = !page.more || page.kvs.is_empty();
-            out.extend(page.kvs);
+            let last_page = !answer.more || answer.kvs.is_empty();
+            visit(answer.kvs);
             if last_page {
-                return Ok((out, revision));
+                return Ok(revision);
             }
         }
     }

@@ -49,6 +49,11 @@ pub struct FakeEtcd {
     pub next_lease: i64,
     /// How often each store method was called.
     pub calls: BTreeMap<&'static str, usize>,
+    /// Every prefix read, in order (each prefix of a `range_prefixes` too).
+    pub reads: Vec<String>,
+    /// Pages handed out by `scan_prefix`, and the most keys in one.
+    pub pages: usize,
+    pub largest_page: usize,
 }
 
 impl FakeEtcd {
@@ -66,6 +71,17 @@ impl FakeEtcd {
             })
             .collect()
     }
+    /// How many service keys (under `/s/`) and index entries of services (of any host)
+    /// there are.
+    pub fn counts(&self) -> (usize, usize) {
+        let services = self.kv.keys().filter(|k| k.starts_with("/s/")).count();
+        let entries = self
+            .kv
+            .keys()
+            .filter(|k| k.starts_with("/s.index/hosts/") && k.contains("/services/"))
+            .count();
+        (services, entries)
+    }
     /// The lease runs out: it and its keys are gone.
     pub fn expire(&mut self, lease: i64) {
         self.leases.remove(&lease);
@@ -76,10 +92,28 @@ impl FakeEtcd {
 impl Store for FakeEtcd {
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
         self.count("range_prefix");
+        self.reads.push(prefix.to_string());
         Ok((self.under(prefix), self.rev))
+    }
+    fn scan_prefix(
+        &mut self,
+        prefix: &str,
+        page: usize,
+        visit: &mut dyn FnMut(Vec<Kv>),
+    ) -> Result<i64, StoreError> {
+        self.count("scan_prefix");
+        self.reads.push(prefix.to_string());
+        let all = self.under(prefix);
+        for chunk in all.chunks(page.max(1)) {
+            self.pages += 1;
+            self.largest_page = self.largest_page.max(chunk.len());
+            visit(chunk.to_vec());
+        }
+        Ok(self.rev)
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");
+        self.reads.extend(prefixes.iter().cloned());
         Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
     }
     fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
@@ -183,13 +217,20 @@ pub fn reconciler(
         internal: false,
         explicit: false,
     };
-    let opts = Options {
+    Reconciler::new(docker, etcd, settings, options(host, ttl), |_| None)
+}
+
+/// The options of [`reconciler`]: keys under `/s`, the index under `/s.index`, claims
+/// released as soon as no service claims them.
+pub fn options(host: &str, ttl: u64) -> Options {
+    Options {
         prefix: "/s".into(),
+        index_prefix: "/s.index".into(),
         hostname: host.into(),
         dry_run: false,
         ttl,
         adopt: true,
         keep_foreign_leases: false,
-    };
-    Reconciler::new(docker, etcd, settings, opts, |_| None)
+        claim_grace: std::time::Duration::ZERO,
+    }
 }

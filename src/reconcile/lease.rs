@@ -1,10 +1,10 @@
 //! This host's lease: adopting the one a predecessor left or granting one, dropping it
-//! when etcd lost it, and revoking it (with every key on it) on exit.
+//! when etcd lost it (revoking it on exit is exit.rs's job).
 
 use std::collections::BTreeMap;
 
-use super::{Outcome, Reconciler, SyncError};
-use crate::plan::{self, Actual, Desired};
+use super::{Reconciler, SyncError};
+use crate::plan::Actual;
 use crate::source::Source;
 use crate::store::Store;
 
@@ -62,25 +62,6 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             log::warn!("lease {id:x} expired; granting a new one and registering again");
             self.set_lease(0);
         }
-    }
-
-    /// `--deregister-on-exit`: removes this host's services (revokes the lease, or
-    /// deletes the keys when there is none).
-    pub fn deregister_all(&mut self) -> Result<usize, SyncError> {
-        let lease = self.lease();
-        if lease != 0 {
-            // Every key this process wrote (or adopted) is on the lease: one request.
-            if self.writer().revoke(lease)? {
-                log::info!("revoked lease {lease:x}: this host's services are deregistered");
-                self.set_lease(0);
-            }
-            return Ok(self.seen.desired.len());
-        }
-        let (actual, _) = self.read_prefix()?;
-        let (ops, _) = plan::plan(&Desired::new(), &actual, &self.opts.hostname, None);
-        let mut outcome = Outcome::default();
-        self.writer().apply(&ops, &mut outcome)?;
-        Ok(outcome.applied)
     }
 }
 
@@ -160,11 +141,21 @@ mod tests {
         r.sync().unwrap();
         let old = r.lease();
         r.store.expire(old);
-        assert!(r.store.kv.is_empty());
+        let left: Vec<&str> = r.store.kv.keys().map(String::as_str).collect();
+        assert_eq!(
+            left,
+            ["/s.index/hosts/h/migrated"],
+            "only the marker has no lease"
+        );
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 2);
         assert_ne!(r.lease(), old);
-        assert!(r.store.kv.values().all(|(_, l, _)| *l == r.lease()));
+        assert!(r
+            .store
+            .kv
+            .iter()
+            .filter(|(k, _)| !k.ends_with("/migrated"))
+            .all(|(_, (_, l, _))| *l == r.lease()));
     }
 
     #[test]
