@@ -103,7 +103,8 @@ pub struct Config {
     pub ttl: Option<u64>,
     pub deregister_on_exit: bool,
     pub password_file: Option<PathBuf>,
-    /// `--index-prefix`: where the ownership index lives; None: `<prefix>.index`.
+    /// `--index-prefix`: where the ownership index lives; None: see
+    /// [`Config::index_prefix`].
     pub index_prefix: Option<String>,
     /// `--claim-grace`: how long a port claim outlives its last service; None: one
     /// `--interval`.
@@ -111,11 +112,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The ownership index's prefix: `--index-prefix`, else `<prefix>.index`.
+    /// The ownership index's prefix: `--index-prefix`, else `.registrator/<last>` beside
+    /// the prefix's last segment (`/services` -> `/.registrator/services`, `/a/services`
+    /// -> `/a/.registrator/services`): under the same parent, so one permission on the
+    /// parent covers both, yet not starting with the prefix, so even a read of the
+    /// prefix without its trailing `/` never meets an index key.
     pub fn index_prefix(&self) -> String {
-        self.index_prefix
-            .clone()
-            .unwrap_or_else(|| format!("{}.index", self.registry.prefix))
+        self.index_prefix.clone().unwrap_or_else(|| {
+            let prefix = &self.registry.prefix;
+            let (parent, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+            format!("{parent}/.registrator/{last}")
+        })
     }
 }
 
@@ -156,7 +163,7 @@ Options:
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
   --index-prefix PREFIX  where this host indexes its services and port claims
-                         (default <prefix>.index; never under <prefix>/)
+                         (default: /.registrator/services for /services)
   --claim-grace SECS     how long a claimed port stays reserved after its last
                          container stopped (default: --interval)
   --etcd-cacert FILE     CA bundle for etcds:// (also ?cacert= in the URI)
@@ -671,11 +678,9 @@ mod tests {
         assert!(c.dry_run && c.once, "--dry-run is a single pass");
         assert_eq!(c.ttl, Some(0));
         assert_eq!(c.docker, DockerHost::Unix("/var/run/docker.sock".into()));
-        assert_eq!(
-            c.index_prefix(),
-            "/s.index",
-            "the default index lies beside the prefix"
-        );
+        assert_eq!(c.index_prefix(), "/.registrator/s", "beside the prefix");
+        let c = run(&["etcd:///a/b/s"]).unwrap();
+        assert_eq!(c.index_prefix(), "/a/b/.registrator/s");
         assert_eq!(c.claim_grace, None, "one --interval, decided at start");
         let c = run(&[
             "--index-prefix",

@@ -2,8 +2,9 @@
 //! key prefix, so that restarts, passes, claims and deregistration read O(own services)
 //! instead of the whole prefix. The keys are built and parsed here, nowhere else.
 //!
-//! Layout, under the index prefix `<idx>` (default `<prefix>.index`, never under
-//! `<prefix>/`, so consumers of the prefix see nothing new):
+//! Layout, under the index prefix `<idx>` (`--index-prefix`; default `/.registrator/services`
+//! beside `/services`; never under `<prefix>/`, so consumers of the prefix see nothing
+//! new):
 //!
 //! - `<idx>/hosts/<host>/services/<name>/<id>` = container name: one per service of the
 //!   host, written and deleted in the same transaction as the service, on its lease.
