@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use crate::cli::Registry;
-use crate::store::{Compare, Kv, Request, Store, StoreError};
+use crate::store::{Compare, Kv, Page, Request, Store, StoreError};
 
 pub mod codec;
 mod codes;
@@ -50,43 +50,45 @@ impl Etcd {
 impl Store for Etcd {
     /// Every key under `prefix`, read page by page at one revision, and that revision.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
+        let end = String::from_utf8_lossy(&prefix_end(prefix)).into_owned();
         let mut out = Vec::new();
-        let revision = self.scan_prefix(prefix, 10000, &mut |page| out.extend(page))?;
-        Ok((out, revision))
-    }
-
-    /// Pages through `prefix`: each page continues after the last key of the one before,
-    /// pinned to the first page's revision so the pages form one snapshot.
-    fn scan_prefix(
-        &mut self,
-        prefix: &str,
-        page: usize,
-        visit: &mut dyn FnMut(Vec<Kv>),
-    ) -> Result<i64, StoreError> {
-        let end = codec::encode(prefix_end(prefix));
-        let mut start = prefix.as_bytes().to_vec();
+        let mut start = prefix.to_string();
         let mut revision = 0i64;
         loop {
-            let mut body = json!({"key": codec::encode(&start), "range_end": end, "limit": page});
-            if revision > 0 {
-                body["revision"] = json!(revision);
+            let page = self.range_page(&start, &end, 10000, revision)?;
+            revision = page.revision;
+            if let Some(last) = page.kvs.last() {
+                start = format!("{}\0", last.key);
             }
-            let answer = self
-                .conn
-                .call("range", prefix, "/kv/range", &body, &wire::range)?;
-            if revision == 0 {
-                revision = answer.revision;
-            }
-            if let Some(last) = answer.kvs.last() {
-                start = last.key.as_bytes().to_vec();
-                start.push(0);
-            }
-            let last_page = !answer.more || answer.kvs.is_empty();
-            visit(answer.kvs);
+            let last_page = !page.more || page.kvs.is_empty();
+            out.extend(page.kvs);
             if last_page {
-                return Ok(revision);
+                return Ok((out, revision));
             }
         }
+    }
+
+    /// One `/kv/range` request with a limit, pinned to `revision` unless it is 0.
+    fn range_page(
+        &mut self,
+        start: &str,
+        end: &str,
+        limit: usize,
+        revision: i64,
+    ) -> Result<Page, StoreError> {
+        let mut body = json!({"key": codec::encode(start), "range_end": codec::encode(end),
+            "limit": limit});
+        if revision > 0 {
+            body["revision"] = json!(revision);
+        }
+        let page = self
+            .conn
+            .call("range", start, "/kv/range", &body, &wire::range)?;
+        Ok(Page {
+            kvs: page.kvs,
+            more: page.more,
+            revision: page.revision,
+        })
     }
 
     /// Reads several key prefixes in one transaction: one request, O(their keys).

@@ -8,7 +8,7 @@ use super::{Options, Reconciler};
 use crate::docker::DockerError;
 use crate::service::{Binding, Container, Health, Port, Proto, Settings};
 use crate::source::Source;
-use crate::store::{Compare, Kv, Request, Store, StoreError};
+use crate::store::{Compare, Kv, Page, Request, Store, StoreError};
 
 #[derive(Default)]
 pub struct FakeDocker {
@@ -47,18 +47,21 @@ pub struct FakeEtcd {
     pub rev: i64,
     pub leases: BTreeSet<i64>,
     pub next_lease: i64,
-    /// How often each store method was called.
+    /// How often each store method was called, and the calls in order.
     pub calls: BTreeMap<&'static str, usize>,
+    pub log: Vec<&'static str>,
     /// Every prefix read, in order (each prefix of a `range_prefixes` too).
     pub reads: Vec<String>,
-    /// Pages handed out by `scan_prefix`, and the most keys in one.
-    pub pages: usize,
+    /// The most keys in one page of `range_page`, and how many keys its pages walked
+    /// in all (etcd 3.4 walks the whole rest of a range for each page).
     pub largest_page: usize,
+    pub walked: usize,
 }
 
 impl FakeEtcd {
     fn count(&mut self, what: &'static str) {
         *self.calls.entry(what).or_default() += 1;
+        self.log.push(what);
     }
     fn under(&self, prefix: &str) -> Vec<Kv> {
         self.kv
@@ -95,21 +98,33 @@ impl Store for FakeEtcd {
         self.reads.push(prefix.to_string());
         Ok((self.under(prefix), self.rev))
     }
-    fn scan_prefix(
+    fn range_page(
         &mut self,
-        prefix: &str,
-        page: usize,
-        visit: &mut dyn FnMut(Vec<Kv>),
-    ) -> Result<i64, StoreError> {
-        self.count("scan_prefix");
-        self.reads.push(prefix.to_string());
-        let all = self.under(prefix);
-        for chunk in all.chunks(page.max(1)) {
-            self.pages += 1;
-            self.largest_page = self.largest_page.max(chunk.len());
-            visit(chunk.to_vec());
-        }
-        Ok(self.rev)
+        start: &str,
+        end: &str,
+        limit: usize,
+        _revision: i64,
+    ) -> Result<Page, StoreError> {
+        self.count("range_page");
+        self.reads.push(format!("[{start}, {end})"));
+        let in_range: Vec<Kv> = self
+            .kv
+            .range(start.to_string()..end.to_string())
+            .map(|(k, (v, l, _))| Kv {
+                key: k.clone(),
+                value: v.clone(),
+                lease: *l,
+            })
+            .collect();
+        // etcd 3.4 walks the whole rest of the range for every page.
+        self.walked += in_range.len();
+        let kvs: Vec<Kv> = in_range.iter().take(limit).cloned().collect();
+        self.largest_page = self.largest_page.max(kvs.len());
+        Ok(Page {
+            more: in_range.len() > kvs.len(),
+            kvs,
+            revision: self.rev,
+        })
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 
 use super::Options;
-use crate::plan::{Entry, Index};
+use crate::plan::{Desired, Entry, Index};
 use crate::service::Claim;
 use crate::store::Kv;
 
@@ -110,6 +110,11 @@ impl Keys<'_> {
         format!("{}services/{dir}", self.host())
     }
 
+    /// This host's own records of its claims.
+    pub fn own_claims(&self) -> String {
+        format!("{}claims/", self.host())
+    }
+
     /// This host's own record of a claim.
     pub fn own_claim(&self, claim: Claim) -> String {
         format!("{}claims/{}/{}", self.host(), claim.field(), claim.port())
@@ -158,6 +163,42 @@ impl Keys<'_> {
             {
                 if let Some(claim) = claim_of(field, port) {
                     index.claims.insert(claim, entry());
+                }
+            }
+        }
+        index
+    }
+
+    /// This host's index as the keys on its lease show it (only a host that indexed
+    /// itself has a lease in use). An entry there was written with its service, so it
+    /// is taken to name the container that service wants; claims have their keys only
+    /// (their values need a read of [`Keys::own_claims`]).
+    pub fn index_on_lease(&self, keys: &[String], lease: i64, desired: &Desired) -> HostIndex {
+        let host = self.host();
+        let mut index = HostIndex {
+            migrated: true,
+            ..HostIndex::default()
+        };
+        for key in keys {
+            let Some(rest) = key.strip_prefix(&host) else {
+                continue;
+            };
+            if let Some(dir) = rest.strip_prefix("services/") {
+                let value = desired
+                    .get(dir)
+                    .map(|w| w.container.clone())
+                    .unwrap_or_default();
+                index
+                    .services
+                    .insert(dir.to_string(), Entry { value, lease });
+            } else if let Some((field, port)) =
+                rest.strip_prefix("claims/").and_then(|c| c.split_once('/'))
+            {
+                // Held only while the claim key other hosts read is there too.
+                let claim = claim_of(field, port).filter(|c| keys.contains(&self.claim(*c)));
+                if let Some(claim) = claim {
+                    let value = String::new();
+                    index.claims.insert(claim, Entry { value, lease });
                 }
             }
         }

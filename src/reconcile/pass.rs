@@ -41,9 +41,13 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let (services, mut problems) = service::services(&containers, &self.settings);
         let desired = plan::desired(&services, &self.opts.hostname);
 
-        let read = self.read_actual(&desired)?;
+        let mut read = self.read_actual(&desired)?;
         self.ensure_lease(&read.actual)?;
         let lease = self.lease_to_write();
+        let mut outcome = Outcome::default();
+        if !read.index.migrated {
+            self.index_this_host(&desired, &mut read, lease, &mut outcome)?;
+        }
         let host = &self.opts.hostname;
         let (ops, plan_problems) =
             plan::plan(&desired, &read.actual, &read.index.services, host, lease);
@@ -55,7 +59,6 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let free = self.check_claims(groups, &desired, legacy, &mut problems)?;
         self.report(problems);
 
-        let mut outcome = Outcome::default();
         self.writer().apply(&ops, &mut outcome)?;
         self.writer().apply_claims(&claim_plan.ops, &mut outcome)?;
         for f in free {
@@ -114,32 +117,46 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// Reads what etcd holds for this host: its index, the directories the index (and
     /// the lease) name, and the wanted directories, in one request when nothing is
-    /// stale. A host without an index yet reads the whole prefix once (see migrate.rs).
+    /// stale. (A host without an index yet reads the whole prefix once after this: see
+    /// migrate.rs.)
     fn read_actual(&mut self, desired: &Desired) -> Result<Read, SyncError> {
         let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
-        if let Some(keys) = self.lease_keys()? {
-            dirs.extend(keys.iter().filter_map(|k| self.dir_of_key(k)));
-        }
+        let lease_keys = self.lease_keys()?;
         let keys = self.opts.keys();
-        let mut prefixes = vec![keys.host()];
+        // With a lease, its keys show this host's index entries (and directories): the
+        // index itself is read only for the values of its claims, if it has any.
+        let on_lease = lease_keys
+            .as_ref()
+            .map(|k| keys.index_on_lease(k, self.lease(), desired));
+        let mut prefixes = match &on_lease {
+            Some(index) if index.claims.is_empty() => vec![],
+            Some(_) => vec![keys.own_claims()],
+            None => vec![keys.host()],
+        };
+        if let Some(k) = &lease_keys {
+            dirs.extend(k.iter().filter_map(|k| self.dir_of_key(k)));
+        }
         prefixes.extend(dirs.iter().map(|d| keys.dir(d)));
-        let (index_kvs, kvs): (Vec<Kv>, Vec<Kv>) = self
-            .store
-            .range_prefixes(&prefixes)?
-            .into_iter()
-            .partition(|kv| keys.is_host_key(&kv.key));
-        let index = keys.host_index(&index_kvs);
+        let (index_kvs, kvs): (Vec<Kv>, Vec<Kv>) = if prefixes.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            self.store
+                .range_prefixes(&prefixes)?
+                .into_iter()
+                .partition(|kv| keys.is_host_key(&kv.key))
+        };
+        let read = keys.host_index(&index_kvs);
+        let index = match on_lease {
+            Some(mut index) => {
+                index.claims.retain(|c, _| read.claims.contains_key(c));
+                for (claim, entry) in index.claims.iter_mut() {
+                    entry.value.clone_from(&read.claims[claim].value);
+                }
+                index
+            }
+            None => read,
+        };
         let mut actual = self.group(kvs);
-        if !index.migrated {
-            let scan = self.scan_for_index()?;
-            actual.extend(self.group(scan.own));
-            return Ok(Read {
-                actual,
-                index,
-                legacy: Some(scan.legacy),
-            });
-        }
-        let keys = self.opts.keys();
         let missing: Vec<String> = index
             .services
             .keys()
@@ -184,7 +201,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         plan::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
     }
 
-    fn group(&self, kvs: Vec<Kv>) -> Actual {
+    pub(super) fn group(&self, kvs: Vec<Kv>) -> Actual {
         plan::group(
             &self.opts.prefix,
             kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)),
@@ -387,9 +404,9 @@ mod tests {
         }
     }
 
-    /// Every read of the whole prefix (`/s/`) since the counters were cleared.
+    /// Every read of the whole prefix (its first page) since the counters were cleared.
     fn whole_prefix_reads(etcd: &FakeEtcd) -> usize {
-        etcd.reads.iter().filter(|p| *p == "/s/").count()
+        etcd.reads.iter().filter(|p| *p == "[/s/, /s0)").count()
     }
 
     /// The keys under a prefix.
@@ -411,10 +428,15 @@ mod tests {
         assert_eq!(r.store.calls["txn"], 5, "{:?}", r.store.calls);
         assert_eq!(r.store.kv.len(), 400 + 100 + 1);
         r.store.calls.clear();
+        r.store.reads.clear();
         r.source.lists = 0;
         let out = r.sync().unwrap();
         assert_eq!((out.applied, out.ops.len()), (0, 0));
         assert_eq!(r.source.lists, 1);
+        assert!(
+            r.store.reads.iter().all(|p| p.starts_with("/s/img/h:c")),
+            "the lease shows the index: only the directories are read"
+        );
         let calls: Vec<_> = r.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(
             calls,
@@ -451,7 +473,10 @@ mod tests {
         for ttl in [30, 0] {
             let mut r = reconciler(docker(2), fleet(50), "h", ttl);
             r.sync().unwrap();
-            assert_eq!(r.store.calls["scan_prefix"], 1, "the migration's full read");
+            assert!(
+                r.store.calls["range_page"] >= 1,
+                "the migration's full read"
+            );
             assert_eq!(whole_prefix_reads(&r.store), 1);
             let lease = r.lease();
             // A restart (graceful or kill -9): a new process on the same etcd.
@@ -475,7 +500,7 @@ mod tests {
                 "ttl {ttl}: {:?}",
                 r.store.reads
             );
-            assert!(!r.store.calls.contains_key("scan_prefix"));
+            assert!(!r.store.calls.contains_key("range_page"));
             assert!(
                 r.store
                     .reads
@@ -485,6 +510,25 @@ mod tests {
                 r.store.reads
             );
         }
+    }
+
+    #[test]
+    fn a_first_start_registers_before_it_reads_the_whole_prefix_and_claims_after() {
+        let mut d = docker(2);
+        d.containers.push(claiming(3, "mine"));
+        let mut r = reconciler(d, fleet(20), "h", 30);
+        let out = r.sync().unwrap();
+        assert_eq!(out.applied, 3);
+        let at = |what: &str| r.store.log.iter().position(|c| *c == what).unwrap();
+        let writes: Vec<usize> = (0..r.store.log.len())
+            .filter(|&i| r.store.log[i] == "txn")
+            .collect();
+        assert!(writes[0] < at("range_page"), "{:?}", r.store.log);
+        assert!(
+            at("range_prefix") > at("range_page"),
+            "the claim is checked after the full read (which shows legacy claims): {:?}",
+            r.store.log
+        );
     }
 
     #[test]
@@ -603,6 +647,26 @@ mod tests {
             0,
         );
         assert_eq!(other.sync().unwrap().applied, 1);
+    }
+
+    #[test]
+    fn a_claim_key_deleted_by_hand_is_taken_again() {
+        for ttl in [30, 0] {
+            let mut r = reconciler(docker(0), FakeEtcd::default(), "h", ttl);
+            r.source.containers.push(claiming(1, "mine"));
+            r.sync().unwrap();
+            let claim_key = "/s.index/claims/external_port/8080/h";
+            r.store.kv.remove(claim_key);
+            r.store
+                .kv
+                .remove("/s.index/hosts/h/claims/external_port/8080");
+            r.sync().unwrap();
+            assert!(r.store.kv.contains_key(claim_key), "ttl {ttl}");
+            assert!(r
+                .store
+                .kv
+                .contains_key("/s.index/hosts/h/claims/external_port/8080"));
+        }
     }
 
     #[test]

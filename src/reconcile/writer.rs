@@ -453,7 +453,7 @@ mod tests {
         let calls: Vec<_> = r.store.calls.keys().copied().collect();
         assert_eq!(
             calls,
-            ["range_prefixes", "scan_prefix"],
+            ["range_page", "range_prefixes"],
             "reads (the index, then the prefix once, as this host has no index yet), no write"
         );
         let mut w = r.writer();
