@@ -6,8 +6,9 @@
 //!
 //! Like tests/bench.rs, the scenario is an `#[ignore]`d test that tests/bench.sh runs
 //! (`-- --ignored`); it writes a Markdown table to `$BENCH_FLEET_TABLE` (default
-//! target/bench/fleet.md). No figure is a pass/fail check. Knob: `BENCH_FLEET`, the
-//! fleet sizes as `HOSTSxSERVICES` (default `1000x30,5000x30`).
+//! target/bench/fleet.md). No figure is a pass/fail check. Knobs: `BENCH_FLEET`, the
+//! fleet sizes as `HOSTSxSERVICES` (default `1000x30,5000x30`); `BENCH_FLEET_BEFORE`, the
+//! path of another registrator binary (an older build) to run the same phases first.
 
 #[path = "bench/http.rs"]
 mod http;
@@ -33,7 +34,6 @@ const OWN: usize = 10;
 const KEYS: usize = 5;
 /// etcd's default `--max-txn-ops`.
 const BATCH: usize = 128;
-const HOST: &str = "fleet-me";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -233,13 +233,13 @@ struct Reg {
 }
 
 impl Reg {
-    fn start(docker_host: &str, args: &[&str], tag: &str) -> Reg {
+    fn start(bin: &str, docker_host: &str, args: &[&str], tag: &str) -> Reg {
         let log = std::env::temp_dir().join(format!(
             "registrator-fleet-{}-{tag}.log",
             std::process::id()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_registrator"))
+        let child = Command::new(bin)
             .args(args)
             .env("DOCKER_HOST", docker_host)
             .env("RUST_LOG", "info")
@@ -435,186 +435,228 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     let took = fill(keys);
     let under = count(&format!("{prefix}/"));
     eprintln!("bench fleet: wrote {n} keys ({under} under {prefix}/) in {took:.1?}");
-    let fleet = format!("{hosts} x {services} ({under} keys)");
 
     let mut containers = Containers::default();
-    let names: Vec<String> = (0..OWN)
-        .map(|i| format!("fleet-{}-{tag}-{i}", std::process::id()))
-        .collect();
-    for (i, name) in names.iter().enumerate() {
-        containers.httpd(name, &[format!("SERVICE_NAME=own{i}")]);
+    for i in 0..OWN {
+        let name = format!("fleet-{}-{tag}-{i}", std::process::id());
+        containers.httpd(&name, &[format!("SERVICE_NAME=own{i}")]);
     }
-    let own_keys = || count(&format!("{prefix}/own"));
-
-    let scratch = std::env::temp_dir().join(format!("registrator-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let docker_socket = env("DOCKER_HOST")
-        .strip_prefix("unix://")
-        .map(PathBuf::from)
-        .expect("DOCKER_HOST is a unix socket");
-    let dproxy = proxy::unix(
-        &scratch.join("docker.sock"),
-        &docker_socket,
-        proxy::docker_kind,
-    )
-    .expect("docker proxy");
-    let eproxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).expect("etcd proxy");
-    let (dc, ec) = (dproxy.counter.clone(), eproxy.counter.clone());
-    let uri = format!("etcd://{}{prefix}", eproxy.address);
-    let args = |ttl: &'static str, interval: &'static str, extra: &[&'static str]| {
-        let mut a = vec![
-            "--hostname".to_string(),
-            HOST.into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--explicit".into(),
-            "--ttl".into(),
-            ttl.into(),
-            "--interval".into(),
-            interval.into(),
-        ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a.push(uri.clone());
-        a
+    let fleet = Fleet {
+        hosts,
+        prefix: prefix.clone(),
+        index: index.clone(),
+        label: format!("{hosts} x {services} ({under} keys)"),
     };
-    let start = |a: &[String], tag: &str| {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        Reg::start(&dproxy.address, &refs, tag)
-    };
-    let registered = (OWN * 4) as u64;
-
-    // 1. First start: the one full read of the prefix (migration), and registration.
-    let e0 = ec.snapshot();
-    let t0 = Instant::now();
-    let mut reg = start(&args("30", "3", &[]), "first");
-    while own_keys() < registered {
-        assert!(t0.elapsed() < Duration::from_secs(120), "{}", reg.tail());
-        reg.peak_kib();
-        std::thread::sleep(Duration::from_millis(5));
+    if let Ok(before) = std::env::var("BENCH_FLEET_BEFORE") {
+        fleet.run(&before, "before", table);
     }
-    let first_seen = t0.elapsed();
-    let wall = settle(&ec, t0, &mut reg, || true);
-    let c = ec.snapshot().since(&e0);
-    table.row(&[
-        &fleet,
-        "first start (migration: the whole prefix once, in pages)",
-        &requests(&c, 1.0),
-        &kib(c.down as f64),
-        &format!(
-            "{:.2} s (all {OWN} registered after {:.2} s)",
-            wall.as_secs_f64(),
-            first_seen.as_secs_f64()
-        ),
-        &mib(reg.peak_kib()),
-        "peak RSS < 6 MiB, registered within 5 s (before: 27 MB read, 59 MiB RSS)",
-    ]);
-
-    // 2. The quiet cycle.
-    let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
-    table.row(&[
-        &fleet,
-        "quiet cycle (per pass, keepalives included)",
-        &requests(&c, cycles),
-        &kib(c.down as f64 / cycles),
-        "-",
-        "-",
-        "~7 KB, as before",
-    ]);
-
-    // 3. A container claims a free port.
-    let e0 = ec.snapshot();
-    let t0 = Instant::now();
-    let claim = format!("fleet-{}-{tag}-claim", std::process::id());
-    containers.httpd(
-        &claim,
-        &[
-            "SERVICE_NAME=ownclaim".into(),
-            "SERVICE_EXTERNAL_PORT=29999".into(),
-        ],
-    );
-    let claimed = || count(&format!("{prefix}/ownclaim/")) == 5;
-    let wall = settle(&ec, t0, &mut reg, claimed);
-    let c = ec.snapshot().since(&e0);
-    table.row(&[
-        &fleet,
-        "a container claims a free port (its event, the pass that takes the claim)",
-        &requests(&c, 1.0),
-        &kib(c.down as f64),
-        &format!("{:.2} s", wall.as_secs_f64()),
-        "-",
-        "< 100 KB (before: 27 MB)",
-    ]);
-
-    // 4. A restart: SIGTERM, a new process adopts the lease from the index.
-    reg.term();
-    reg.wait(Duration::from_secs(5));
-    let e0 = ec.snapshot();
-    let t0 = Instant::now();
-    let mut reg = start(&args("30", "60", &[]), "restart");
-    let wall = settle(&ec, t0, &mut reg, || true);
-    let c = ec.snapshot().since(&e0);
-    let restart_bytes = c.down;
-    let adopted = reg.log().contains("adopted lease");
-    table.row(&[
-        &fleet,
-        &format!(
-            "restart (lease {})",
-            if adopted { "adopted" } else { "NOT adopted" }
-        ),
-        &requests(&c, 1.0),
-        &kib(c.down as f64),
-        &format!("{:.2} s", wall.as_secs_f64()),
-        &mib(reg.peak_kib()),
-        "< 100 KB (before: 27 MB)",
-    ]);
-    table.row(&[
-        &fleet,
-        "fleet-wide: every host restarts once (hosts x restart bytes)",
-        "-",
-        &kib((hosts + 1) as f64 * restart_bytes as f64),
-        "-",
-        "-",
-        &format!("before: {} x 27 MB", hosts + 1),
-    ]);
-
-    // 5. --ttl 0: every pass reads this host's keys only.
-    reg.term();
-    reg.wait(Duration::from_secs(5));
-    let mut reg = start(&args("0", "1", &["--deregister-on-exit"]), "ttl0");
-    next_list(&dc, dc.snapshot().get("list"), &mut reg);
-    let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
-    table.row(&[
-        &fleet,
-        "--ttl 0: one pass",
-        &requests(&c, cycles),
-        &kib(c.down as f64 / cycles),
-        "-",
-        &mib(reg.peak_kib()),
-        "< 100 KB (before: 27 MB a pass)",
-    ]);
-
-    // 6. --ttl 0 --deregister-on-exit: SIGTERM.
-    let e0 = ec.snapshot();
-    reg.term();
-    let (code, took) = reg.wait(Duration::from_secs(15));
-    let c = ec.snapshot().since(&e0);
-    let left = count(&format!("{prefix}/own")) + count(&format!("{index}/hosts/{HOST}/services/"));
-    table.row(&[
-        &fleet,
-        &format!(
-            "--ttl 0 --deregister-on-exit, SIGTERM: exit {}, {left} keys left",
-            code.map_or("none (killed)".into(), |c| c.to_string())
-        ),
-        &requests(&c, 1.0),
-        &kib(c.down as f64),
-        &format!("{:.2} s", took.as_secs_f64()),
-        "-",
-        "exit 0 within 2 s, nothing left (before: exit 1 after 0.7 s, all left)",
-    ]);
-
-    drop(reg);
+    fleet.run(env!("CARGO_BIN_EXE_registrator"), "now", table);
     drop(containers);
     delete_prefix(&format!("{prefix}/"));
     delete_prefix(&format!("{index}/"));
-    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// A fleet written into etcd, and this host's containers running.
+struct Fleet {
+    hosts: usize,
+    prefix: String,
+    index: String,
+    label: String,
+}
+
+/// Keys under `prefix` whose name contains `needle`.
+fn count_with(prefix: &str, needle: &str) -> u64 {
+    let mut body = range_body(prefix);
+    body["keys_only"] = json!(true);
+    let v = post(&mut http::Client::new(etcd_addr()), "/v3/kv/range", &body);
+    v["kvs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| B64.decode(kv["key"].as_str()?).ok())
+        .filter(|k| String::from_utf8_lossy(k).contains(needle))
+        .count() as u64
+}
+
+impl Fleet {
+    /// The phases with registrator binary `bin` as host `fleet-<who>`.
+    fn run(&self, bin: &str, who: &str, table: &mut Table) {
+        let (prefix, index) = (&self.prefix, &self.index);
+        let host = format!("fleet-{who}");
+        let fleet = format!("{}, {who}", self.label);
+        let own_keys = || count_with(&format!("{prefix}/own"), &format!("/{host}:"));
+        let scratch =
+            std::env::temp_dir().join(format!("registrator-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let docker_socket = env("DOCKER_HOST")
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .expect("DOCKER_HOST is a unix socket");
+        let dproxy = proxy::unix(
+            &scratch.join(format!("docker-{who}.sock")),
+            &docker_socket,
+            proxy::docker_kind,
+        )
+        .expect("docker proxy");
+        let eproxy = proxy::tcp(etcd_addr(), proxy::etcd_kind).expect("etcd proxy");
+        let (dc, ec) = (dproxy.counter.clone(), eproxy.counter.clone());
+        let uri = format!("etcd://{}{prefix}", eproxy.address);
+        let args = |ttl: &'static str, interval: &'static str, extra: &[&'static str]| {
+            let mut a = vec![
+                "--hostname".to_string(),
+                host.clone(),
+                "--ip".into(),
+                "127.0.0.1".into(),
+                "--explicit".into(),
+                "--ttl".into(),
+                ttl.into(),
+                "--interval".into(),
+                interval.into(),
+            ];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a.push(uri.clone());
+            a
+        };
+        let start = |a: &[String], tag: &str| {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            Reg::start(bin, &dproxy.address, &refs, &format!("{who}-{tag}"))
+        };
+        let registered = (OWN * 4) as u64;
+        let mut claim_container = Containers::default();
+        // 1. First start: the one full read of the prefix (migration), and registration.
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let mut reg = start(&args("30", "3", &[]), "first");
+        while own_keys() < registered {
+            assert!(t0.elapsed() < Duration::from_secs(120), "{}", reg.tail());
+            reg.peak_kib();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first_seen = t0.elapsed();
+        let wall = settle(&ec, t0, &mut reg, || true);
+        let c = ec.snapshot().since(&e0);
+        table.row(&[
+            &fleet,
+            "first start (migration: the whole prefix once, in pages)",
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!(
+                "{:.2} s (all {OWN} registered after {:.2} s)",
+                wall.as_secs_f64(),
+                first_seen.as_secs_f64()
+            ),
+            &mib(reg.peak_kib()),
+            "peak RSS < 6 MiB, registered within 5 s (before: 27 MB read, 59 MiB RSS)",
+        ]);
+
+        // 2. The quiet cycle.
+        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
+        table.row(&[
+            &fleet,
+            "quiet cycle (per pass, keepalives included)",
+            &requests(&c, cycles),
+            &kib(c.down as f64 / cycles),
+            "-",
+            "-",
+            "~7 KB, as before",
+        ]);
+
+        // 3. A container claims a free port.
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let claim = format!("fleet-{}-{who}-claim", std::process::id());
+        claim_container.httpd(
+            &claim,
+            &[
+                "SERVICE_NAME=ownclaim".into(),
+                "SERVICE_EXTERNAL_PORT=29999".into(),
+            ],
+        );
+        let claim_dir = format!("{prefix}/ownclaim/");
+        let claimed = || count_with(&claim_dir, &format!("/{host}:")) == 5;
+        let wall = settle(&ec, t0, &mut reg, claimed);
+        let c = ec.snapshot().since(&e0);
+        table.row(&[
+            &fleet,
+            "a container claims a free port (its event, the pass that takes the claim)",
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", wall.as_secs_f64()),
+            "-",
+            "< 100 KB (before: 27 MB)",
+        ]);
+
+        // 4. A restart: SIGTERM, a new process adopts the lease from the index.
+        reg.term();
+        reg.wait(Duration::from_secs(5));
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let mut reg = start(&args("30", "60", &[]), "restart");
+        let wall = settle(&ec, t0, &mut reg, || true);
+        let c = ec.snapshot().since(&e0);
+        let restart_bytes = c.down;
+        let adopted = reg.log().contains("adopted lease");
+        table.row(&[
+            &fleet,
+            &format!(
+                "restart (lease {})",
+                if adopted { "adopted" } else { "NOT adopted" }
+            ),
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", wall.as_secs_f64()),
+            &mib(reg.peak_kib()),
+            "< 100 KB (before: 27 MB)",
+        ]);
+        table.row(&[
+            &fleet,
+            "fleet-wide: every host restarts once (hosts x restart bytes)",
+            "-",
+            &kib((self.hosts + 1) as f64 * restart_bytes as f64),
+            "-",
+            "-",
+            &format!("before: {} x 27 MB", self.hosts + 1),
+        ]);
+
+        // 5. --ttl 0: every pass reads this host's keys only.
+        reg.term();
+        reg.wait(Duration::from_secs(5));
+        let mut reg = start(&args("0", "1", &["--deregister-on-exit"]), "ttl0");
+        next_list(&dc, dc.snapshot().get("list"), &mut reg);
+        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
+        table.row(&[
+            &fleet,
+            "--ttl 0: one pass",
+            &requests(&c, cycles),
+            &kib(c.down as f64 / cycles),
+            "-",
+            &mib(reg.peak_kib()),
+            "< 100 KB (before: 27 MB a pass)",
+        ]);
+
+        // 6. --ttl 0 --deregister-on-exit: SIGTERM.
+        let e0 = ec.snapshot();
+        reg.term();
+        let (code, took) = reg.wait(Duration::from_secs(15));
+        let c = ec.snapshot().since(&e0);
+        // (`own` also covers `ownclaim`.)
+        let left = own_keys() + count(&format!("{index}/hosts/{host}/services/"));
+        table.row(&[
+            &fleet,
+            &format!(
+                "--ttl 0 --deregister-on-exit, SIGTERM: exit {}, {left} keys left",
+                code.map_or("none (killed)".into(), |c| c.to_string())
+            ),
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", took.as_secs_f64()),
+            "-",
+            "exit 0 within 2 s, nothing left (before: exit 1 after 0.7 s, all left)",
+        ]);
+
+        drop(reg);
+        drop(claim_container);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
 }
