@@ -241,16 +241,7 @@ mod tests {
     use super::*;
 
     fn opts() -> Options {
-        Options {
-            prefix: "/s".into(),
-            index_prefix: "/s.index".into(),
-            hostname: "h".into(),
-            dry_run: false,
-            ttl: 30,
-            adopt: true,
-            keep_foreign_leases: false,
-            claim_grace: std::time::Duration::ZERO,
-        }
+        crate::reconcile::fakes::options("h", 30)
     }
 
     fn kv(key: &str, value: &str, lease: i64) -> Kv {
