@@ -67,7 +67,7 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
     } = setup;
     signals::block()?;
     let mut exit_store = if config.deregister_on_exit {
-        Some(Etcd::new(&config.registry, EXIT_TIMEOUT)?)
+        Some(Etcd::new(&config.registry, EXIT_TIMEOUT)?.with_index_prefix(&config.index_prefix()))
     } else {
         None
     };

@@ -479,3 +479,41 @@ fn deregister_on_exit_without_a_lease_finishes_before_exit_and_a_second_signal_c
     }
     drop(silent);
 }
+
+#[test]
+fn a_role_without_the_index_prefix_is_named_in_the_error() {
+    // An etcd of its own with auth: user `reg` may write the prefix but not the index.
+    let etcd = Etcd::start_single("fleetauth", &[]);
+    let url = etcd.url();
+    let pw = "Pw-fleet-x9";
+    for args in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "add", &format!("reg:{pw}")],
+        vec!["role", "add", "regrole"],
+        vec![
+            "role",
+            "grant-permission",
+            "regrole",
+            "--prefix=true",
+            "readwrite",
+            "/p/s/",
+        ],
+        vec!["user", "grant-role", "reg", "regrole"],
+        vec!["auth", "enable"],
+    ] {
+        etcdctl(&url, &[], &args);
+    }
+    let out = once(&[
+        "--hostname",
+        "n",
+        &format!("etcd://reg:{pw}@{}/p/s", etcd.endpoint()),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("permission on /p/.registrator/s/")
+            && err.contains("readwrite /p/.registrator/s/)"),
+        "names the index prefix as the one to grant: {err}"
+    );
+    assert!(!err.contains(pw), "{err}");
+}

@@ -36,6 +36,13 @@ impl Etcd {
         })
     }
 
+    /// Permission errors about keys under `prefix` (the ownership index) name it, not
+    /// the registry's prefix, as the one a role must cover.
+    pub fn with_index_prefix(mut self, prefix: &str) -> Etcd {
+        self.conn.index_prefix = Some(format!("{prefix}/"));
+        self
+    }
+
     /// A handle whose `shutdown()` interrupts requests blocked in another thread.
     pub fn agent(&self) -> Agent {
         self.conn.agent()
