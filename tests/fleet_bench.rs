@@ -133,12 +133,13 @@ fn fleet_keys(prefix: &str, index: &str, hosts: usize, services: usize) -> Vec<(
     out
 }
 
-/// Writes the fleet in transactions of 128 puts, on 32 connections (etcd commits
-/// concurrent transactions together: one disk sync for many).
+/// Writes the fleet in transactions of 128 puts, on 8 connections (etcd commits
+/// concurrent transactions together: one disk sync for many). A busy etcd's "request
+/// timed out" (HTTP 503) is retried.
 fn fill(keys: Vec<(String, String)>) -> Duration {
     let start = Instant::now();
     let batches: Vec<&[(String, String)]> = keys.chunks(BATCH).collect();
-    let per = batches.len().div_ceil(32);
+    let per = batches.len().div_ceil(8);
     std::thread::scope(|scope| {
         for part in batches.chunks(per.max(1)) {
             scope.spawn(move || {
@@ -150,7 +151,20 @@ fn fill(keys: Vec<(String, String)>) -> Duration {
                             json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}})
                         })
                         .collect();
-                    post(&mut client, "/v3/kv/txn", &json!({"success": success}));
+                    let body = json!({"success": success}).to_string();
+                    for attempt in 0.. {
+                        match client.post("/v3/kv/txn", &body) {
+                            Ok((200, _)) => break,
+                            Ok((503, _)) | Err(_) if attempt < 10 => {
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                            Ok((status, text)) => panic!(
+                                "etcd txn: HTTP {status}: {}",
+                                String::from_utf8_lossy(&text)
+                            ),
+                            Err(e) => panic!("etcd txn: {e}"),
+                        }
+                    }
                 }
             });
         }
@@ -431,6 +445,7 @@ fn one_fleet(hosts: usize, services: usize, first: bool, table: &mut Table) {
     let tag = format!("{hosts}x{services}");
     let prefix = format!("/fleet-{}-{tag}", std::process::id());
     let index = format!("/.registrator/fleet-{}-{tag}", std::process::id());
+    let _cleanup = Cleanup(vec![format!("{prefix}/"), format!("{index}/")]);
     let keys = fleet_keys(&prefix, &index, hosts, services);
     let n = keys.len();
     let took = fill(keys);
@@ -456,8 +471,17 @@ fn one_fleet(hosts: usize, services: usize, first: bool, table: &mut Table) {
     }
     fleet.run(env!("CARGO_BIN_EXE_registrator"), "now", table);
     drop(containers);
-    delete_prefix(&format!("{prefix}/"));
-    delete_prefix(&format!("{index}/"));
+}
+
+/// Prefixes deleted when dropped, even when a phase panics.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            delete_prefix(p);
+        }
+    }
 }
 
 /// A fleet written into etcd, and this host's containers running.
