@@ -98,12 +98,18 @@ fn count(prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Deletes every key under `prefix`. A busy etcd may time the request out (HTTP 503)
+/// and still delete: asked again until nothing is left.
 fn delete_prefix(prefix: &str) {
-    post(
-        &mut http::Client::new(etcd_addr()),
-        "/v3/kv/deleterange",
-        &range_body(prefix),
-    );
+    for _ in 0..20 {
+        let mut client = http::Client::new(etcd_addr());
+        match client.post("/v3/kv/deleterange", &range_body(prefix).to_string()) {
+            Ok((200, _)) => return,
+            _ if count(prefix) == 0 => return,
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+    eprintln!("bench fleet: could not delete {prefix}");
 }
 
 /// The keys of the fleet's other hosts, as upgraded registrators leave them.

@@ -18,11 +18,13 @@ use crate::service::{Claim, Problem};
 /// Claim -> the name of the service (of this host) that claims it.
 pub(super) type Wanted = BTreeMap<Claim, String>;
 
-/// The claims of the desired services. (Conflicts on one host are settled before this:
-/// one name per claim.)
-pub(super) fn wanted(desired: &Desired) -> Wanted {
+/// The claims of the desired services this host may register (not those whose
+/// directory another host owns). Conflicts on one host are settled before this: one
+/// name per claim.
+pub(super) fn wanted(desired: &Desired, actual: &Actual, hostname: &str) -> Wanted {
     desired
         .iter()
+        .filter(|(dir, _)| actual.get(*dir).is_none_or(|s| s.owner() == Some(hostname)))
         .filter_map(|(dir, w)| Some((w.claim?, service_name(dir).to_string())))
         .collect()
 }
@@ -351,6 +353,20 @@ mod tests {
                 case.take.iter().map(|(c, n)| (*c, n.to_string())).collect();
             assert_eq!(got.take, take, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn a_service_another_host_owns_wants_no_claim() {
+        let desired: Desired = [
+            ("db/a".to_string(), want(Some(EXT))),
+            ("db/b".to_string(), want(Some(Claim::Internal(1)))),
+        ]
+        .into();
+        let actual: Actual = [("db/b".to_string(), stored("n2", &[]))].into();
+        assert_eq!(
+            wanted(&desired, &actual, "n1"),
+            [(EXT, "db".to_string())].into()
+        );
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         read: &Read,
         lease: Option<i64>,
     ) -> claims::ClaimPlan {
-        let wanted = claims::wanted(desired);
+        let wanted = claims::wanted(desired, &read.actual, &self.opts.hostname);
         let recorded = claims::recorded(&read.actual, desired, &self.opts.hostname);
         let unheld = claims::unheld(&wanted, &recorded, &read.index.claims);
         self.releasing.retain(|c, _| unheld.contains(c));
