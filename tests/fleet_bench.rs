@@ -376,7 +376,9 @@ fn per_pass(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> (Co
 // The table
 
 fn kib(bytes: f64) -> String {
-    if bytes >= 1024.0 * 1024.0 {
+    if bytes >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", bytes / 1024.0 / 1024.0 / 1024.0)
+    } else if bytes >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
     } else {
         format!("{:.1} KiB", bytes / 1024.0)
