@@ -564,8 +564,9 @@ enum Mode {
     CutBody,
     /// Accept, read, never answer.
     Stall,
-    /// Forward everything except etcd transactions (`POST /v3/kv/txn`), which are cut:
-    /// reads succeed, writes fail.
+    /// Forward everything except etcd transactions that write (`POST /v3/kv/txn` with a
+    /// put or delete), which are cut: reads succeed (read-only transactions included),
+    /// writes fail.
     CutTxn,
 }
 
@@ -636,20 +637,52 @@ fn pipe(from: impl Read, to: impl Write) {
     pipe_until(from, to, None);
 }
 
-/// Copies until EOF, or until a chunk holds `stop` (then returns without copying it).
+/// Copies until EOF, or until a request that starts with `stop` writes (then returns
+/// without copying it): a read-only transaction is copied.
 fn pipe_until(mut from: impl Read, mut to: impl Write, stop: Option<&[u8]>) {
     let mut buf = [0u8; 16384];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if stop.is_some_and(|s| buf[..n].windows(s.len()).any(|w| w == s)) {
-                    return;
+                let mut chunk = buf[..n].to_vec();
+                if stop.is_some_and(|s| contains(&chunk, s)) {
+                    whole_request(&mut from, &mut chunk);
+                    if contains(&chunk, b"request_put") || contains(&chunk, b"request_delete") {
+                        return;
+                    }
                 }
-                if to.write_all(&buf[..n]).is_err() {
+                if to.write_all(&chunk).is_err() {
                     return;
                 }
             }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads on until `req` holds its head and the whole body its Content-Length announces.
+fn whole_request(from: &mut impl Read, req: &mut Vec<u8>) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let text = String::from_utf8_lossy(req).to_ascii_lowercase();
+        let body_len = text.find("\r\n\r\n").map(|end| {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            (end + 4, len)
+        });
+        if body_len.is_some_and(|(start, len)| req.len() >= start + len) {
+            return;
+        }
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }
 }
