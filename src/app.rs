@@ -35,7 +35,10 @@ fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
         for op in &outcome.ops {
             println!("{}", op.display(&setup.config.registry.prefix));
         }
-        if outcome.ops.is_empty() {
+        for op in &outcome.claims {
+            println!("# {op}");
+        }
+        if outcome.ops.is_empty() && outcome.claims.is_empty() {
             println!("# nothing to change");
         }
         return Ok(());
@@ -50,8 +53,13 @@ fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Per-request timeout of the exit's own etcd client: a hung endpoint is left in time to
+/// try the next one before the deadline.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The loop and its threads until SIGTERM or SIGINT; then, with
-/// `--deregister-on-exit`, removes this host's services.
+/// `--deregister-on-exit`, removes this host's services through a client of its own
+/// (the signal thread interrupts the loop's), within [`signals::EXIT_DEADLINE`].
 fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
     let Setup {
         config,
@@ -62,12 +70,26 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
     } = setup;
     signals::block()?;
     operator_listener(&config, ttl)?;
+    let mut exit_store = if config.deregister_on_exit {
+        Some(Etcd::new(&config.registry, EXIT_TIMEOUT)?.with_index_prefix(&config.index_prefix()))
+    } else {
+        None
+    };
+    let exit_agent = exit_store.as_ref().map(Etcd::agent);
     let (tx, rx) = mpsc::channel();
-    signals::forward(tx.clone(), move || {
-        for agent in agents {
-            agent.shutdown();
-        }
-    })?;
+    signals::forward(
+        tx.clone(),
+        move || {
+            for agent in agents {
+                agent.shutdown();
+            }
+        },
+        move || {
+            if let Some(agent) = exit_agent {
+                agent.shutdown();
+            }
+        },
+    )?;
     events::spawn(config.docker.clone(), tx.clone())?;
     if ttl > 0 {
         // A keepalive is tiny: a short timeout moves on to the next endpoint in time
@@ -92,9 +114,9 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
         }
     );
     reconciler.run(&rx, config.interval)?;
-    if config.deregister_on_exit {
+    if let Some(store) = exit_store.as_mut() {
         reconciler
-            .deregister_all()
+            .deregister_all(store)
             .map_err(|e| format!("could not deregister on exit: {e}"))?;
         log::info!("deregistered this host's services; exiting");
     } else if reconciler.lease() != 0 {

@@ -116,6 +116,27 @@ pub struct Config {
     /// `--metrics-addr`: where to serve `/metrics` and `/healthz` (`host:port`, as
     /// `ToSocketAddrs` reads it); None: no listener.
     pub metrics_addr: Option<String>,
+    /// `--index-prefix`: where the ownership index lives; None: see
+    /// [`Config::index_prefix`].
+    pub index_prefix: Option<String>,
+    /// `--claim-grace`: how long a port claim outlives its last service; None: one
+    /// `--interval`.
+    pub claim_grace: Option<Duration>,
+}
+
+impl Config {
+    /// The ownership index's prefix: `--index-prefix`, else `.registrator/<last>` beside
+    /// the prefix's last segment (`/services` -> `/.registrator/services`, `/a/services`
+    /// -> `/a/.registrator/services`): under the same parent, so one permission on the
+    /// parent covers both, yet not starting with the prefix, so even a read of the
+    /// prefix without its trailing `/` never meets an index key.
+    pub fn index_prefix(&self) -> String {
+        self.index_prefix.clone().unwrap_or_else(|| {
+            let prefix = &self.registry.prefix;
+            let (parent, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+            format!("{parent}/.registrator/{last}")
+        })
+    }
 }
 
 /// A mistake on the command line: printed as one line, exit code 2.
@@ -149,10 +170,15 @@ Options:
   --interval SECS        full resync period (default 10)
   --ttl SECS             lease TTL of every key (default 30; 0: no lease;
                          --once writes no lease unless --ttl is given)
-  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT
+  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s;
+                         a second signal exits at once)
   --internal             register container IPs and exposed ports
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
+  --index-prefix PREFIX  where this host indexes its services and port claims
+                         (default: /.registrator/services for /services)
+  --claim-grace SECS     how long a claimed port stays reserved after its last
+                         container stopped (default: --interval)
   --etcd-cacert FILE     CA bundle for etcds:// (also ?cacert= in the URI)
   --etcd-cert FILE       client certificate (also ?cert=)
   --etcd-key FILE        client key (also ?key=)
@@ -184,6 +210,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "etcd-key",
     "etcd-password-file",
     "metrics-addr",
+    "index-prefix",
+    "claim-grace",
 ];
 /// Flags, by long name.
 const FLAGS: &[&str] = &[
@@ -269,6 +297,20 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
             }
         },
     };
+    let claim_grace = match text(&mut p, "--claim-grace")? {
+        None => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => {
+                Some(Duration::from_secs_f64(v))
+            }
+            _ => {
+                return Err(usage(format!(
+                    "--claim-grace {s:?} is not a number of seconds in [0, 86400]"
+                )))
+            }
+        },
+    };
+    let index_prefix = text(&mut p, "--index-prefix")?;
     let cacert = text(&mut p, "--etcd-cacert")?.map(PathBuf::from);
     let cert = text(&mut p, "--etcd-cert")?.map(PathBuf::from);
     let key = text(&mut p, "--etcd-key")?.map(PathBuf::from);
@@ -324,6 +366,9 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         ));
     }
     let docker = parse_docker_host(docker_host.unwrap_or("unix:///var/run/docker.sock"))?;
+    let index_prefix = index_prefix
+        .map(|i| check_index_prefix(&i, &registry.prefix).map(|()| i))
+        .transpose()?;
 
     Ok(Command::Run(Box::new(Config {
         registry,
@@ -339,7 +384,37 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         deregister_on_exit,
         password_file,
         metrics_addr,
+        index_prefix,
+        claim_grace,
     })))
+}
+
+/// `--index-prefix` has the registry prefix's shape and lies beside it: neither under
+/// the other, so consumers of `<prefix>/` never see index keys.
+fn check_index_prefix(index: &str, prefix: &str) -> Result<(), UsageError> {
+    let bad = |why: &str| usage(format!("--index-prefix {index:?} {why}"));
+    if !index.starts_with('/') || index.len() < 2 || index.ends_with('/') {
+        return Err(bad("must start with '/' and not end with '/'"));
+    }
+    if index
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        || index.chars().any(|c| c.is_control())
+    {
+        return Err(bad(
+            "has an empty, '.' or '..' segment or a control character",
+        ));
+    }
+    if index == prefix
+        || index.starts_with(&format!("{prefix}/"))
+        || prefix.starts_with(&format!("{index}/"))
+    {
+        return Err(bad(&format!(
+            "must lie beside the key prefix {prefix:?}, not on or under it (nor above it)"
+        )));
+    }
+    Ok(())
 }
 
 fn pico_error(key: &str, e: pico_args::Error) -> String {
@@ -942,6 +1017,20 @@ mod tests {
         assert!(c.dry_run && c.once, "--dry-run is a single pass");
         assert_eq!(c.ttl, Some(0));
         assert_eq!(c.docker, DockerHost::Unix("/var/run/docker.sock".into()));
+        assert_eq!(c.index_prefix(), "/.registrator/s", "beside the prefix");
+        let c = run(&["etcd:///a/b/s"]).unwrap();
+        assert_eq!(c.index_prefix(), "/a/b/.registrator/s");
+        assert_eq!(c.claim_grace, None, "one --interval, decided at start");
+        let c = run(&[
+            "--index-prefix",
+            "/idx/s",
+            "--claim-grace",
+            "0",
+            "etcd:///s",
+        ])
+        .unwrap();
+        assert_eq!(c.index_prefix(), "/idx/s");
+        assert_eq!(c.claim_grace, Some(Duration::ZERO));
     }
 
     #[test]
@@ -959,6 +1048,14 @@ mod tests {
             (vec!["etcd:///s", "extra"], "unexpected argument"),
             (vec!["--hostname", "a/b", "etcd:///s"], "--hostname"),
             (vec!["--etcd-cert", "c.pem", "etcd:///s"], "together"),
+            (vec!["--index-prefix", "/s/i", "etcd:///s"], "beside"),
+            (vec!["--index-prefix", "/s", "etcd:///s"], "beside"),
+            (vec!["--index-prefix", "/a", "etcd:///a/s"], "beside"),
+            (
+                vec!["--index-prefix", "rel", "etcd:///s"],
+                "must start with '/'",
+            ),
+            (vec!["--claim-grace", "-1", "etcd:///s"], "--claim-grace"),
         ] {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");

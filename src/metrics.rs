@@ -87,6 +87,8 @@ impl Change {
             Op::Register { .. } => Change::Register,
             Op::Update { .. } => Change::Update,
             Op::Deregister { .. } => Change::Deregister,
+            // Only a stale index entry goes: a repair of this host's own records.
+            Op::Unindex { .. } => Change::Update,
         }
     }
 }

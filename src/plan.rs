@@ -44,6 +44,17 @@ impl Stored {
 /// Directory -> stored service.
 pub type Actual = BTreeMap<String, Stored>;
 
+/// One key of the ownership index as read: its value and lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub value: String,
+    pub lease: i64,
+}
+
+/// This host's index of its services: directory -> container name (see
+/// `reconcile/index.rs` for where it lives).
+pub type Index = BTreeMap<String, Entry>;
+
 /// The service directory of a service.
 pub fn dir_of(name: &str, id: &str) -> String {
     format!("{name}/{id}")
@@ -122,12 +133,40 @@ pub enum Op {
     },
     /// An own service that should no longer exist: the whole directory.
     Deregister { dir: String },
+    /// An index entry of a directory that is not this host's service (deleted by hand,
+    /// or taken by another host): the entry alone.
+    Unindex { dir: String },
+}
+
+/// A change to one of this host's port claims (its claim key and its own record of it,
+/// both in the ownership index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOp {
+    /// Puts the claim's keys: a new claim (checked first), or one put again on the lease.
+    Hold { claim: Claim, name: String },
+    /// Deletes the claim's keys: no service of the holder has claimed the port for the
+    /// grace period.
+    Release { claim: Claim, name: String },
+}
+
+impl fmt::Display for ClaimOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClaimOp::Hold { claim, name } => write!(f, "claim {claim} for service {name}"),
+            ClaimOp::Release { claim, name } => {
+                write!(f, "release {claim} (service {name} no longer claims it)")
+            }
+        }
+    }
 }
 
 impl Op {
     pub fn dir(&self) -> &str {
         match self {
-            Op::Register { dir, .. } | Op::Update { dir, .. } | Op::Deregister { dir } => dir,
+            Op::Register { dir, .. }
+            | Op::Update { dir, .. }
+            | Op::Deregister { dir }
+            | Op::Unindex { dir } => dir,
         }
     }
 
@@ -135,16 +174,18 @@ impl Op {
     pub fn container(&self) -> &str {
         match self {
             Op::Register { container, .. } | Op::Update { container, .. } => container,
-            Op::Deregister { .. } => "",
+            Op::Deregister { .. } | Op::Unindex { .. } => "",
         }
     }
 
-    /// Number of etcd operations (puts and deletes) this op needs in a transaction.
+    /// Number of etcd operations (puts and deletes) this op needs in a transaction,
+    /// its index entry included.
     pub fn size(&self) -> usize {
         match self {
-            Op::Register { fields, .. } => fields.len(),
-            Op::Update { put, delete, .. } => put.len() + delete.len(),
-            Op::Deregister { .. } => 1,
+            Op::Register { fields, .. } => fields.len() + 1,
+            Op::Update { put, delete, .. } => put.len() + delete.len() + 1,
+            Op::Deregister { .. } => 2,
+            Op::Unindex { .. } => 1,
         }
     }
 
@@ -184,6 +225,7 @@ impl fmt::Display for OpDisplay<'_> {
                 write!(f, "{}", lines.collect::<Vec<_>>().join("\n"))
             }
             Op::Deregister { dir } => write!(f, "delete {p}/{dir}/ (prefix)"),
+            Op::Unindex { dir } => write!(f, "unindex {dir} (the index entry only)"),
         }
     }
 }
@@ -227,9 +269,13 @@ impl fmt::Display for Op {
                 if !delete.is_empty() {
                     write!(f, " removed {}", delete.join(","))?;
                 }
+                if put.is_empty() && delete.is_empty() {
+                    f.write_str("index entry restored")?;
+                }
                 Ok(())
             }
             Op::Deregister { dir } => write!(f, "deregister {dir}"),
+            Op::Unindex { dir } => write!(f, "unindex {dir} (not a service of this host)"),
         }
     }
 }
@@ -237,18 +283,26 @@ impl fmt::Display for Op {
 /// Diffs what this host wants against what etcd holds.
 ///
 /// `actual` may hold other hosts' directories (from a prefix read) or only this host's
-/// (from its lease): only directories whose owner marker names `hostname` are changed
-/// or deleted. A wanted directory owned by another host is refused as a problem.
-/// `lease` is the lease this host writes with (`Some(0)`: none); keys on another lease
-/// are put again so they end up on ours. `None` accepts whatever lease a key has.
+/// and the wanted ones (from its index): only directories whose owner marker names
+/// `hostname` are changed or deleted. A wanted directory owned by another host is
+/// refused as a problem. `lease` is the lease this host writes with (`Some(0)`: none);
+/// keys on another lease are put again so they end up on ours. `None` accepts whatever
+/// lease a key has.
+///
+/// `index` is this host's index entries. Every op writes a service's index entry along
+/// with it (an update always puts it again), so an own service whose entry is missing,
+/// wrong or on another lease gets an update, and an entry of a directory that is not an
+/// own service gets [`Op::Unindex`].
 pub fn plan(
     desired: &Desired,
     actual: &Actual,
+    index: &Index,
     hostname: &str,
     lease: Option<i64>,
 ) -> (Vec<Op>, Vec<Problem>) {
     let mut ops = Vec::new();
     let mut problems = Vec::new();
+    let ours = |dir: &str| actual.get(dir).is_some_and(|s| s.owner() == Some(hostname));
     for (dir, want) in desired {
         match actual.get(dir) {
             None => ops.push(Op::Register {
@@ -273,7 +327,10 @@ pub fn plan(
                     .filter(|k| !want.fields.contains_key(*k))
                     .cloned()
                     .collect();
-                if !put.is_empty() || !delete.is_empty() {
+                let indexed = index.get(dir).is_some_and(|e| {
+                    e.value == want.container && lease.is_none_or(|l| e.lease == l)
+                });
+                if !put.is_empty() || !delete.is_empty() || !indexed {
                     ops.push(Op::Update {
                         dir: dir.clone(),
                         put,
@@ -294,6 +351,12 @@ pub fn plan(
     for (dir, stored) in actual {
         if stored.owner() == Some(hostname) && !desired.contains_key(dir) {
             ops.push(Op::Deregister { dir: dir.clone() });
+        }
+    }
+    for dir in index.keys() {
+        let registered = desired.contains_key(dir) && !actual.contains_key(dir);
+        if !ours(dir) && !registered {
+            ops.push(Op::Unindex { dir: dir.clone() });
         }
     }
     (ops, problems)
@@ -406,6 +469,8 @@ mod tests {
         name: &'static str,
         desired: Desired,
         actual: Vec<(&'static str, Stored)>,
+        /// This host's index entries: (directory, container, lease).
+        index: Vec<(&'static str, &'static str, i64)>,
         lease: i64,
         /// Every op, as the log prints it.
         ops: Vec<&'static str>,
@@ -426,6 +491,7 @@ mod tests {
                 name: "nothing to do",
                 desired: want.clone(),
                 actual: vec![("web/n1:w:80", same.clone())],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
                 lease: 0,
                 ops: vec![],
                 problems: vec![],
@@ -434,6 +500,7 @@ mod tests {
                 name: "new service",
                 desired: want.clone(),
                 actual: vec![],
+                index: vec![],
                 lease: 0,
                 ops: vec![
                     "register web/n1:w:80 (container c-n1:w:80): \
@@ -457,6 +524,7 @@ mod tests {
                         0,
                     ),
                 )],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
                 lease: 0,
                 ops: vec![
                     "update web/n1:w:80 (container c-n1:w:80): port=1000 removed external_port",
@@ -467,6 +535,7 @@ mod tests {
                 name: "own stale service",
                 desired: Desired::new(),
                 actual: vec![("web/n1:w:80", same.clone())],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
                 lease: 0,
                 ops: vec!["deregister web/n1:w:80"],
                 problems: vec![],
@@ -475,6 +544,7 @@ mod tests {
                 name: "other host's service untouched",
                 desired: Desired::new(),
                 actual: vec![("web/n2:w:80", stored("n2", &[], 0))],
+                index: vec![],
                 lease: 0,
                 ops: vec![],
                 problems: vec![],
@@ -483,6 +553,7 @@ mod tests {
                 name: "dir owned by another host",
                 desired: want.clone(),
                 actual: vec![("web/n1:w:80", stored("n2", &[], 0))],
+                index: vec![],
                 lease: 0,
                 ops: vec![],
                 problems: vec![
@@ -501,11 +572,63 @@ mod tests {
                         5,
                     ),
                 )],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 5)],
                 lease: 9,
                 ops: vec![
                     "update web/n1:w:80 (container c-n1:w:80): address=10.0.0.5 mode=tcp port=1000",
                 ],
                 problems: vec![],
+            },
+            PlanCase {
+                name: "a missing index entry is put again",
+                desired: want.clone(),
+                actual: vec![("web/n1:w:80", same.clone())],
+                index: vec![],
+                lease: 0,
+                ops: vec!["update web/n1:w:80 (container c-n1:w:80): index entry restored"],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "an index entry on another lease is moved",
+                desired: want.clone(),
+                actual: vec![("web/n1:w:80", same.clone())],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 4)],
+                lease: 0,
+                ops: vec!["update web/n1:w:80 (container c-n1:w:80): index entry restored"],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "a directory deleted by hand is registered again",
+                desired: want.clone(),
+                actual: vec![],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
+                lease: 0,
+                ops: vec![
+                    "register web/n1:w:80 (container c-n1:w:80): \
+                     address=10.0.0.5 mode=tcp port=1000",
+                ],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "the entry of a directory deleted by hand, not wanted, goes",
+                desired: Desired::new(),
+                actual: vec![],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
+                lease: 0,
+                ops: vec!["unindex web/n1:w:80 (not a service of this host)"],
+                problems: vec![],
+            },
+            PlanCase {
+                name: "the entry of a directory another host took goes",
+                desired: want.clone(),
+                actual: vec![("web/n1:w:80", stored("n2", &[], 0))],
+                index: vec![("web/n1:w:80", "c-n1:w:80", 0)],
+                lease: 0,
+                ops: vec!["unindex web/n1:w:80 (not a service of this host)"],
+                problems: vec![
+                    "container c-n1:w:80: service web/n1:w:80 is already registered by host n2; \
+                     not registered",
+                ],
             },
         ];
         for case in cases {
@@ -514,7 +637,15 @@ mod tests {
                 .into_iter()
                 .map(|(d, s)| (d.to_string(), s))
                 .collect();
-            let (ops, problems) = plan(&case.desired, &actual, "n1", Some(case.lease));
+            let index: Index = case
+                .index
+                .into_iter()
+                .map(|(d, c, lease)| {
+                    let value = c.to_string();
+                    (d.to_string(), Entry { value, lease })
+                })
+                .collect();
+            let (ops, problems) = plan(&case.desired, &actual, &index, "n1", Some(case.lease));
             let ops: Vec<String> = ops.iter().map(Op::to_string).collect();
             assert_eq!(ops, case.ops, "{}", case.name);
             let problems: Vec<String> = problems.iter().map(Problem::to_string).collect();

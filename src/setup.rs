@@ -40,7 +40,8 @@ impl Setup {
         }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
-        let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
+        let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?
+            .with_index_prefix(&opts.index_prefix);
         let docker = Docker::new(&config.docker, Duration::from_secs(10));
         let agents = [docker.agent(), etcd.agent()];
         let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
@@ -122,12 +123,19 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
     };
     let opts = Options {
         prefix: config.registry.prefix.clone(),
+        index_prefix: config.index_prefix(),
         hostname: hostname.to_string(),
         dry_run: config.dry_run,
         ttl,
         adopt: !config.once,
         keep_foreign_leases: config.once && config.ttl.is_none(),
         exclusive: !config.once && ttl > 0,
+        // A single pass has no later pass to release a claim in.
+        claim_grace: match config.claim_grace {
+            _ if config.once => Duration::ZERO,
+            Some(g) => g,
+            None => config.interval,
+        },
     };
     (settings, opts)
 }

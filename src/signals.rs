@@ -6,7 +6,7 @@
 
 use std::io;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::reconcile::Wake;
 
@@ -35,24 +35,72 @@ pub fn block() -> io::Result<()> {
 /// How long the loop gets to notice a shutdown before blocked requests are interrupted.
 const GRACE: Duration = Duration::from_millis(700);
 
+/// How long after the first signal the exit's own requests (`--deregister-on-exit`) may
+/// run before they are interrupted too.
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Waits for SIGTERM or SIGINT, at most `limit` (None: for ever); the signal, if any.
+fn wait(set: &libc::sigset_t, limit: Option<Duration>) -> Option<libc::c_int> {
+    let Some(limit) = limit else {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: a valid set and an out pointer to a local.
+        while unsafe { libc::sigwait(set, &mut sig) } != 0 {}
+        return Some(sig);
+    };
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let timeout = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: a valid set, a null info pointer (allowed) and a valid timeout.
+        let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            return Some(sig);
+        }
+        // -1: EAGAIN (timed out) or EINTR; the loop checks the time left.
+    }
+}
+
 /// Spawns the thread that turns a signal into [`Wake::Shutdown`]. If the loop is still
-/// busy after a short grace period (a request hanging on a slow endpoint), `interrupt`
-/// runs to abort blocked I/O, so the process still exits within a second.
-pub fn forward(tx: Sender<Wake>, interrupt: impl FnOnce() + Send + 'static) -> io::Result<()> {
+/// busy after a short grace period (a request hanging on a slow endpoint),
+/// `interrupt_loop` runs to abort its blocked I/O, so the process still exits within a
+/// second. `interrupt_exit` aborts the exit's own requests (`--deregister-on-exit`):
+/// at [`EXIT_DEADLINE`], or at once on a second signal (which runs both).
+pub fn forward(
+    tx: Sender<Wake>,
+    interrupt_loop: impl FnOnce() + Send + 'static,
+    interrupt_exit: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let set = set();
-            let mut sig: libc::c_int = 0;
-            // SAFETY: a valid set and an out pointer to a local.
-            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            let Some(sig) = wait(&set, None) else {
+                return;
+            };
             log::debug!("signal {sig}: shutting down");
             if tx.send(Wake::Shutdown).is_err() {
                 return;
             }
-            std::thread::sleep(GRACE);
-            log::warn!("still busy {GRACE:?} after signal {sig}: interrupting pending requests");
-            interrupt();
+            let start = Instant::now();
+            let mut second = wait(&set, Some(GRACE));
+            log::debug!("interrupting the loop's pending requests, if any");
+            interrupt_loop();
+            if second.is_none() {
+                second = wait(&set, Some(EXIT_DEADLINE.saturating_sub(start.elapsed())));
+            }
+            match second {
+                Some(s) => log::warn!("second signal {s}: exiting at once"),
+                None => log::warn!(
+                    "still deregistering {EXIT_DEADLINE:?} after signal {sig}: giving up"
+                ),
+            }
+            interrupt_exit();
         })?;
     Ok(())
 }

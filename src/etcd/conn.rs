@@ -38,6 +38,8 @@ pub(crate) struct Conn {
     api: Option<String>,
     /// The registry's key prefix with a trailing `/`, for permission hints.
     prefix: String,
+    /// The ownership index's prefix with a trailing `/`: the hint for keys under it.
+    pub(crate) index_prefix: Option<String>,
     credentials: Option<(String, String)>,
     token: Option<String>,
 }
@@ -67,6 +69,7 @@ impl Conn {
             down: vec![false; registry.endpoints.len()],
             api: None,
             prefix: format!("{}/", registry.prefix),
+            index_prefix: None,
             credentials: registry
                 .username
                 .clone()
@@ -124,7 +127,10 @@ impl Conn {
                     return Ok(v);
                 }
                 Err(e) => {
-                    let e = e.about(op, key);
+                    let e = match &self.index_prefix {
+                        Some(p) if key.starts_with(p.as_str()) => e.about(op, key).for_prefix(p),
+                        _ => e.about(op, key),
+                    };
                     if !e.unreachable() {
                         return Err(e);
                     }

@@ -69,6 +69,14 @@ impl EtcdError {
         self
     }
 
+    /// A permission error about a key under `prefix` names that prefix in its hint.
+    pub(super) fn for_prefix(mut self, prefix: &str) -> EtcdError {
+        if let Kind::PermissionDenied { prefix: p, .. } = &mut *self.kind {
+            *p = prefix.to_string();
+        }
+        self
+    }
+
     /// True when this endpoint did not answer as etcd does (no answer at all, or not an
     /// etcd answer): another endpoint may do better. False when etcd refused the request.
     pub fn unreachable(&self) -> bool {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use crate::cli::Registry;
-use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError};
+use crate::store::{Compare, Kv, LeaseTtl, Page, Request, Store, StoreError};
 
 pub mod codec;
 mod codes;
@@ -36,6 +36,13 @@ impl Etcd {
         })
     }
 
+    /// Permission errors about keys under `prefix` (the ownership index) name it, not
+    /// the registry's prefix, as the one a role must cover.
+    pub fn with_index_prefix(mut self, prefix: &str) -> Etcd {
+        self.conn.index_prefix = Some(format!("{prefix}/"));
+        self
+    }
+
     /// A handle whose `shutdown()` interrupts requests blocked in another thread.
     pub fn agent(&self) -> Agent {
         self.conn.agent()
@@ -59,24 +66,15 @@ impl Etcd {
 impl Store for Etcd {
     /// Every key under `prefix`, read page by page at one revision, and that revision.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
-        let end = codec::encode(prefix_end(prefix));
+        let end = String::from_utf8_lossy(&prefix_end(prefix)).into_owned();
         let mut out = Vec::new();
-        let mut start = prefix.as_bytes().to_vec();
+        let mut start = prefix.to_string();
         let mut revision = 0i64;
         loop {
-            let mut body = json!({"key": codec::encode(&start), "range_end": end, "limit": 10000});
-            if revision > 0 {
-                body["revision"] = json!(revision);
-            }
-            let page = self
-                .conn
-                .call("range", prefix, "/kv/range", &body, &wire::range)?;
-            if revision == 0 {
-                revision = page.revision;
-            }
+            let page = self.range_page(&start, &end, 10000, revision)?;
+            revision = page.revision;
             if let Some(last) = page.kvs.last() {
-                start = last.key.as_bytes().to_vec();
-                start.push(0);
+                start = format!("{}\0", last.key);
             }
             let last_page = !page.more || page.kvs.is_empty();
             out.extend(page.kvs);
@@ -84,6 +82,29 @@ impl Store for Etcd {
                 return Ok((out, revision));
             }
         }
+    }
+
+    /// One `/kv/range` request with a limit, pinned to `revision` unless it is 0.
+    fn range_page(
+        &mut self,
+        start: &str,
+        end: &str,
+        limit: usize,
+        revision: i64,
+    ) -> Result<Page, StoreError> {
+        let mut body = json!({"key": codec::encode(start), "range_end": codec::encode(end),
+            "limit": limit});
+        if revision > 0 {
+            body["revision"] = json!(revision);
+        }
+        let page = self
+            .conn
+            .call("range", start, "/kv/range", &body, &wire::range)?;
+        Ok(Page {
+            kvs: page.kvs,
+            more: page.more,
+            revision: page.revision,
+        })
     }
 
     /// Reads several key prefixes in one transaction: one request, O(their keys).

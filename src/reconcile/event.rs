@@ -91,19 +91,23 @@ mod tests {
         };
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         r.sync().unwrap();
-        assert_eq!(r.store.kv.len(), 8);
+        assert_eq!(r.store.counts(), (8, 2));
         // Container 1 died: inspect knows, the list still says running (as dockerd's
         // does until its cleanup finishes).
         r.source.dead.insert("id1".into());
         r.on_event("die", "id1").unwrap();
-        assert_eq!(r.store.kv.len(), 4, "the fast path deregistered it");
+        assert_eq!(
+            r.store.counts(),
+            (4, 1),
+            "the fast path deregistered it, index entry and all"
+        );
         r.source.inspects = 0;
         let out = r.sync().unwrap();
         assert_eq!(
             out.applied, 0,
             "no flap: the dead container is not registered again"
         );
-        assert_eq!(r.store.kv.len(), 4);
+        assert_eq!(r.store.counts(), (4, 1));
         assert_eq!(
             r.source.inspects, 1,
             "only the container the event named is inspected"
@@ -120,10 +124,14 @@ mod tests {
         r.on_event("start", "id1").unwrap();
         assert!(r.store.kv.is_empty(), "no pass yet: the fast path waits");
         r.sync().unwrap();
-        assert_eq!(r.store.kv.len(), 4);
+        assert_eq!(r.store.counts(), (4, 1));
         r.source.containers.push(container(2, &[]));
         r.on_event("start", "id2").unwrap();
-        assert_eq!(r.store.kv.len(), 8, "registered by the fast path");
+        assert_eq!(
+            r.store.counts(),
+            (8, 2),
+            "registered (and indexed) by the fast path"
+        );
         assert_eq!(r.sync().unwrap().applied, 0, "the full pass agrees");
     }
 }

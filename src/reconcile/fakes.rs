@@ -10,7 +10,7 @@ use super::{Options, Reconciler};
 use crate::docker::DockerError;
 use crate::service::{Binding, Container, Health, Port, Proto, Settings};
 use crate::source::Source;
-use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError, MAX_TXN_OPS};
+use crate::store::{Compare, Kv, LeaseTtl, Page, Request, Store, StoreError, MAX_TXN_OPS};
 
 #[derive(Default)]
 pub struct FakeDocker {
@@ -78,8 +78,15 @@ pub struct FakeEtcd {
     pub max_txn_bytes: usize,
     /// Keys under this prefix are outside the user's role: permission denied.
     pub denied: Option<String>,
-    /// How often each store method was called.
+    /// How often each store method was called, and the calls in order.
     pub calls: BTreeMap<&'static str, usize>,
+    pub log: Vec<&'static str>,
+    /// Every prefix read, in order (each prefix of a `range_prefixes` too).
+    pub reads: Vec<String>,
+    /// The most keys in one page of `range_page`, and how many keys its pages walked
+    /// in all (etcd 3.4 walks the whole rest of a range for each page).
+    pub largest_page: usize,
+    pub walked: usize,
 }
 
 impl Default for FakeEtcd {
@@ -93,6 +100,10 @@ impl Default for FakeEtcd {
             max_txn_bytes: 1536 * 1024,
             denied: None,
             calls: BTreeMap::new(),
+            log: Vec::new(),
+            reads: Vec::new(),
+            largest_page: 0,
+            walked: 0,
         }
     }
 }
@@ -102,6 +113,7 @@ impl FakeEtcd {
     /// leases past their TTL expire with their keys.
     fn count(&mut self, what: &'static str) {
         *self.calls.entry(what).or_default() += 1;
+        self.log.push(what);
         let t = now();
         for (id, l) in self.leases.iter_mut() {
             if self.kept_by_twin.contains(id) {
@@ -157,6 +169,17 @@ impl FakeEtcd {
             })
             .collect()
     }
+    /// How many service keys (under `/s/`) and index entries of services (of any host)
+    /// there are.
+    pub fn counts(&self) -> (usize, usize) {
+        let services = self.kv.keys().filter(|k| k.starts_with("/s/")).count();
+        let entries = self
+            .kv
+            .keys()
+            .filter(|k| k.starts_with("/s.index/hosts/") && k.contains("/services/"))
+            .count();
+        (services, entries)
+    }
     /// The lease runs out: it and its keys are gone.
     pub fn expire(&mut self, lease: i64) {
         self.leases.remove(&lease);
@@ -168,11 +191,41 @@ impl FakeEtcd {
 impl Store for FakeEtcd {
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
         self.count("range_prefix");
+        self.reads.push(prefix.to_string());
         Ok((self.under(prefix), self.rev))
+    }
+    fn range_page(
+        &mut self,
+        start: &str,
+        end: &str,
+        limit: usize,
+        _revision: i64,
+    ) -> Result<Page, StoreError> {
+        self.count("range_page");
+        self.reads.push(format!("[{start}, {end})"));
+        let in_range: Vec<Kv> = self
+            .kv
+            .range(start.to_string()..end.to_string())
+            .map(|(k, (v, l, _))| Kv {
+                key: k.clone(),
+                value: v.clone(),
+                lease: *l,
+            })
+            .collect();
+        // etcd 3.4 walks the whole rest of the range for every page.
+        self.walked += in_range.len();
+        let kvs: Vec<Kv> = in_range.iter().take(limit).cloned().collect();
+        self.largest_page = self.largest_page.max(kvs.len());
+        Ok(Page {
+            more: in_range.len() > kvs.len(),
+            kvs,
+            revision: self.rev,
+        })
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");
         self.check_permission(prefixes.iter())?;
+        self.reads.extend(prefixes.iter().cloned());
         Ok(prefixes.iter().flat_map(|p| self.under(p)).collect())
     }
     fn txn(&mut self, compares: &[Compare], requests: &[Request]) -> Result<bool, StoreError> {
@@ -310,18 +363,25 @@ pub fn reconciler(
         internal: false,
         explicit: false,
     };
-    let opts = Options {
+    let mut r = Reconciler::new(docker, etcd, settings, options(host, ttl), |_| {
+        Err("no lookup in tests".into())
+    });
+    r.pause = pause;
+    r
+}
+
+/// The options of [`reconciler`]: keys under `/s`, the index under `/s.index`, claims
+/// released as soon as no service claims them.
+pub fn options(host: &str, ttl: u64) -> Options {
+    Options {
         prefix: "/s".into(),
+        index_prefix: "/s.index".into(),
         hostname: host.into(),
         dry_run: false,
         ttl,
         adopt: true,
         keep_foreign_leases: false,
         exclusive: false,
-    };
-    let mut r = Reconciler::new(docker, etcd, settings, opts, |_| {
-        Err("no lookup in tests".into())
-    });
-    r.pause = pause;
-    r
+        claim_grace: std::time::Duration::ZERO,
+    }
 }

@@ -1,5 +1,5 @@
 //! This host's lease: adopting the one a predecessor left or granting one, dropping it
-//! when etcd lost it, and revoking it (with every key on it) on exit.
+//! when etcd lost it (revoking it on exit is exit.rs's job).
 //!
 //! And this host's identity (`--hostname` under the prefix): one live process holds it,
 //! named by an instance key on its lease. A successor takes it over (and the lease with
@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Outcome, Reconciler, SyncError, Twin};
-use crate::plan::{self, Actual, Desired};
+use super::{Reconciler, SyncError, Twin};
+use crate::plan::Actual;
 use crate::source::Source;
 use crate::store::{Compare, Kv, Request, Store, StoreError};
 
@@ -402,7 +402,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         };
         let root = identity_root(&self.opts.prefix);
         let (ours, rest): (Vec<Kv>, Vec<Kv>) = kvs.into_iter().partition(|kv| kv.key == key);
-        let rest = rest.into_iter().filter(|kv| !kv.key.starts_with(&root));
+        let instances = format!("{root}instance/");
+        let rest = rest
+            .into_iter()
+            .filter(|kv| !kv.key.starts_with(&instances));
         match ours.first() {
             Some(kv) if kv.value == self.identity.id => {}
             Some(kv) => {
@@ -449,26 +452,6 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             // The instance key was on it.
             self.identity.held = false;
         }
-    }
-
-    /// `--deregister-on-exit`: removes this host's services (revokes the lease, or
-    /// deletes the keys when there is none).
-    pub fn deregister_all(&mut self) -> Result<usize, SyncError> {
-        let lease = self.lease();
-        if lease != 0 {
-            // Every key this process wrote (or adopted) is on the lease: one request.
-            if self.writer().revoke(lease)? {
-                log::info!("revoked lease {lease:x}: this host's services are deregistered");
-                self.set_lease(0);
-                crate::metrics::global().lease_revoked();
-            }
-            return Ok(self.seen.desired.len());
-        }
-        let (actual, _) = self.read_prefix()?;
-        let (ops, _) = plan::plan(&Desired::new(), &actual, &self.opts.hostname, None);
-        let mut outcome = Outcome::default();
-        self.writer().apply(&ops, &mut outcome)?;
-        Ok(outcome.applied)
     }
 }
 
@@ -551,11 +534,21 @@ mod tests {
         r.sync().unwrap();
         let old = r.lease();
         r.store.expire(old);
-        assert!(r.store.kv.is_empty());
+        let left: Vec<&str> = r.store.kv.keys().map(String::as_str).collect();
+        assert_eq!(
+            left,
+            ["/s.index/hosts/h/migrated"],
+            "only the marker has no lease"
+        );
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 2);
         assert_ne!(r.lease(), old);
-        assert!(r.store.kv.values().all(|(_, l, _)| *l == r.lease()));
+        assert!(r
+            .store
+            .kv
+            .iter()
+            .filter(|(k, _)| !k.ends_with("/migrated"))
+            .all(|(_, (_, l, _))| *l == r.lease()));
     }
 
     #[test]
@@ -868,7 +861,8 @@ mod tests {
         r.sync().unwrap();
         let old = r.lease();
         r.store.expire(old);
-        assert!(r.store.kv.is_empty());
+        // Only the unleased index marker outlives the lease.
+        assert!(r.store.kv.values().all(|(_, l, _)| *l == 0));
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 2);
         assert_ne!(r.lease(), old);
@@ -903,7 +897,13 @@ mod tests {
                 .map(|(k, (v, _, _))| (k.clone(), v.clone()))
                 .collect();
             assert_eq!(now, keys, "{before} -> {after}: same keys and values");
-            assert!(second.store.kv.values().all(|(_, l, _)| *l == new));
+            // Every leased key (all but the unleased index marker) is on the new lease.
+            assert!(second
+                .store
+                .kv
+                .values()
+                .filter(|(_, l, _)| *l != 0)
+                .all(|(_, l, _)| *l == new));
             assert_eq!(second.sync().unwrap().applied, 0, "then quiet");
         }
     }

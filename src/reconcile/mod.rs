@@ -4,20 +4,23 @@
 //! Every pass recomputes both sides: the desired set from Docker, the actual set from
 //! etcd itself. An in-memory picture of etcd is never trusted over etcd.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::docker::DockerError;
-use crate::plan::Op;
-use crate::service::{Problem, Settings};
+use crate::plan::{ClaimOp, Op};
+use crate::service::{Claim, Problem, Settings};
 use crate::store::StoreError;
 
 mod claims;
 mod event;
+mod exit;
+mod index;
 mod lease;
+mod migrate;
 mod pass;
 mod run;
 mod writer;
@@ -86,6 +89,9 @@ impl From<StoreError> for SyncError {
 pub struct Options {
     /// Key prefix, `/services`.
     pub prefix: String,
+    /// Prefix of the ownership index (`/services.index`; see `index.rs`), never under
+    /// `prefix/`.
+    pub index_prefix: String,
     pub hostname: String,
     /// Plan and record, write nothing (see the writer).
     pub dry_run: bool,
@@ -98,6 +104,9 @@ pub struct Options {
     /// Hold this host's identity and refuse to run beside a live twin (the loop with a
     /// lease does; see `lease.rs`).
     pub exclusive: bool,
+    /// How long a port claim outlives the last service that claimed it (a container
+    /// restarting keeps its port); zero releases it on the first pass that sees it go.
+    pub claim_grace: Duration,
 }
 
 /// What a pass did.
@@ -105,6 +114,8 @@ pub struct Options {
 pub struct Outcome {
     /// A dry run's ops, recorded instead of written (printed by `--dry-run`).
     pub ops: Vec<Op>,
+    /// A dry run's claim ops, recorded instead of written.
+    pub claims: Vec<ClaimOp>,
     pub applied: usize,
     /// Ops that another writer made impossible meanwhile; retried on the next pass.
     pub failed: usize,
@@ -125,9 +136,12 @@ pub struct Reconciler<S, K> {
     /// The lease our keys carry (0: none yet or none at all), shared with the
     /// keepalive thread.
     lease: Arc<AtomicI64>,
-    /// The first pass reads the whole prefix (to adopt and to clean up after a
-    /// predecessor); later passes read only this host's services when a lease allows.
+    /// Set by the first pass that got through: later passes also ask the lease which
+    /// keys are ours (the first adopts a predecessor's lease from the index instead).
     started: bool,
+    /// Claims this host holds but none of its services claims any more, and since when:
+    /// each is released once that is longer ago than the grace period.
+    releasing: BTreeMap<Claim, Instant>,
     /// Problems logged and still present: each is logged once while it persists.
     reported: BTreeSet<Problem>,
     /// Services etcd refused to store, logged and still refused (once while it lasts).
@@ -165,6 +179,7 @@ impl<S, K> Reconciler<S, K> {
             opts,
             lease: Arc::new(AtomicI64::new(0)),
             started: false,
+            releasing: BTreeMap::new(),
             reported: BTreeSet::new(),
             refused: BTreeSet::new(),
             lookup: Some(lookup),

@@ -1,16 +1,37 @@
 //! One pass: read Docker, turn its containers into the desired services, read what
-//! etcd holds, plan the difference, check port claims, write.
+//! etcd holds for this host (its index and directories: O(own services)), plan the
+//! difference, check port claims against the claimants of each port, write.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
-use super::{claims, Outcome, Reconciler, SyncError};
-use crate::plan::{self, Actual, Desired, Op};
-use crate::service::{self, Claim, Container};
+use super::claims::{self, Group};
+use super::index::{Claimant, HostIndex};
+use super::migrate::Legacy;
+use super::{Outcome, Reconciler, SyncError};
+use crate::plan::{self, Actual, ClaimOp, Desired};
+use crate::service::{self, Claim, Container, Problem};
 use crate::source::Source;
-use crate::store::{Kv, Store, StoreError};
+use crate::store::{Kv, Store, StoreError, MAX_TXN_OPS};
 
-/// How often a claim is written again after someone else changed the prefix meanwhile.
+/// How often a claim is written again after another claimant of the port wrote first.
 const CLAIM_TRIES: usize = 5;
+
+/// What a pass read from etcd.
+pub(super) struct Read {
+    /// This host's directories and the wanted ones (which may be another host's).
+    pub actual: Actual,
+    pub index: HostIndex,
+    /// Set when this pass indexes the host: other hosts' claims found by the full read.
+    pub legacy: Option<Vec<Legacy>>,
+}
+
+/// A claim found free, with the read it was judged on.
+struct Free {
+    group: Group,
+    revision: i64,
+    stale: Vec<String>,
+}
 
 impl<S: Source, K: Store> Reconciler<S, K> {
     /// One full pass. Docker is read first: if that fails, etcd is not touched.
@@ -20,43 +41,40 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let (services, mut problems) = service::services(&containers, &self.settings);
         let desired = plan::desired(&services, &self.opts.hostname);
 
-        let (mut actual, revision) = self.read_actual(&desired)?;
-        self.ensure_lease(&actual)?;
-        let (ops, plan_problems) = plan::plan(
-            &desired,
-            &actual,
-            &self.opts.hostname,
-            self.lease_to_write(),
-        );
+        let mut read = self.read_actual(&desired)?;
+        self.ensure_lease(&read.actual)?;
+        let lease = self.lease_to_write();
+        let mut outcome = Outcome::default();
+        if !read.index.migrated {
+            self.index_this_host(&desired, &mut read, lease, &mut outcome)?;
+        }
+        let host = &self.opts.hostname;
+        let (ops, plan_problems) =
+            plan::plan(&desired, &read.actual, &read.index.services, host, lease);
         problems.extend(plan_problems);
 
-        let (ops, claiming) = claims::split(ops, &desired);
-        // Cluster-wide port claims need the whole prefix, but only when a service is
-        // about to claim a port: never on a quiet pass.
-        let revision = match revision {
-            Some(rev) => rev,
-            None if claiming.is_empty() => 0,
-            None => {
-                let (all, rev) = self.read_prefix()?;
-                actual = all;
-                rev
-            }
-        };
-        let (claiming, held) = claims::check(claiming, &actual);
-        crate::metrics::global().planned(&desired, &actual, &self.opts.hostname, held.len());
-        problems.extend(held);
+        let claim_plan = self.plan_claims(&desired, &read, lease);
+        let (ops, groups) = claims::split(ops, &desired, claim_plan.take);
+        let legacy = read.legacy.as_deref().unwrap_or_default();
+        let before = problems.len();
+        let free = self.check_claims(groups, &desired, legacy, &mut problems)?;
+        let held = problems.len() - before;
+        crate::metrics::global().planned(&desired, &read.actual, &self.opts.hostname, held);
         self.report(problems);
-        self.seen.remember(containers, desired);
 
-        let mut outcome = Outcome::default();
         self.writer().apply(&ops, &mut outcome)?;
-        for (op, claim) in claiming {
-            self.apply_claim(op, claim, revision, &mut outcome)?;
+        self.writer().apply_claims(&claim_plan.ops, &mut outcome)?;
+        for f in free {
+            self.take_claim(f, &desired, legacy, &mut outcome)?;
         }
         self.report_refused(std::mem::take(&mut outcome.problems), true);
         self.retire_old_lease()?;
-        // Only a pass that got this far has seen (and moved onto our lease) everything
-        // of ours under the prefix; until then every pass reads the whole prefix.
+        if let Some(legacy) = &read.legacy {
+            self.finish_migration(legacy)?;
+        }
+        self.seen.remember(containers, desired);
+        // The first pass that got this far adopted or granted the lease every key of
+        // ours is on; later passes also ask that lease which keys are ours.
         self.started = true;
         Ok(outcome)
     }
@@ -98,91 +116,249 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         }
     }
 
-    /// Reads what etcd holds for this host. Returns the revision when the whole prefix
-    /// was read (which also shows other hosts' claims).
-    fn read_actual(&mut self, desired: &Desired) -> Result<(Actual, Option<i64>), SyncError> {
-        if self.started && self.lease() != 0 {
-            match self.store.lease_keys(self.lease())? {
-                Some(keys) => {
-                    // Our keys (from the lease) plus every directory we want (which may
-                    // belong to another host): one request, O(own services).
-                    let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
-                    dirs.extend(
-                        keys.iter()
-                            .filter_map(|k| plan::split_key(&self.opts.prefix, k))
-                            .map(|(dir, _)| dir),
-                    );
-                    let mut prefixes: Vec<String> = dirs
-                        .iter()
-                        .map(|d| format!("{}/{d}/", self.opts.prefix))
-                        .collect();
-                    // In the same request: whether this process still holds its identity.
-                    prefixes.extend(self.held_instance_key());
-                    let kvs = if prefixes.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.store.range_prefixes(&prefixes)?
-                    };
-                    let kvs = self.check_identity(kvs)?;
-                    return Ok((self.group(kvs), None));
-                }
-                None => {
-                    crate::metrics::global().lease_lost(self.lease());
-                    log::warn!(
-                        "lease {:x} is gone (expired or revoked); granting a new one and \
-                         registering again",
-                        self.lease()
-                    );
-                    self.set_lease(0);
-                }
-            }
+    /// Reads what etcd holds for this host: its index, the directories the index (and
+    /// the lease) name, and the wanted directories, in one request when nothing is
+    /// stale. (A host without an index yet reads the whole prefix once after this: see
+    /// migrate.rs.)
+    fn read_actual(&mut self, desired: &Desired) -> Result<Read, SyncError> {
+        let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
+        let lease_keys = self.lease_keys()?;
+        let keys = self.opts.keys();
+        // With a lease, its keys show this host's index entries (and directories): the
+        // index itself is read only for the values of its claims, if it has any.
+        let on_lease = lease_keys
+            .as_ref()
+            .map(|k| keys.index_on_lease(k, self.lease(), desired));
+        let mut prefixes = match &on_lease {
+            Some(index) if index.claims.is_empty() => vec![],
+            Some(_) => vec![keys.own_claims()],
+            None => vec![keys.host()],
+        };
+        if let Some(k) = &lease_keys {
+            dirs.extend(k.iter().filter_map(|k| self.dir_of_key(k)));
         }
-        let (actual, rev) = self.read_prefix()?;
-        Ok((actual, Some(rev)))
+        prefixes.extend(dirs.iter().map(|d| keys.dir(d)));
+        // In the same request: whether this process still holds its identity.
+        prefixes.extend(self.held_instance_key());
+        let all = if prefixes.is_empty() {
+            Vec::new()
+        } else {
+            self.store.range_prefixes(&prefixes)?
+        };
+        let all = self.check_identity(all)?;
+        let keys = self.opts.keys();
+        let (index_kvs, kvs): (Vec<Kv>, Vec<Kv>) =
+            all.into_iter().partition(|kv| keys.is_host_key(&kv.key));
+        let read = keys.host_index(&index_kvs);
+        let index = match on_lease {
+            Some(mut index) => {
+                index.claims.retain(|c, _| read.claims.contains_key(c));
+                for (claim, entry) in index.claims.iter_mut() {
+                    entry.value.clone_from(&read.claims[claim].value);
+                }
+                index
+            }
+            None => read,
+        };
+        let mut actual = self.group(kvs);
+        let missing: Vec<String> = index
+            .services
+            .keys()
+            .filter(|d| !dirs.contains(*d))
+            .map(|d| keys.dir(d))
+            .collect();
+        if !missing.is_empty() {
+            let kvs = self.store.range_prefixes(&missing)?;
+            actual.extend(self.group(kvs));
+        }
+        Ok(Read {
+            actual,
+            index,
+            legacy: None,
+        })
     }
 
-    /// Every service under the prefix (all hosts), and the revision of the read.
-    pub(super) fn read_prefix(&mut self) -> Result<(Actual, i64), StoreError> {
-        let (kvs, rev) = self.store.range_prefix(&format!("{}/", self.opts.prefix))?;
-        Ok((self.group(kvs), rev))
+    /// The keys on our lease, once the first pass has adopted or granted it (they show
+    /// a directory of ours whose index entry was deleted by hand). None before that and
+    /// without a lease; a lease found gone is dropped, so a new one is granted.
+    fn lease_keys(&mut self) -> Result<Option<Vec<String>>, StoreError> {
+        if !self.started || self.lease() == 0 {
+            return Ok(None);
+        }
+        let keys = self.store.lease_keys(self.lease())?;
+        if keys.is_none() {
+            crate::metrics::global().lease_lost(self.lease());
+            log::warn!(
+                "lease {:x} is gone (expired or revoked); granting a new one and registering \
+                 again",
+                self.lease()
+            );
+            self.set_lease(0);
+        }
+        Ok(keys)
     }
 
-    fn group(&self, kvs: Vec<Kv>) -> Actual {
+    /// The service directory a key of ours belongs to: a service key, or an index entry.
+    fn dir_of_key(&self, key: &str) -> Option<String> {
+        if let Some(dir) = key.strip_prefix(&self.opts.keys().service("")) {
+            return Some(dir.to_string()).filter(|d| d.contains('/'));
+        }
+        plan::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
+    }
+
+    pub(super) fn group(&self, kvs: Vec<Kv>) -> Actual {
         plan::group(
             &self.opts.prefix,
             kvs.into_iter().map(|kv| (kv.key, kv.value, kv.lease)),
         )
     }
 
-    /// Registers a service that claims a cluster-wide port, in one transaction with the
-    /// check: it only succeeds if nothing under the prefix changed since the read that
-    /// found the port free. On a lost race, reads again and re-checks.
-    fn apply_claim(
+    /// Plans this host's claims, and starts or stops the grace period of each claim it
+    /// holds for a service that no longer claims the port.
+    fn plan_claims(
         &mut self,
-        op: Op,
+        desired: &Desired,
+        read: &Read,
+        lease: Option<i64>,
+    ) -> claims::ClaimPlan {
+        let wanted = claims::wanted(desired, &read.actual, &self.opts.hostname);
+        let recorded = claims::recorded(&read.actual, desired, &self.opts.hostname);
+        let unheld = claims::unheld(&wanted, &recorded, &read.index.claims);
+        self.releasing.retain(|c, _| unheld.contains(c));
+        let now = Instant::now();
+        for c in &unheld {
+            self.releasing.entry(*c).or_insert(now);
+        }
+        claims::plan(&wanted, &read.index.claims, &unheld, lease, |c| {
+            self.expired(c)
+        })
+    }
+
+    /// Whether a claim this host holds for a service that no longer claims it has waited
+    /// out the grace period.
+    fn expired(&self, claim: Claim) -> bool {
+        self.releasing
+            .get(&claim)
+            .is_some_and(|since| since.elapsed() >= self.opts.claim_grace)
+    }
+
+    /// Checks each claim to take against the claimants of its port; a held one becomes
+    /// a problem (its services are not written), a free one is taken after the other
+    /// writes.
+    fn check_claims(
+        &mut self,
+        groups: Vec<Group>,
+        desired: &Desired,
+        legacy: &[Legacy],
+        problems: &mut Vec<Problem>,
+    ) -> Result<Vec<Free>, StoreError> {
+        let mut free = Vec::new();
+        for group in groups {
+            let (verdict, revision) = self.judge_claim(group.claim, &group.name, legacy)?;
+            match verdict.holder {
+                Some(h) => problems.extend(claims::refused(group.claim, desired, &h)),
+                None => free.push(Free {
+                    group,
+                    revision,
+                    stale: verdict.stale,
+                }),
+            }
+        }
+        Ok(free)
+    }
+
+    /// Reads a port's claimants (and the directories of its legacy hints) and judges
+    /// them: O(that port), never the prefix. `legacy`: the claims this pass's full read
+    /// found (while indexing this host), whose hints are not written yet.
+    fn judge_claim(
+        &mut self,
         claim: Claim,
-        mut revision: i64,
+        name: &str,
+        legacy: &[Legacy],
+    ) -> Result<(claims::Verdict, i64), StoreError> {
+        let keys = self.opts.keys();
+        let (kvs, revision) = self.store.range_prefix(&keys.claimants(claim))?;
+        let mut claimants = keys.claimants_of(claim, &kvs);
+        for l in legacy.iter().filter(|l| l.claim == claim) {
+            let key = keys.hint(claim, &l.host, &l.dir);
+            if !kvs.iter().any(|kv| kv.key == key) {
+                claimants.push(Claimant::Hint {
+                    host: l.host.clone(),
+                    dir: l.dir.clone(),
+                    key,
+                });
+            }
+        }
+        let dirs: Vec<String> = claims::to_confirm(&claimants)
+            .iter()
+            .map(|d| keys.dir(d))
+            .collect();
+        let confirmed = if dirs.is_empty() {
+            Actual::new()
+        } else {
+            let kvs = self.store.range_prefixes(&dirs)?;
+            self.group(kvs)
+        };
+        let verdict = claims::judge(
+            &claimants,
+            &confirmed,
+            claim,
+            &self.opts.hostname,
+            name,
+            self.expired(claim),
+        );
+        Ok((verdict, revision))
+    }
+
+    /// Takes a claim found free, with the services that wait for it, in one transaction
+    /// guarded by the read that found it free. On a lost race, reads the port again.
+    fn take_claim(
+        &mut self,
+        mut free: Free,
+        desired: &Desired,
+        legacy: &[Legacy],
         outcome: &mut Outcome,
     ) -> Result<(), SyncError> {
+        let Group { claim, name, ops } = free.group;
+        // Room for the claim's two keys and the stale hints; more ops follow once the
+        // claim is ours.
+        let mut room = MAX_TXN_OPS.saturating_sub(2 + free.stale.len());
+        let fit = ops
+            .iter()
+            .take_while(|op| {
+                let ok = op.size() <= room;
+                room = room.saturating_sub(op.size());
+                ok
+            })
+            .count();
+        let (inside, after) = ops.split_at(fit);
+        let hold = ClaimOp::Hold {
+            claim,
+            name: name.clone(),
+        };
         for _ in 0..CLAIM_TRIES {
-            if self
-                .writer()
-                .apply_unchanged_since(&op, revision, outcome)?
-            {
+            if self.writer().apply_claim_guarded(
+                &hold,
+                inside,
+                free.revision,
+                &free.stale,
+                outcome,
+            )? {
+                self.releasing.remove(&claim);
+                self.writer().apply(after, outcome)?;
                 return Ok(());
             }
-            let (actual, rev) = self.read_prefix()?;
-            if let Some(h) = claims::holder(&actual, op.dir(), claim) {
-                self.report_one(claims::claim_problem(&op, claim, &h));
+            let (verdict, revision) = self.judge_claim(claim, &name, legacy)?;
+            if let Some(h) = verdict.holder {
+                for p in claims::refused(claim, desired, &h) {
+                    self.report_one(p);
+                }
                 return Ok(());
             }
-            revision = rev;
+            (free.revision, free.stale) = (revision, verdict.stale);
         }
-        log::warn!(
-            "{}: the prefix kept changing; retrying on the next pass",
-            op.dir()
-        );
-        outcome.failed += 1;
+        log::warn!("{claim}: its claimants kept changing; retrying on the next pass");
+        outcome.failed += ops.len().max(1);
         Ok(())
     }
 }
@@ -194,23 +370,78 @@ mod tests {
     use super::*;
     use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
 
+    /// Puts a service directory of `host` (no index entry: as an older registrator, or
+    /// a host not yet upgraded, left it).
+    fn legacy_dir(etcd: &mut FakeEtcd, dir: &str, host: &str, extra: &[(&str, &str)]) {
+        let fields = [
+            ("node", host),
+            ("port", "1"),
+            ("address", "x"),
+            ("mode", "tcp"),
+        ];
+        for (k, v) in fields.iter().chain(extra) {
+            etcd.kv
+                .insert(format!("/s/{dir}/{k}"), (v.to_string(), 0, etcd.rev + 1));
+        }
+        etcd.rev += 1;
+    }
+
+    /// A fleet of `hosts` other hosts with three services each.
+    fn fleet(hosts: usize) -> FakeEtcd {
+        let mut etcd = FakeEtcd::default();
+        for h in 0..hosts {
+            for svc in ["api", "db", "web"] {
+                legacy_dir(
+                    &mut etcd,
+                    &format!("{svc}/o{h}:c:80"),
+                    &format!("o{h}"),
+                    &[],
+                );
+            }
+        }
+        etcd
+    }
+
+    fn docker(n: usize) -> FakeDocker {
+        FakeDocker {
+            containers: (1..=n).map(|i| container(i, &[])).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Every read of the whole prefix (its first page) since the counters were cleared.
+    fn whole_prefix_reads(etcd: &FakeEtcd) -> usize {
+        etcd.reads.iter().filter(|p| *p == "[/s/, /s0)").count()
+    }
+
+    /// The keys under a prefix.
+    fn keys_under(etcd: &FakeEtcd, prefix: &str) -> Vec<String> {
+        etcd.kv
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     #[test]
     fn cold_pass_writes_each_service_once_in_few_txns_and_quiet_pass_reads_only_own_keys() {
-        let docker = FakeDocker {
-            containers: (0..100).map(|n| container(n, &[])).collect(),
-            ..Default::default()
-        };
-        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        let mut r = reconciler(docker(100), FakeEtcd::default(), "h", 30);
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 100);
-        // 100 services x 4 keys = 400 puts: 4 txns of at most 128 ops.
-        assert_eq!(r.store.calls["txn"], 4, "{:?}", r.store.calls);
-        assert_eq!(r.store.kv.len(), 400);
+        // 100 services x (4 keys + index entry) = 500 puts: 4 txns of at most 128 ops,
+        // and the marker.
+        assert_eq!(r.store.calls["txn"], 5, "{:?}", r.store.calls);
+        assert_eq!(r.store.kv.len(), 400 + 100 + 1);
         r.store.calls.clear();
+        r.store.reads.clear();
         r.source.lists = 0;
         let out = r.sync().unwrap();
         assert_eq!((out.applied, out.ops.len()), (0, 0));
         assert_eq!(r.source.lists, 1);
+        assert!(
+            r.store.reads.iter().all(|p| p.starts_with("/s/img/h:c")),
+            "the lease shows the index: only the directories are read"
+        );
         let calls: Vec<_> = r.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(
             calls,
@@ -221,11 +452,7 @@ mod tests {
 
     #[test]
     fn docker_down_touches_nothing() {
-        let docker = FakeDocker {
-            containers: vec![container(1, &[])],
-            ..Default::default()
-        };
-        let mut r = reconciler(docker, FakeEtcd::default(), "h", 0);
+        let mut r = reconciler(docker(1), FakeEtcd::default(), "h", 0);
         r.sync().unwrap();
         let before = r.store.kv.clone();
         r.source.down = true;
@@ -236,63 +463,334 @@ mod tests {
     }
 
     #[test]
-    fn claim_is_checked_against_other_hosts_and_lost_races_re_check() {
+    fn another_hosts_services_are_never_changed() {
         let mut etcd = FakeEtcd::default();
-        for (k, v) in [
-            ("external_port", "8080"),
-            ("node", "other"),
-            ("port", "1"),
-            ("address", "x"),
-            ("mode", "tcp"),
-        ] {
-            etcd.kv
-                .insert(format!("/s/theirs/o:1:80/{k}"), (v.into(), 0, 1));
+        legacy_dir(&mut etcd, "img/other:c9:80", "other", &[]);
+        let before = etcd.kv.clone();
+        let mut r = reconciler(FakeDocker::default(), etcd, "h", 0);
+        r.sync().unwrap();
+        r.store.kv.remove("/s.index/hosts/h/migrated");
+        assert_eq!(r.store.kv, before);
+    }
+
+    #[test]
+    fn the_prefix_is_read_once_per_host_then_never_again() {
+        for ttl in [30, 0] {
+            let mut r = reconciler(docker(2), fleet(50), "h", ttl);
+            r.sync().unwrap();
+            assert!(
+                r.store.calls["range_page"] >= 1,
+                "the migration's full read"
+            );
+            assert_eq!(whole_prefix_reads(&r.store), 1);
+            let lease = r.lease();
+            // A restart (graceful or kill -9): a new process on the same etcd.
+            let mut etcd = std::mem::take(&mut r.store);
+            etcd.calls.clear();
+            etcd.reads.clear();
+            let mut r = reconciler(docker(2), etcd, "h", ttl);
+            let out = r.sync().unwrap();
+            assert_eq!(
+                (out.applied, out.failed),
+                (0, 0),
+                "ttl {ttl}: nothing rewritten"
+            );
+            assert_eq!(r.lease(), lease, "ttl {ttl}: the lease is adopted");
+            for _ in 0..3 {
+                r.sync().unwrap();
+            }
+            assert_eq!(
+                whole_prefix_reads(&r.store),
+                0,
+                "ttl {ttl}: {:?}",
+                r.store.reads
+            );
+            assert!(!r.store.calls.contains_key("range_page"));
+            assert!(
+                r.store
+                    .reads
+                    .iter()
+                    .all(|p| p.starts_with("/s.index/hosts/h/") || p.contains("/h:c")),
+                "ttl {ttl}: only this host's index and directories: {:?}",
+                r.store.reads
+            );
         }
-        etcd.rev = 1;
-        let docker = FakeDocker {
-            containers: vec![container(
-                1,
-                &["SERVICE_NAME=mine", "SERVICE_EXTERNAL_PORT=8080"],
-            )],
-            ..Default::default()
-        };
-        let mut r = reconciler(docker, etcd, "h", 0);
+    }
+
+    #[test]
+    fn a_first_start_registers_before_it_reads_the_whole_prefix_and_claims_after() {
+        let mut d = docker(2);
+        d.containers.push(claiming(3, "mine"));
+        let mut r = reconciler(d, fleet(20), "h", 30);
         let out = r.sync().unwrap();
-        assert_eq!(out.applied, 0);
-        assert!(r.reported.iter().any(|p| p
-            .message
-            .contains("external port 8080 is already held by theirs/o:1:80 on host other")));
-        r.store.kv.retain(|k, _| !k.starts_with("/s/theirs/"));
-        assert_eq!(
-            r.sync().unwrap().applied,
-            1,
-            "registers once the holder is gone"
-        );
-        // A stale revision (someone wrote meanwhile) makes the guarded write fail and re-check.
-        let mut o = Outcome::default();
-        let want = r.seen.desired.values().next().unwrap().clone();
-        let op = Op::Register {
-            dir: "mine/x".into(),
-            fields: want.fields,
-            container: "c1".into(),
-        };
-        r.apply_claim(op, want.claim.unwrap(), 0, &mut o).unwrap();
-        assert_eq!(
-            o.applied, 1,
-            "after the re-read shows the port is ours (same name), the write goes through"
+        assert_eq!(out.applied, 3);
+        let at = |what: &str| r.store.log.iter().position(|c| *c == what).unwrap();
+        let writes: Vec<usize> = (0..r.store.log.len())
+            .filter(|&i| r.store.log[i] == "txn")
+            .collect();
+        assert!(writes[0] < at("range_page"), "{:?}", r.store.log);
+        assert!(
+            at("range_prefix") > at("range_page"),
+            "the claim is checked after the full read (which shows legacy claims): {:?}",
+            r.store.log
         );
     }
 
     #[test]
-    fn another_hosts_services_are_never_changed() {
-        let mut etcd = FakeEtcd::default();
-        etcd.kv
-            .insert("/s/img/other:c9:80/node".into(), ("other".into(), 0, 1));
-        etcd.kv
-            .insert("/s/img/other:c9:80/port".into(), ("1".into(), 0, 1));
-        let mut r = reconciler(FakeDocker::default(), etcd, "h", 0);
+    fn migration_indexes_own_services_drops_stale_ones_and_leaves_others() {
+        let mut etcd = fleet(5);
+        legacy_dir(&mut etcd, "img/h:c1:80", "h", &[]);
+        legacy_dir(&mut etcd, "img/h:gone:80", "h", &[]);
+        let others = keys_under(&etcd, "/s/").len() - 8;
+        let mut r = reconciler(docker(1), etcd, "h", 0);
+        let out = r.sync().unwrap();
+        assert_eq!(
+            out.applied, 2,
+            "the stale service deregistered, the live one indexed"
+        );
+        assert_eq!(
+            keys_under(&r.store, "/s.index/"),
+            [
+                "/s.index/hosts/h/migrated",
+                "/s.index/hosts/h/services/img/h:c1:80"
+            ]
+        );
+        assert!(keys_under(&r.store, "/s/img/h:gone:80/").is_empty());
+        assert_eq!(keys_under(&r.store, "/s/").len(), others + 4);
+        r.store.reads.clear();
+        assert_eq!(r.sync().unwrap().applied, 0);
+        assert_eq!(whole_prefix_reads(&r.store), 0);
+    }
+
+    #[test]
+    fn the_index_stays_exact_when_keys_are_deleted_by_hand() {
+        let mut r = reconciler(docker(2), FakeEtcd::default(), "h", 0);
         r.sync().unwrap();
-        assert_eq!(r.store.kv.len(), 2);
-        assert!(!r.store.calls.contains_key("txn"));
+        let entry = "/s.index/hosts/h/services/img/h:c1:80";
+        // An index entry deleted by hand is put again.
+        r.store.kv.remove(entry);
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert!(r.store.kv.contains_key(entry));
+        // A service directory deleted by hand is registered again.
+        r.store.kv.retain(|k, _| !k.starts_with("/s/img/h:c1:80/"));
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert_eq!(keys_under(&r.store, "/s/img/h:c1:80/").len(), 4);
+        // A directory deleted by hand whose container is gone too: its entry goes.
+        r.store.kv.retain(|k, _| !k.starts_with("/s/img/h:c2:80/"));
+        r.source.containers.retain(|c| c.id != "id2");
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert_eq!(
+            keys_under(&r.store, "/s.index/hosts/h/services/"),
+            [entry],
+            "only the live service is indexed"
+        );
+        assert_eq!(r.sync().unwrap().applied, 0, "and it stays so");
+    }
+
+    /// Container `n` claiming external port 8080 as service `name`.
+    fn claiming(n: usize, name: &str) -> Container {
+        container(
+            n,
+            &[
+                &format!("SERVICE_NAME={name}"),
+                "SERVICE_EXTERNAL_PORT=8080",
+            ],
+        )
+    }
+
+    fn refusals(r: &Reconciler<FakeDocker, FakeEtcd>) -> Vec<String> {
+        r.reported.iter().map(|p| p.message.clone()).collect()
+    }
+
+    #[test]
+    fn a_claim_reads_only_its_port_and_refuses_another_name() {
+        let mut etcd = fleet(20);
+        etcd.kv.insert(
+            "/s.index/claims/external_port/8080/other".into(),
+            ("theirs".into(), 0, 1),
+        );
+        let mut r = reconciler(docker(1), etcd, "h", 0);
+        r.sync().unwrap();
+        r.store.reads.clear();
+        r.source.containers.push(claiming(2, "mine"));
+        assert_eq!(r.sync().unwrap().applied, 0);
+        assert_eq!(
+            refusals(&r),
+            [
+                "SERVICE_EXTERNAL_PORT=8080: external port 8080 is already held by service \
+              theirs on host other; mine/h:c2:80 not registered (retried every sync)"
+            ]
+        );
+        assert_eq!(whole_prefix_reads(&r.store), 0, "{:?}", r.store.reads);
+        assert!(r
+            .store
+            .reads
+            .contains(&"/s.index/claims/external_port/8080/".to_string()));
+        // The holder goes: the claim is taken with the service, in one transaction.
+        r.store
+            .kv
+            .remove("/s.index/claims/external_port/8080/other");
+        r.store.calls.clear();
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert_eq!(r.store.calls["txn"], 1);
+        assert_eq!(
+            r.store.kv["/s.index/claims/external_port/8080/h"].0, "mine",
+            "the claim key names the service"
+        );
+        assert!(r
+            .store
+            .kv
+            .contains_key("/s.index/hosts/h/claims/external_port/8080"));
+        // A replica of the same name on another host shares it.
+        let mut other = reconciler(
+            FakeDocker {
+                containers: vec![claiming(3, "mine")],
+                ..Default::default()
+            },
+            std::mem::take(&mut r.store),
+            "h2",
+            0,
+        );
+        assert_eq!(other.sync().unwrap().applied, 1);
+    }
+
+    #[test]
+    fn a_claim_key_deleted_by_hand_is_taken_again() {
+        for ttl in [30, 0] {
+            let mut r = reconciler(docker(0), FakeEtcd::default(), "h", ttl);
+            r.source.containers.push(claiming(1, "mine"));
+            r.sync().unwrap();
+            let claim_key = "/s.index/claims/external_port/8080/h";
+            r.store.kv.remove(claim_key);
+            r.store
+                .kv
+                .remove("/s.index/hosts/h/claims/external_port/8080");
+            r.sync().unwrap();
+            assert!(r.store.kv.contains_key(claim_key), "ttl {ttl}");
+            assert!(r
+                .store
+                .kv
+                .contains_key("/s.index/hosts/h/claims/external_port/8080"));
+        }
+    }
+
+    #[test]
+    fn a_claim_outlives_its_container_for_the_grace_period_only() {
+        let mut r = reconciler(docker(0), FakeEtcd::default(), "h", 30);
+        r.opts.claim_grace = std::time::Duration::from_millis(200);
+        r.source.containers.push(claiming(1, "mine"));
+        assert_eq!(r.sync().unwrap().applied, 1);
+        // The container stops (docker restart): the service goes, the claim stays.
+        r.source.containers.clear();
+        assert_eq!(r.sync().unwrap().applied, 1);
+        let claim_key = "/s.index/claims/external_port/8080/h";
+        assert!(r.store.kv.contains_key(claim_key));
+        // Another host's other service cannot take the port meanwhile.
+        let etcd = std::mem::take(&mut r.store);
+        let mut b = reconciler(
+            FakeDocker {
+                containers: vec![claiming(2, "theirs")],
+                ..Default::default()
+            },
+            etcd,
+            "b",
+            30,
+        );
+        assert_eq!(b.sync().unwrap().applied, 0);
+        assert!(refusals(&b)[0].contains("held by service mine on host h"));
+        // The container is back: registered at once, without a check of the port.
+        r.store = std::mem::take(&mut b.store);
+        r.store.reads.clear();
+        r.source.containers.push(claiming(1, "mine"));
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert!(!r
+            .store
+            .reads
+            .iter()
+            .any(|p| p.starts_with("/s.index/claims/")));
+        // It stops for good: after the grace period the claim is released.
+        r.source.containers.clear();
+        r.sync().unwrap();
+        assert!(r.store.kv.contains_key(claim_key), "not yet");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        r.sync().unwrap();
+        assert!(!r.store.kv.contains_key(claim_key), "released");
+        assert!(keys_under(&r.store, "/s.index/hosts/h/claims/").is_empty());
+        b.store = std::mem::take(&mut r.store);
+        assert_eq!(b.sync().unwrap().applied, 1, "now the other host gets it");
+    }
+
+    #[test]
+    fn a_lost_race_for_a_free_port_reads_it_again_and_gives_up() {
+        let mut a = reconciler(docker(0), FakeEtcd::default(), "a", 0);
+        a.sync().unwrap();
+        a.source.containers.push(claiming(1, "alpha"));
+        // Host a judged the port free at this revision...
+        let desired = plan::desired(&service::services(&a.source.containers, &a.settings).0, "a");
+        let rev = a.store.rev;
+        // ...then host b took it.
+        a.store.kv.insert(
+            "/s.index/claims/external_port/8080/b".into(),
+            ("beta".into(), 0, rev + 1),
+        );
+        a.store.rev += 1;
+        let (dir, want) = desired.iter().next().unwrap();
+        let free = Free {
+            group: Group {
+                claim: Claim::External(8080),
+                name: "alpha".into(),
+                ops: vec![plan::Op::Register {
+                    dir: dir.clone(),
+                    fields: want.fields.clone(),
+                    container: want.container.clone(),
+                }],
+            },
+            revision: rev,
+            stale: vec![],
+        };
+        let mut out = Outcome::default();
+        a.take_claim(free, &desired, &[], &mut out).unwrap();
+        assert_eq!(out.applied, 0);
+        assert!(refusals(&a)[0].contains("held by service beta on host b"));
+        assert!(keys_under(&a.store, "/s/alpha/").is_empty());
+    }
+
+    #[test]
+    fn legacy_claims_of_hosts_not_yet_upgraded_are_respected() {
+        let mut etcd = fleet(3);
+        legacy_dir(
+            &mut etcd,
+            "theirs/old:1:80",
+            "old",
+            &[("external_port", "8080")],
+        );
+        let mut r = reconciler(
+            FakeDocker {
+                containers: vec![claiming(1, "mine")],
+                ..Default::default()
+            },
+            etcd,
+            "h",
+            0,
+        );
+        assert_eq!(r.sync().unwrap().applied, 0);
+        assert!(
+            refusals(&r)[0]
+                .contains("external port 8080 is already held by theirs/old:1:80 on host old"),
+            "{:?}",
+            refusals(&r)
+        );
+        let hint = "/s.index/claims/external_port/8080/old/theirs/old:1:80";
+        assert!(
+            r.store.kv.contains_key(hint),
+            "left as a hint for other hosts"
+        );
+        r.store.reads.clear();
+        assert_eq!(r.sync().unwrap().applied, 0, "still held");
+        assert_eq!(whole_prefix_reads(&r.store), 0);
+        // The old host's service goes: the hint is found stale and dropped, the port taken.
+        r.store.kv.retain(|k, _| !k.starts_with("/s/theirs/"));
+        assert_eq!(r.sync().unwrap().applied, 1);
+        assert!(!r.store.kv.contains_key(hint));
     }
 }

@@ -7,7 +7,7 @@
 //! transaction is written in several, the fields a consumer routes on last.
 
 use super::{Options, Outcome, Reconciler};
-use crate::plan::{Op, OWNER_FIELD};
+use crate::plan::{ClaimOp, Op, OWNER_FIELD};
 use crate::service::Problem;
 use crate::store::{Compare, Request, Store, StoreError, MAX_TXN_OPS};
 
@@ -28,11 +28,14 @@ impl<S, K: Store> Reconciler<S, K> {
     /// A writer that puts keys on the lease in use now.
     pub(super) fn writer(&mut self) -> Writer<'_, K> {
         let lease = self.lease();
-        Writer {
-            store: &mut self.store,
-            opts: &self.opts,
-            lease,
-        }
+        Writer::new(&mut self.store, &self.opts, lease)
+    }
+}
+
+impl<'a, K: Store> Writer<'a, K> {
+    /// A writer to `store` (the reconciler's, or the one `--deregister-on-exit` uses).
+    pub(super) fn new(store: &'a mut K, opts: &'a Options, lease: i64) -> Self {
+        Writer { store, opts, lease }
     }
 }
 
@@ -181,38 +184,95 @@ impl<K: Store> Writer<'_, K> {
         Ok(())
     }
 
-    /// Writes one op only if nothing under the prefix was created or changed after
-    /// `revision` (a port claim checked against that read). Ok(false): something was,
-    /// and the caller checks again.
-    pub(super) fn apply_unchanged_since(
+    /// Takes a port claim: puts the claim's keys together with the ops of the services
+    /// that claim it, in one transaction that only succeeds if no claimant of the port
+    /// was added or changed after `revision` (the read that found the port free) and
+    /// every op's own guard holds. `stale` legacy hints are deleted with it. Ok(false):
+    /// something changed, and the caller checks again.
+    pub(super) fn apply_claim_guarded(
         &mut self,
-        op: &Op,
+        hold: &ClaimOp,
+        ops: &[Op],
         revision: i64,
+        stale: &[String],
         outcome: &mut Outcome,
     ) -> Result<bool, StoreError> {
         if self.opts.dry_run {
-            outcome.ops.push(op.clone());
+            outcome.claims.push(hold.clone());
+            outcome.ops.extend(ops.iter().cloned());
             return Ok(true);
         }
-        let (mut compares, mut requests) = (Vec::new(), Vec::new());
-        self.txn_parts(op, &mut compares, &mut requests);
-        compares.push(Compare::Unchanged {
-            prefix: format!("{}/", self.opts.prefix),
+        let ClaimOp::Hold { claim, .. } = hold else {
+            return Ok(false);
+        };
+        let mut compares = vec![Compare::Unchanged {
+            prefix: self.opts.keys().claimants(*claim),
             revision,
-        });
-        match self.run_txn(&compares, &requests)? {
-            Written::Applied => {}
-            Written::Contested => return Ok(false),
-            // Checking again would not help: this op is the problem.
-            Written::Refused(e) => {
-                refused(op, &e, outcome);
-                return Ok(true);
+        }];
+        let mut requests = claim_requests(hold, self.opts, self.lease);
+        requests.extend(stale.iter().map(|k| Request::Delete { key: k.clone() }));
+        for op in ops {
+            self.txn_parts(op, &mut compares, &mut requests);
+        }
+        if !self.store.txn(&compares, &requests)? {
+            return Ok(false);
+        }
+        log::info!("{hold}");
+        for op in ops {
+            log::info!("{op}");
+        }
+        outcome.applied += ops.len();
+        crate::metrics::global().applied_ops(ops);
+        Ok(true)
+    }
+
+    /// Puts claims again (on a new lease) and releases those whose holder is gone, one
+    /// transaction each; a release only if the claim still names its holder.
+    pub(super) fn apply_claims(
+        &mut self,
+        ops: &[ClaimOp],
+        outcome: &mut Outcome,
+    ) -> Result<(), StoreError> {
+        if self.opts.dry_run {
+            outcome.claims.extend(ops.iter().cloned());
+            return Ok(());
+        }
+        for op in ops {
+            let compares = match op {
+                ClaimOp::Hold { .. } => vec![],
+                ClaimOp::Release { claim, name } => vec![Compare::ValueEquals(
+                    self.opts.keys().own_claim(*claim),
+                    name.clone(),
+                )],
+            };
+            if self
+                .store
+                .txn(&compares, &claim_requests(op, self.opts, self.lease))?
+            {
+                log::info!("{op}");
             }
         }
-        log::info!("{op}");
-        outcome.applied += 1;
-        crate::metrics::global().applied_ops(std::slice::from_ref(op));
-        Ok(true)
+        Ok(())
+    }
+
+    /// Puts keys without a lease (the migration marker, legacy claim hints), in
+    /// batches of etcd's op limit.
+    pub(super) fn put_unleased(&mut self, pairs: &[(String, String)]) -> Result<(), StoreError> {
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        for batch in pairs.chunks(MAX_TXN_OPS) {
+            let requests: Vec<Request> = batch
+                .iter()
+                .map(|(key, value)| Request::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: 0,
+                })
+                .collect();
+            self.store.txn(&[], &requests)?;
+        }
+        Ok(())
     }
 
     /// A new lease of `ttl` seconds; None in a dry run, which grants nothing.
@@ -309,7 +369,8 @@ fn parts(
 }
 
 /// The transaction of one op: a compare on the directory's owner marker (missing for a
-/// new service, this host for one of ours) and its puts and deletes, puts on `lease`.
+/// new service, this host for one of ours), its puts and deletes, puts on `lease`, and
+/// the service's index entry put or deleted with it (so the two never disagree).
 fn txn_parts(
     op: &Op,
     opts: &Options,
@@ -320,17 +381,31 @@ fn txn_parts(
     let key = |dir: &str, field: &str| format!("{}/{dir}/{field}", opts.prefix);
     let owner_key = key(op.dir(), OWNER_FIELD);
     let ours = || Compare::ValueEquals(owner_key.clone(), opts.hostname.clone());
+    let index_key = opts.keys().service(op.dir());
+    let put_index = |container: &str| Request::Put {
+        key: index_key.clone(),
+        value: container.to_string(),
+        lease,
+    };
     match op {
-        Op::Register { dir, fields, .. } => {
+        Op::Register {
+            dir,
+            fields,
+            container,
+        } => {
             compares.push(Compare::Missing(owner_key.clone()));
             requests.extend(fields.iter().map(|(f, v)| Request::Put {
                 key: key(dir, f),
                 value: v.clone(),
                 lease,
             }));
+            requests.push(put_index(container));
         }
         Op::Update {
-            dir, put, delete, ..
+            dir,
+            put,
+            delete,
+            container,
         } => {
             compares.push(ours());
             requests.extend(put.iter().map(|(f, v)| Request::Put {
@@ -339,13 +414,40 @@ fn txn_parts(
                 lease,
             }));
             requests.extend(delete.iter().map(|f| Request::Delete { key: key(dir, f) }));
+            requests.push(put_index(container));
         }
         Op::Deregister { dir } => {
             compares.push(ours());
             requests.push(Request::DeletePrefix {
                 prefix: format!("{}/{dir}/", opts.prefix),
             });
+            requests.push(Request::Delete {
+                key: index_key.clone(),
+            });
         }
+        Op::Unindex { .. } => requests.push(Request::Delete {
+            key: index_key.clone(),
+        }),
+    }
+}
+
+/// The requests of a claim op: this host's claim key and its own record of the claim,
+/// put on `lease` or deleted.
+fn claim_requests(op: &ClaimOp, opts: &Options, lease: i64) -> Vec<Request> {
+    let keys = opts.keys();
+    match op {
+        ClaimOp::Hold { claim, name } => [keys.claim(*claim), keys.own_claim(*claim)]
+            .into_iter()
+            .map(|key| Request::Put {
+                key,
+                value: name.clone(),
+                lease,
+            })
+            .collect(),
+        ClaimOp::Release { claim, .. } => [keys.claim(*claim), keys.own_claim(*claim)]
+            .into_iter()
+            .map(|key| Request::Delete { key })
+            .collect(),
     }
 }
 
@@ -379,12 +481,14 @@ mod tests {
     fn opts(dry_run: bool) -> Options {
         Options {
             prefix: "/s".into(),
+            index_prefix: "/s.index".into(),
             hostname: "h".into(),
             dry_run,
             ttl: 30,
             adopt: true,
             keep_foreign_leases: false,
             exclusive: false,
+            claim_grace: std::time::Duration::ZERO,
         }
     }
 
@@ -415,7 +519,11 @@ mod tests {
                     container: "c".into(),
                 },
                 compares: vec![Compare::Missing("/s/web/a/node".into())],
-                requests: vec![put("/s/web/a/node", "h", 7), put("/s/web/a/port", "80", 7)],
+                requests: vec![
+                    put("/s/web/a/node", "h", 7),
+                    put("/s/web/a/port", "80", 7),
+                    put("/s.index/hosts/h/services/web/a", "c", 7),
+                ],
             },
             Case {
                 name: "update: only if still ours",
@@ -431,16 +539,32 @@ mod tests {
                     Request::Delete {
                         key: "/s/web/a/domains/x".into(),
                     },
+                    put("/s.index/hosts/h/services/web/a", "c", 7),
                 ],
             },
             Case {
-                name: "deregister: the whole directory, only if still ours",
+                name: "deregister: the whole directory and its index entry, only if still ours",
                 op: Op::Deregister {
                     dir: "web/a".into(),
                 },
                 compares: vec![Compare::ValueEquals("/s/web/a/node".into(), "h".into())],
-                requests: vec![Request::DeletePrefix {
-                    prefix: "/s/web/a/".into(),
+                requests: vec![
+                    Request::DeletePrefix {
+                        prefix: "/s/web/a/".into(),
+                    },
+                    Request::Delete {
+                        key: "/s.index/hosts/h/services/web/a".into(),
+                    },
+                ],
+            },
+            Case {
+                name: "unindex: the index entry alone",
+                op: Op::Unindex {
+                    dir: "web/a".into(),
+                },
+                compares: vec![],
+                requests: vec![Request::Delete {
+                    key: "/s.index/hosts/h/services/web/a".into(),
                 }],
             },
         ];
@@ -459,7 +583,8 @@ mod tests {
             fields: (0..n).map(|i| (i.to_string(), String::new())).collect(),
             container: String::new(),
         };
-        let ops = vec![reg(5), reg(5), reg(5), reg(20), reg(1)];
+        // Sizes 5, 5, 5, 21, 2: each op also puts its index entry.
+        let ops = vec![reg(4), reg(4), reg(4), reg(20), reg(1)];
         let sizes: Vec<usize> = batches(&ops, 10).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![2, 1, 1, 1]);
         let many: Vec<Op> = (0..300)
@@ -620,7 +745,11 @@ mod tests {
         assert_eq!((out.applied, out.failed), (0, 0));
         assert_eq!(r.lease(), 0, "no lease granted");
         let calls: Vec<_> = r.store.calls.keys().copied().collect();
-        assert_eq!(calls, ["range_prefix"], "one read, no write");
+        assert_eq!(
+            calls,
+            ["range_page", "range_prefixes"],
+            "reads (the index, then the prefix once, as this host has no index yet), no write"
+        );
         let mut w = r.writer();
         assert_eq!(w.grant(30).unwrap(), None);
         assert!(!w.revoke(1).unwrap());

@@ -142,8 +142,9 @@ pub enum Mode {
     CutBody,
     /// Accept, read, never answer.
     Stall,
-    /// Forward everything except etcd transactions (`POST /v3/kv/txn`), which are cut:
-    /// reads succeed, writes fail.
+    /// Forward everything except etcd transactions that write (`POST /v3/kv/txn` with a
+    /// put or a delete), which are cut: reads succeed (read-only transactions
+    /// included), writes fail.
     CutTxn,
     /// Forward everything except Docker's event stream, which ends at once (an empty
     /// 200), as a proxy in front of Docker that does not stream would.
@@ -411,9 +412,6 @@ impl Inner {
         let classify = *self.classify.lock().unwrap();
         let mut reader = BufReader::with_capacity(64 * 1024, client);
         while let Ok(Some(head)) = read_head(&mut reader) {
-            if cut_txn && head.first_line.starts_with(TXN) {
-                break;
-            }
             if end_events && head.target().contains("/events") {
                 for (kind, n) in classify.map(|c| c(&head, &[])).unwrap_or_default() {
                     self.counter.add(&kind, n);
@@ -424,6 +422,9 @@ impl Inner {
             let Ok((raw_body, body)) = read_body(&mut reader, &head) else {
                 break;
             };
+            if cut_txn && head.first_line.starts_with(TXN) && writes(&body) {
+                break;
+            }
             for (kind, n) in classify.map(|c| c(&head, &body)).unwrap_or_default() {
                 self.counter.add(&kind, n);
             }
@@ -460,6 +461,12 @@ impl Inner {
         }
         client.close();
     }
+}
+
+/// Whether an etcd transaction's body writes (a put or a delete).
+fn writes(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.contains("request_put") || text.contains("request_delete_range")
 }
 
 /// Reads (some of) the request, writes `reply` instead of an answer, closes.

@@ -1,0 +1,694 @@
+//! The fleet section of `make bench` (issue 11): what one host's registrator costs when
+//! the prefix holds a whole fleet. It writes N other hosts x M services straight into
+//! the test etcd (as upgraded hosts leave them: services, index entries and markers),
+//! runs one registrator for a host of 10 containers behind counting proxies, and prints
+//! per phase the requests, the bytes etcd served, the wall time and the peak RSS.
+//!
+//! Like tests/bench.rs, the scenario is an `#[ignore]`d test that tests/bench.sh runs
+//! (`-- --ignored`); it writes a Markdown table to `$BENCH_FLEET_TABLE` (default
+//! target/bench/fleet.md). No figure is a pass/fail check. Knobs: `BENCH_FLEET`, the
+//! fleet sizes as `HOSTSxSERVICES` (default `1000x30,5000x30`); `BENCH_FLEET_BEFORE`, the
+//! path of another registrator binary (an older build) to run the same phases first.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use common::http;
+use common::relay::{docker_kind, etcd_kind, Counter, Counts, Mode, Relay, Upstream};
+use etcd_registrator::etcd::codec::prefix_end;
+
+/// This host's containers.
+const OWN: usize = 10;
+/// Keys of one service of the fleet: address, port, mode, node and one domain.
+const KEYS: usize = 5;
+/// etcd's default `--max-txn-ops`.
+const BATCH: usize = 128;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)")
+    })
+}
+
+fn etcd_addr() -> SocketAddr {
+    let url = env("REG_ETCD");
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
+}
+
+/// The fleet sizes to measure: `(hosts, services per host)`.
+fn sizes() -> Vec<(usize, usize)> {
+    let spec = std::env::var("BENCH_FLEET").unwrap_or_else(|_| "1000x30,5000x30".into());
+    spec.split(',')
+        .filter_map(|s| {
+            let (h, m) = s.trim().split_once('x')?;
+            Some((h.parse().ok()?, m.parse().ok()?))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// etcd, straight through its gateway
+
+fn post(client: &mut http::Client, path: &str, body: &Value) -> Value {
+    let (status, text) = client
+        .post(path, &body.to_string())
+        .unwrap_or_else(|e| panic!("etcd {path}: {e}"));
+    let v: Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("etcd {path}: {e}: {}", String::from_utf8_lossy(&text)));
+    assert_eq!(status, 200, "etcd {path}: {v}");
+    v
+}
+
+fn range_body(prefix: &str) -> Value {
+    json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))})
+}
+
+fn count(prefix: &str) -> u64 {
+    let mut body = range_body(prefix);
+    body["count_only"] = json!(true);
+    let v = post(&mut http::Client::new(etcd_addr()), "/v3/kv/range", &body);
+    v["count"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Deletes every key under `prefix`. A busy etcd may time the request out (HTTP 503)
+/// and still delete: asked again until nothing is left.
+fn delete_prefix(prefix: &str) {
+    for _ in 0..20 {
+        let mut client = http::Client::new(etcd_addr());
+        match client.post("/v3/kv/deleterange", &range_body(prefix).to_string()) {
+            Ok((200, _)) => return,
+            _ if count(prefix) == 0 => return,
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+    eprintln!("bench fleet: could not delete {prefix}");
+}
+
+/// The keys of the fleet's other hosts, as upgraded registrators leave them.
+fn fleet_keys(prefix: &str, index: &str, hosts: usize, services: usize) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(hosts * (services * (KEYS + 1) + 1));
+    for h in 0..hosts {
+        let host = format!("host{h:05}");
+        for s in 0..services {
+            let dir = format!("svc{s:02}/{host}:c{s:02}:80");
+            let domain = format!("svc{s:02}-{host}.example.com");
+            for (k, v) in [
+                ("address", format!("10.{}.{}.{}", h / 256 % 256, h % 256, s)),
+                ("port", format!("{}", 30000 + s)),
+                ("mode", "http".into()),
+                ("node", host.clone()),
+                (&format!("domains/{domain}"), domain.clone()),
+            ] {
+                out.push((format!("{prefix}/{dir}/{k}"), v));
+            }
+            out.push((
+                format!("{index}/hosts/{host}/services/{dir}"),
+                format!("c{s:02}"),
+            ));
+        }
+        out.push((format!("{index}/hosts/{host}/migrated"), "1".into()));
+    }
+    out
+}
+
+/// Writes the fleet in transactions of 128 puts, on 8 connections (etcd commits
+/// concurrent transactions together: one disk sync for many). A busy etcd's "request
+/// timed out" (HTTP 503) is retried.
+fn fill(keys: Vec<(String, String)>) -> Duration {
+    let start = Instant::now();
+    let batches: Vec<&[(String, String)]> = keys.chunks(BATCH).collect();
+    let per = batches.len().div_ceil(8);
+    std::thread::scope(|scope| {
+        for part in batches.chunks(per.max(1)) {
+            scope.spawn(move || {
+                let mut client = http::Client::new(etcd_addr());
+                for batch in part {
+                    let success: Vec<Value> = batch
+                        .iter()
+                        .map(|(k, v)| {
+                            json!({"request_put": {"key": B64.encode(k), "value": B64.encode(v)}})
+                        })
+                        .collect();
+                    let body = json!({"success": success}).to_string();
+                    for attempt in 0.. {
+                        match client.post("/v3/kv/txn", &body) {
+                            Ok((200, _)) => break,
+                            Ok((503, _)) | Err(_) if attempt < 10 => {
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                            Ok((status, text)) => panic!(
+                                "etcd txn: HTTP {status}: {}",
+                                String::from_utf8_lossy(&text)
+                            ),
+                            Err(e) => panic!("etcd txn: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------------------------
+// Docker, through its CLI
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", env("DOCKER_HOST"))
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Containers removed when dropped.
+#[derive(Default)]
+struct Containers(Vec<String>);
+
+impl Containers {
+    fn httpd(&mut self, name: &str, env: &[String]) {
+        let image = env_image();
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--init",
+            "--pull",
+            "never",
+            "--name",
+            name,
+            "-p",
+            "127.0.0.1::80",
+        ]
+        .map(String::from)
+        .to_vec();
+        for e in env {
+            args.push("-e".into());
+            args.push(e.clone());
+        }
+        args.extend([image, "httpd".into(), "-f".into(), "-p".into(), "80".into()]);
+        args.extend(["-h".into(), "/www".into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&refs);
+        self.0.push(name.to_string());
+    }
+}
+
+fn env_image() -> String {
+    env("REG_IMAGE")
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(self.0.iter().map(String::as_str));
+            let _ = Command::new("docker")
+                .args(&args)
+                .env("DOCKER_HOST", env("DOCKER_HOST"))
+                .output();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The registrator under test
+
+struct Reg {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Reg {
+    fn start(bin: &str, docker_host: &str, args: &[&str], tag: &str) -> Reg {
+        let log = std::env::temp_dir().join(format!(
+            "registrator-fleet-{}-{tag}.log",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .env("DOCKER_HOST", docker_host)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn registrator");
+        Reg { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn tail(&self) -> String {
+        let text = self.log();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// VmHWM in KiB: the peak resident set so far.
+    fn peak_kib(&mut self) -> u64 {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            panic!("registrator exited ({s}):\n{}", self.tail());
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn term(&self) {
+        // SAFETY: a signal to the child this bench spawned, by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the exit: its code and how long it took.
+    fn wait(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return (s.code(), start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (None, start.elapsed())
+    }
+}
+
+impl Drop for Reg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Waits until `done` holds and the registrator's etcd traffic has been still for 1.5 s
+/// (a pass is over: a page of the full read comes faster than that); returns when the
+/// last byte before that came.
+fn settle(etcd: &Counter, start: Instant, reg: &mut Reg, done: impl Fn() -> bool) -> Duration {
+    let mut last = etcd.snapshot();
+    let mut changed = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = etcd.snapshot();
+        if now.up != last.up || now.down != last.down {
+            changed = Instant::now();
+            last = now;
+        } else if changed.elapsed() > Duration::from_millis(1500) && done() {
+            return changed - start;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            panic!("no quiet moment within 180 s:\n{}", reg.tail());
+        }
+        reg.peak_kib();
+    }
+}
+
+/// Waits for the Docker list after `after`, i.e. the start of the next pass.
+fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
+    let start = Instant::now();
+    loop {
+        let n = docker.snapshot().get("list");
+        if n > after {
+            return n;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            reg.peak_kib();
+            panic!("no pass within 120 s:\n{}", reg.tail());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// etcd's bytes and requests over `cycles` passes (list to list).
+fn per_pass(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> (Counts, f64) {
+    let n0 = next_list(docker, docker.snapshot().get("list"), reg);
+    let e0 = etcd.snapshot();
+    let mut n = n0;
+    while n < n0 + cycles {
+        n = next_list(docker, n, reg);
+    }
+    (etcd.snapshot().since(&e0), cycles as f64)
+}
+
+// ---------------------------------------------------------------------------------
+// The table
+
+fn kib(bytes: f64) -> String {
+    if bytes >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", bytes / 1024.0 / 1024.0 / 1024.0)
+    } else if bytes >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
+    } else {
+        format!("{:.1} KiB", bytes / 1024.0)
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The requests of a phase: `3 (1 range, 2 txn read)`, per cycle when `cycles` > 1.
+fn requests(c: &Counts, cycles: f64) -> String {
+    let per = |n: u64| {
+        let x = n as f64 / cycles;
+        if (x - x.round()).abs() < 0.05 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.1}")
+        }
+    };
+    let kinds: Vec<String> = c
+        .by_kind
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "put" | "delete"))
+        .map(|(k, &v)| format!("{} {k}", per(v)))
+        .collect();
+    // `put` and `delete` count the operations inside write transactions.
+    let total = c.total() - c.get("put") - c.get("delete");
+    format!("{} ({})", per(total), kinds.join(", "))
+}
+
+struct Table {
+    rows: String,
+}
+
+impl Table {
+    fn row(&mut self, cells: &[&str]) {
+        eprintln!("bench fleet: {}", cells.join(" | "));
+        let _ = writeln!(self.rows, "| {} |", cells.join(" | "));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The scenario
+
+#[test]
+#[ignore]
+fn fleet() {
+    let mut table = Table {
+        rows: String::new(),
+    };
+    for (i, (hosts, services)) in sizes().into_iter().enumerate() {
+        one_fleet(hosts, services, i == 0, &mut table);
+    }
+    let path =
+        std::env::var("BENCH_FLEET_TABLE").unwrap_or_else(|_| "target/bench/fleet.md".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    write!(
+        f,
+        "| fleet (other hosts x services; keys under the prefix) | phase | etcd requests | \
+         bytes from etcd | wall time | peak RSS | target (issue 11) |\n\
+         |---|---|---|---|---|---|---|\n{}",
+        table.rows
+    )
+    .unwrap();
+}
+
+fn one_fleet(hosts: usize, services: usize, first: bool, table: &mut Table) {
+    let tag = format!("{hosts}x{services}");
+    let prefix = format!("/fleet-{}-{tag}", std::process::id());
+    let index = format!("/.registrator/fleet-{}-{tag}", std::process::id());
+    let _cleanup = Cleanup(vec![format!("{prefix}/"), format!("{index}/")]);
+    let keys = fleet_keys(&prefix, &index, hosts, services);
+    let n = keys.len();
+    let took = fill(keys);
+    let under = count(&format!("{prefix}/"));
+    eprintln!("bench fleet: wrote {n} keys ({under} under {prefix}/) in {took:.1?}");
+
+    let mut containers = Containers::default();
+    for i in 0..OWN {
+        let name = format!("fleet-{}-{tag}-{i}", std::process::id());
+        containers.httpd(&name, &[format!("SERVICE_NAME=own{i}")]);
+    }
+    let fleet = Fleet {
+        hosts,
+        prefix: prefix.clone(),
+        index: index.clone(),
+        label: format!("{hosts} x {services} ({under} keys)"),
+    };
+    // The older binary only on the first fleet: on bigger ones each of its passes takes
+    // minutes, which is the point of issue 11 but not worth the wait.
+    match std::env::var("BENCH_FLEET_BEFORE") {
+        Ok(before) if first => fleet.run(&before, "before", table),
+        _ => {}
+    }
+    fleet.run(env!("CARGO_BIN_EXE_registrator"), "now", table);
+    drop(containers);
+}
+
+/// Prefixes deleted when dropped, even when a phase panics.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            delete_prefix(p);
+        }
+    }
+}
+
+/// A fleet written into etcd, and this host's containers running.
+struct Fleet {
+    hosts: usize,
+    prefix: String,
+    index: String,
+    label: String,
+}
+
+/// Keys under `prefix` whose name contains `needle`.
+fn count_with(prefix: &str, needle: &str) -> u64 {
+    let mut body = range_body(prefix);
+    body["keys_only"] = json!(true);
+    let v = post(&mut http::Client::new(etcd_addr()), "/v3/kv/range", &body);
+    v["kvs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| B64.decode(kv["key"].as_str()?).ok())
+        .filter(|k| String::from_utf8_lossy(k).contains(needle))
+        .count() as u64
+}
+
+impl Fleet {
+    /// The phases with registrator binary `bin` as host `fleet-<who>`.
+    fn run(&self, bin: &str, who: &str, table: &mut Table) {
+        let (prefix, index) = (&self.prefix, &self.index);
+        let host = format!("fleet-{who}");
+        let fleet = format!("{}, {who}", self.label);
+        let own_keys = || count_with(&format!("{prefix}/own"), &format!("/{host}:"));
+        let scratch =
+            std::env::temp_dir().join(format!("registrator-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let docker_socket = env("DOCKER_HOST")
+            .strip_prefix("unix://")
+            .map(PathBuf::from)
+            .expect("DOCKER_HOST is a unix socket");
+        let dproxy = Relay::unix(
+            &scratch.join(format!("docker-{who}.sock")),
+            Upstream::Unix(docker_socket.clone()),
+            Mode::Forward,
+        )
+        .counting(docker_kind);
+        let eproxy = Relay::tcp(Upstream::Tcp(etcd_addr()), Mode::Forward).counting(etcd_kind);
+        let (dc, ec) = (dproxy.counter.clone(), eproxy.counter.clone());
+        let uri = format!("etcd://{}{prefix}", eproxy.address);
+        let args = |ttl: &'static str, interval: &'static str, extra: &[&'static str]| {
+            let mut a = vec![
+                "--hostname".to_string(),
+                host.clone(),
+                "--ip".into(),
+                "127.0.0.1".into(),
+                "--explicit".into(),
+                "--ttl".into(),
+                ttl.into(),
+                "--interval".into(),
+                interval.into(),
+            ];
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a.push(uri.clone());
+            a
+        };
+        let start = |a: &[String], tag: &str| {
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            Reg::start(bin, &dproxy.address, &refs, &format!("{who}-{tag}"))
+        };
+        let registered = (OWN * 4) as u64;
+        let mut claim_container = Containers::default();
+        // 1. First start: the one full read of the prefix (migration), and registration.
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let mut reg = start(&args("30", "5", &[]), "first");
+        while own_keys() < registered {
+            assert!(t0.elapsed() < Duration::from_secs(120), "{}", reg.tail());
+            reg.peak_kib();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first_seen = t0.elapsed();
+        // The pass is over when the host is indexed (an older binary has no index).
+        let log = reg.log.clone();
+        let indexed = || {
+            who == "before"
+                || std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("indexed host")
+        };
+        let wall = settle(&ec, t0, &mut reg, indexed);
+        let c = ec.snapshot().since(&e0);
+        table.row(&[
+            &fleet,
+            "first start (migration: the whole prefix once, in pages)",
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!(
+                "{:.2} s (all {OWN} registered after {:.2} s)",
+                wall.as_secs_f64(),
+                first_seen.as_secs_f64()
+            ),
+            &mib(reg.peak_kib()),
+            "peak RSS < 6 MiB, registered within 5 s (before: 27 MB read, 59 MiB RSS)",
+        ]);
+
+        // 2. The quiet cycle.
+        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 3);
+        table.row(&[
+            &fleet,
+            "quiet cycle (per pass, keepalives included)",
+            &requests(&c, cycles),
+            &kib(c.down as f64 / cycles),
+            "-",
+            "-",
+            "~7 KB, as before",
+        ]);
+
+        // 3. A container claims a free port.
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let claim = format!("fleet-{}-{who}-claim", std::process::id());
+        claim_container.httpd(
+            &claim,
+            &[
+                "SERVICE_NAME=ownclaim".into(),
+                "SERVICE_EXTERNAL_PORT=29999".into(),
+            ],
+        );
+        let claim_dir = format!("{prefix}/ownclaim/");
+        let claimed = || count_with(&claim_dir, &format!("/{host}:")) == 5;
+        let wall = settle(&ec, t0, &mut reg, claimed);
+        let c = ec.snapshot().since(&e0);
+        table.row(&[
+            &fleet,
+            "a container claims a free port (its event, the pass that takes the claim)",
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", wall.as_secs_f64()),
+            "-",
+            "< 100 KB (before: 27 MB)",
+        ]);
+
+        // 4. A restart: SIGTERM, a new process adopts the lease from the index.
+        reg.term();
+        reg.wait(Duration::from_secs(5));
+        let e0 = ec.snapshot();
+        let t0 = Instant::now();
+        let mut reg = start(&args("30", "60", &[]), "restart");
+        let wall = settle(&ec, t0, &mut reg, || true);
+        let c = ec.snapshot().since(&e0);
+        let restart_bytes = c.down;
+        let adopted = reg.log().contains("adopted lease");
+        table.row(&[
+            &fleet,
+            &format!(
+                "restart (lease {})",
+                if adopted { "adopted" } else { "NOT adopted" }
+            ),
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", wall.as_secs_f64()),
+            &mib(reg.peak_kib()),
+            "< 100 KB (before: 27 MB)",
+        ]);
+        table.row(&[
+            &fleet,
+            "fleet-wide: every host restarts once (hosts x restart bytes)",
+            "-",
+            &kib((self.hosts + 1) as f64 * restart_bytes as f64),
+            "-",
+            "-",
+            &format!("before: {} x 27 MB", self.hosts + 1),
+        ]);
+
+        // 5. --ttl 0: every pass reads this host's keys only.
+        reg.term();
+        reg.wait(Duration::from_secs(5));
+        let mut reg = start(&args("0", "1", &["--deregister-on-exit"]), "ttl0");
+        next_list(&dc, dc.snapshot().get("list"), &mut reg);
+        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
+        table.row(&[
+            &fleet,
+            "--ttl 0: one pass",
+            &requests(&c, cycles),
+            &kib(c.down as f64 / cycles),
+            "-",
+            &mib(reg.peak_kib()),
+            "< 100 KB (before: 27 MB a pass)",
+        ]);
+
+        // 6. --ttl 0 --deregister-on-exit: SIGTERM.
+        let e0 = ec.snapshot();
+        reg.term();
+        let (code, took) = reg.wait(Duration::from_secs(15));
+        let c = ec.snapshot().since(&e0);
+        // (`own` also covers `ownclaim`.)
+        let left = own_keys() + count(&format!("{index}/hosts/{host}/services/"));
+        table.row(&[
+            &fleet,
+            &format!(
+                "--ttl 0 --deregister-on-exit, SIGTERM: exit {}, {left} keys left",
+                code.map_or("none (killed)".into(), |c| c.to_string())
+            ),
+            &requests(&c, 1.0),
+            &kib(c.down as f64),
+            &format!("{:.2} s", took.as_secs_f64()),
+            "-",
+            "exit 0 within 2 s, nothing left (before: exit 1 after 0.7 s, all left)",
+        ]);
+
+        drop(reg);
+        drop(claim_container);
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+}
