@@ -4,70 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// `etcdctl watch --prefix` recording every event to a file; killed when dropped.
-struct Watch {
-    child: Child,
-    out: std::path::PathBuf,
-}
-
-impl Watch {
-    fn start(prefix: &str) -> Watch {
-        let out = std::env::temp_dir().join(format!("{}.watch", unique("watch")));
-        let child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &etcd_url(), "watch", "--prefix", prefix])
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        Watch { child, out }
-    }
-
-    /// (event type, key) pairs seen so far, in revision order.
-    fn events(&self) -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < lines.len() {
-            let key = || lines.get(i + 1).unwrap_or(&"").to_string();
-            match lines[i] {
-                "PUT" => {
-                    out.push(("PUT".into(), key()));
-                    i += 3;
-                }
-                "DELETE" => {
-                    out.push(("DELETE".into(), key()));
-                    i += 2;
-                }
-                _ => i += 1,
-            }
-        }
-        out
-    }
-
-    fn deletes(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter(|(t, _)| t == "DELETE")
-            .map(|(_, k)| k)
-            .collect()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.out);
-    }
-}
 
 fn etcdctl_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--endpoints".to_string(), etcd_url()];
@@ -419,8 +359,10 @@ fn a_restart_with_a_higher_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
 }
 
 #[test]
-fn without_permission_on_the_instance_key_it_registers_and_says_what_to_grant() {
-    // An etcd user whose role covers exactly `<prefix>/`, as before instance keys.
+fn a_role_on_the_prefix_only_is_refused_with_what_to_grant() {
+    // An etcd user whose role covers exactly `<prefix>/`, as before the ownership index
+    // and the instance keys (both under /.registrator/services/): it must be told what
+    // to grant, and it writes nothing half-way.
     let etcd = Etcd::start_single("nokeyrole", &[]);
     let url = etcd.url();
     let p = "/services";
@@ -447,47 +389,17 @@ fn without_permission_on_the_instance_key_it_registers_and_says_what_to_grant() 
     let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
     let u = format!("etcd://reg:regpw@{}{p}", etcd.endpoint());
     let mut r = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
-    let mine = || {
-        try_etcd_get_at(&url, &root, &format!("{p}/{svc}/"))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| k.contains(&c.name))
-            .count()
+    let said = || {
+        r.log()
+            .contains("grant-permission ROLE --prefix=true readwrite /.registrator/services/")
     };
-    assert!(
-        wait_until(Duration::from_secs(8), || mine() == 4),
-        "{}",
-        r.log()
-    );
-    std::thread::sleep(Duration::from_millis(1500));
-    // (Other tests' containers and a loaded machine add lines of their own.)
-    let warnings = lines_with(&r, "cannot use");
-    assert_eq!(warnings.len(), 1, "{}", r.log());
-    assert!(
-        warnings[0].contains(&format!(
-            "cannot use /.registrator/services/instance/{host}"
-        )) && warnings[0].contains("readwrite on /.registrator/services/"),
-        "{}",
-        warnings[0]
-    );
-    let failed = lines_with(&r, "sync failed");
-    assert!(
-        failed.iter().all(|l| !l.contains("permission")),
-        "{}",
-        r.log()
-    );
-    let refused = lines_with(&r, "another registrator is running");
-    assert!(refused.is_empty(), "{}", r.log());
-    // A graceful restart still takes over without a flap (by watching the lease).
+    assert!(wait_until(Duration::from_secs(8), said), "{}", r.log());
+    let mine = try_etcd_get_at(&url, &root, &format!("{p}/{svc}/"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.contains(&c.name))
+        .count();
+    assert_eq!(mine, 0, "nothing registered without the index: {}", r.log());
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
-    let r2 = Running::start(&["--hostname", &host, "--interval", "1", "--ttl", "4", &u]);
-    assert!(
-        wait_until(Duration::from_secs(6), || r2
-            .log()
-            .contains("adopted lease")),
-        "{}",
-        r2.log()
-    );
-    assert_eq!(mine(), 4);
 }

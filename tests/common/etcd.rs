@@ -180,6 +180,15 @@ impl Watch {
         }
         out
     }
+
+    /// The keys deleted so far, in revision order.
+    pub fn deletes(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|(t, _)| t == "DELETE")
+            .map(|(_, k)| k)
+            .collect()
+    }
 }
 
 impl Drop for Watch {
