@@ -53,6 +53,11 @@ fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// The most wake-ups (mostly Docker events) waiting for the loop. The loop merges what
+/// is queued per container, so this only bounds memory while a pass is slow; when it is
+/// full the event thread waits (Docker keeps the rest of its stream meanwhile).
+const WAKE_QUEUE: usize = 1024;
+
 /// Per-request timeout of the exit's own etcd client: a hung endpoint is left in time to
 /// try the next one before the deadline.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,7 +81,7 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
         None
     };
     let exit_agent = exit_store.as_ref().map(Etcd::agent);
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(WAKE_QUEUE);
     signals::forward(
         tx.clone(),
         move || {

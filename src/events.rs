@@ -5,7 +5,7 @@
 //! fails, it reconnects with backoff (growing until a stream has stayed up for
 //! [`STABLE`]) and wakes the loop for one full sync per reconnect.
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
@@ -21,7 +21,7 @@ pub fn relevant(action: &str) -> bool {
 }
 
 /// Spawns the watcher thread. It ends when the loop's receiver is gone.
-pub fn spawn(host: DockerHost, tx: Sender<Wake>) -> std::io::Result<()> {
+pub fn spawn(host: DockerHost, tx: SyncSender<Wake>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("events".into())
         .spawn(move || watch(host, tx))?;
@@ -36,7 +36,7 @@ struct Closed;
 /// not turn into a hot loop of reconnects and full passes.
 const STABLE: Duration = Duration::from_secs(30);
 
-fn watch(host: DockerHost, tx: Sender<Wake>) {
+fn watch(host: DockerHost, tx: SyncSender<Wake>) {
     let mut docker = Docker::new(&host, Duration::from_secs(10));
     let mut backoff = Backoff::new(
         Duration::from_millis(200),
@@ -82,7 +82,7 @@ fn watch(host: DockerHost, tx: Sender<Wake>) {
 }
 
 /// Sends the stream's relevant events to the loop until the stream breaks; returns why.
-fn forward(mut stream: Events, tx: &Sender<Wake>) -> Result<String, Closed> {
+fn forward(mut stream: Events, tx: &SyncSender<Wake>) -> Result<String, Closed> {
     loop {
         match stream.next_event() {
             Ok(Some(ev)) if relevant(&ev.action) => {

@@ -2,7 +2,7 @@
 //! can hold up a pass) never lets the services expire while the host is alive.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub fn spawn(
     mut store: impl Store + Send + 'static,
     lease: Arc<AtomicI64>,
     ttl: u64,
-    tx: Sender<Wake>,
+    tx: SyncSender<Wake>,
 ) -> std::io::Result<()> {
     let every = Duration::from_secs_f64((ttl as f64 / 3.0).max(0.2));
     // After a failure, retry soon (but not in a tight loop): the lease may be close to

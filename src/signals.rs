@@ -5,7 +5,7 @@
 //! works as PID 1 in a container, where unhandled SIGTERM would be ignored.
 
 use std::io;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use crate::reconcile::Wake;
@@ -72,7 +72,7 @@ fn wait(set: &libc::sigset_t, limit: Option<Duration>) -> Option<libc::c_int> {
 /// second. `interrupt_exit` aborts the exit's own requests (`--deregister-on-exit`):
 /// at [`EXIT_DEADLINE`], or at once on a second signal (which runs both).
 pub fn forward(
-    tx: Sender<Wake>,
+    tx: SyncSender<Wake>,
     interrupt_loop: impl FnOnce() + Send + 'static,
     interrupt_exit: impl FnOnce() + Send + 'static,
 ) -> io::Result<()> {
@@ -84,10 +84,17 @@ pub fn forward(
                 return;
             };
             log::debug!("signal {sig}: shutting down");
-            if tx.send(Wake::Shutdown).is_err() {
+            let start = Instant::now();
+            // The wake-up queue is bounded: should it be full, the send waits for the
+            // loop on a thread of its own, so the timers below still run.
+            let queued = std::thread::Builder::new()
+                .name("signals-send".into())
+                .spawn(move || tx.send(Wake::Shutdown).is_ok());
+            if queued.is_err() {
+                interrupt_loop();
+                interrupt_exit();
                 return;
             }
-            let start = Instant::now();
             let mut second = wait(&set, Some(GRACE));
             log::debug!("interrupting the loop's pending requests, if any");
             interrupt_loop();
