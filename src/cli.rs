@@ -170,8 +170,7 @@ Options:
   --interval SECS        full resync period (default 10)
   --ttl SECS             lease TTL of every key (default 30; 0: no lease;
                          --once writes no lease unless --ttl is given)
-  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s;
-                         a second signal exits at once)
+  --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s)
   --internal             register container IPs and exposed ports
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
@@ -183,8 +182,7 @@ Options:
   --etcd-cert FILE       client certificate (also ?cert=)
   --etcd-key FILE        client key (also ?key=)
   --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
-  --metrics-addr H:P     serve /metrics and /healthz there (off by default; not with
-                         --once or --dry-run)
+  --metrics-addr H:P     serve /metrics and /healthz there (off by default; loop only)
   -h, --help             this help
   -V, --version          version and git commit
 
