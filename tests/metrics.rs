@@ -7,8 +7,9 @@
 //! decides every value; it needs no etcd or Docker. `tests/prometheus.sh` installs
 //! Prometheus when it is missing and starts and stops the server by PID.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -38,14 +39,7 @@ fn free_port() -> u16 {
 
 /// `GET path` from the listener: (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    common::http::get_untrimmed(&addr.to_string(), path)
 }
 
 /// A Prometheus server scraping one target; stopped (by PID) when dropped.

@@ -205,3 +205,16 @@ pub fn get(port: u16, path: &str, host: &str, timeout: Duration) -> Result<(u16,
         .ok_or(format!("no status in {head:?}"))?;
     Ok((status, body.trim().to_string()))
 }
+
+/// One `GET path HTTP/1.1` to a listener of ours at `addr`, read to the end: the status
+/// and the body as sent (untrimmed: `promtool` reads it as a file). Panics on failure.
+pub fn get_untrimmed(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
