@@ -125,14 +125,14 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
             .map_err(|e| format!("could not deregister on exit: {e}"))?;
         log::info!("deregistered this host's services; exiting");
     } else if reconciler.lease() != 0 {
-        // The successor may then take over at once (without this, it first watches
-        // the lease for about TTL/3 to tell a crashed predecessor from a live twin).
+        // The successor may then take over at once (without this, it leaves these
+        // services alone until the lease expires).
         if let Err(e) = reconciler.release() {
             log::warn!("could not mark this host's identity released: {e}");
         }
         log::info!(
             "exiting; services stay registered until lease {:x} expires or the next \
-             registrator adopts it",
+             registrator takes over",
             reconciler.lease()
         );
     } else {

@@ -84,7 +84,7 @@ impl HealthState {
         self.last_success_unix_ms.store(unix, Ordering::Relaxed);
     }
 
-    /// A lease was granted or adopted, or a keepalive of it succeeded.
+    /// A lease was granted, or a keepalive of it succeeded.
     pub fn lease_alive(&self, id: i64) {
         self.lease.store(id, Ordering::Relaxed);
         self.lease_renewed.store(self.stamp(), Ordering::Relaxed);
@@ -134,7 +134,7 @@ impl HealthState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub id: i64,
-    /// When it was last known alive (granted, adopted or kept alive).
+    /// When it was last known alive (granted or kept alive).
     pub renewed: Duration,
     /// The keepalive found it gone and no new lease has been granted yet.
     pub lost: bool,

@@ -208,7 +208,6 @@ pub struct Metrics {
     other_endpoint: EndpointSlot,
     failovers: Counter,
     lease_grants: Counter,
-    lease_adoptions: Counter,
     lease_losses: Counter,
     keepalive_failures: Counter,
     docker_events: Counter,
@@ -244,7 +243,6 @@ impl Metrics {
             other_endpoint: EndpointSlot::new(),
             failovers: Counter::new(),
             lease_grants: Counter::new(),
-            lease_adoptions: Counter::new(),
             lease_losses: Counter::new(),
             keepalive_failures: Counter::new(),
             docker_events: Counter::new(),
@@ -363,12 +361,6 @@ impl Metrics {
     /// A new lease was granted.
     pub fn lease_granted(&self, id: i64) {
         self.lease_grants.inc();
-        self.health.lease_alive(id);
-    }
-
-    /// A predecessor's live lease was taken over.
-    pub fn lease_adopted(&self, id: i64) {
-        self.lease_adoptions.inc();
         self.health.lease_alive(id);
     }
 
@@ -605,11 +597,6 @@ impl Metrics {
             "registrator_lease_grants_total",
             "Leases granted.",
             self.lease_grants.get(),
-        );
-        o.counter(
-            "registrator_lease_adoptions_total",
-            "Live leases taken over from a previous registrator of this host.",
-            self.lease_adoptions.get(),
         );
         o.counter(
             "registrator_lease_losses_total",
@@ -942,7 +929,7 @@ mod tests {
         m.lease_granted(5);
         m.lease_lost(5);
         assert!(!m.verdict().healthy);
-        m.lease_adopted(6);
+        m.lease_granted(6);
         assert!(m.verdict().healthy);
         m.applied(Change::Register);
         m.applied(Change::Register);
@@ -955,9 +942,8 @@ mod tests {
         m.keepalive_failed();
         let t = m.render();
         for (series, want) in [
-            ("registrator_lease_grants_total", "1"),
+            ("registrator_lease_grants_total", "2"),
             ("registrator_lease_losses_total", "1"),
-            ("registrator_lease_adoptions_total", "1"),
             ("registrator_registrations_total", "2"),
             ("registrator_updates_total", "0"),
             ("registrator_deregistrations_total", "1"),

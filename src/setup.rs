@@ -127,7 +127,6 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
         hostname: hostname.to_string(),
         dry_run: config.dry_run,
         ttl,
-        adopt: !config.once,
         keep_foreign_leases: config.once && config.ttl.is_none(),
         exclusive: !config.once && ttl > 0,
         // A single pass has no later pass to release a claim in.
@@ -158,32 +157,32 @@ mod tests {
         struct Case {
             args: &'static [&'static str],
             ttl: u64,
-            adopt: bool,
+            exclusive: bool,
             keep_foreign_leases: bool,
         }
         let cases = [
             Case {
                 args: &["etcd:///s"],
                 ttl: 30,
-                adopt: true,
+                exclusive: true,
                 keep_foreign_leases: false,
             },
             Case {
                 args: &["--ttl", "6", "etcd:///s"],
                 ttl: 6,
-                adopt: true,
+                exclusive: true,
                 keep_foreign_leases: false,
             },
             Case {
                 args: &["--once", "etcd:///s"],
                 ttl: 0,
-                adopt: false,
+                exclusive: false,
                 keep_foreign_leases: true,
             },
             Case {
                 args: &["--once", "--ttl", "20", "etcd:///s"],
                 ttl: 20,
-                adopt: false,
+                exclusive: false,
                 keep_foreign_leases: false,
             },
         ];
@@ -191,8 +190,8 @@ mod tests {
             let c = config(case.args);
             let t = ttl(&c);
             let (settings, opts) = options(&c, "node1", t);
-            let got = (t, opts.adopt, opts.keep_foreign_leases);
-            let want = (case.ttl, case.adopt, case.keep_foreign_leases);
+            let got = (t, opts.exclusive, opts.keep_foreign_leases);
+            let want = (case.ttl, case.exclusive, case.keep_foreign_leases);
             assert_eq!(got, want, "{:?}", case.args);
             assert_eq!((opts.ttl, opts.prefix.as_str()), (t, "/s"));
             assert_eq!(

@@ -16,16 +16,6 @@ pub struct Kv {
     pub lease: i64,
 }
 
-/// One page of a range read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub kvs: Vec<Kv>,
-    /// More keys follow in the range.
-    pub more: bool,
-    /// The revision the page was read at.
-    pub revision: i64,
-}
-
 /// A compare of a txn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
@@ -130,15 +120,6 @@ pub struct LeaseTtl {
 pub trait Store {
     /// Every key under `prefix` and the revision of that read.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError>;
-    /// At most `limit` keys of [`start`, `end`) in key order, read at `revision` (0: the
-    /// latest), so that a huge prefix can be read page by page in bounded memory.
-    fn range_page(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: usize,
-        revision: i64,
-    ) -> Result<Page, StoreError>;
     /// Every key under each of several prefixes, in one request where possible.
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError>;
     /// Runs the requests if every compare holds; Ok(false) when one did not.

@@ -229,7 +229,6 @@ fn a_real_prometheus_scrapes_the_series() {
         ),
         ("registrator_etcd_failovers_total", 1.0),
         ("registrator_lease_grants_total", 1.0),
-        ("registrator_lease_adoptions_total", 0.0),
         ("registrator_lease_losses_total", 0.0),
         ("registrator_docker_event_stream_reconnects_total", 1.0),
         ("registrator_healthy", 1.0),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use ureq::Agent;
 
 use crate::cli::Registry;
-use crate::store::{Compare, Kv, LeaseTtl, Page, Request, Store, StoreError};
+use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError};
 
 pub mod codec;
 mod codes;
@@ -63,6 +63,26 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// One `/kv/range` request with a limit, pinned to `revision` unless it is 0.
+    fn range_page(
+        &mut self,
+        start: &str,
+        end: &str,
+        limit: usize,
+        revision: i64,
+    ) -> Result<wire::Page, StoreError> {
+        let mut body = json!({"key": codec::encode(start), "range_end": codec::encode(end),
+            "limit": limit});
+        if revision > 0 {
+            body["revision"] = json!(revision);
+        }
+        Ok(self
+            .conn
+            .call("range", start, "/kv/range", &body, &wire::range)?)
+    }
+}
+
 impl Store for Etcd {
     /// Every key under `prefix`, read page by page at one revision, and that revision.
     fn range_prefix(&mut self, prefix: &str) -> Result<(Vec<Kv>, i64), StoreError> {
@@ -82,29 +102,6 @@ impl Store for Etcd {
                 return Ok((out, revision));
             }
         }
-    }
-
-    /// One `/kv/range` request with a limit, pinned to `revision` unless it is 0.
-    fn range_page(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: usize,
-        revision: i64,
-    ) -> Result<Page, StoreError> {
-        let mut body = json!({"key": codec::encode(start), "range_end": codec::encode(end),
-            "limit": limit});
-        if revision > 0 {
-            body["revision"] = json!(revision);
-        }
-        let page = self
-            .conn
-            .call("range", start, "/kv/range", &body, &wire::range)?;
-        Ok(Page {
-            kvs: page.kvs,
-            more: page.more,
-            revision: page.revision,
-        })
     }
 
     /// Reads several key prefixes in one transaction: one request, O(their keys).

@@ -304,7 +304,8 @@ pub(crate) fn time_to_live(text: &str) -> Result<Option<LeaseTtl>, DecodeError> 
 /// when it is gone.
 pub(crate) fn lease_keys(text: &str) -> Result<Option<Vec<String>>, DecodeError> {
     let a: TimeToLiveAnswer = parse(text)?;
-    if a.ttl <= 0 {
+    // -1: gone; absent (0): alive in its last second, its keys still there.
+    if a.ttl < 0 {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(a.keys.len());
@@ -465,6 +466,11 @@ mod tests {
         assert_eq!(
             lease_keys(&fixture("lease_timetolive_expired.json")).unwrap(),
             None
+        );
+        assert_eq!(
+            lease_keys(&fixture("lease_timetolive_last_second.json")).unwrap(),
+            Some(vec!["/x".to_string()]),
+            "alive in its last second"
         );
         assert_eq!(
             lease_ttl(&fixture("lease_timetolive.json")).unwrap(),

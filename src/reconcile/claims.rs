@@ -144,70 +144,31 @@ pub(super) fn split(
     (plain, groups)
 }
 
-/// The service directories of legacy hints to read before judging: those of hosts
-/// that have no claim key for the port (a host's own key speaks for it).
-pub(super) fn to_confirm(claimants: &[Claimant]) -> Vec<String> {
-    let hosts: BTreeSet<&str> = claimants
-        .iter()
-        .filter_map(|c| match c {
-            Claimant::Host { host, .. } => Some(host.as_str()),
-            Claimant::Hint { .. } => None,
-        })
-        .collect();
-    claimants
-        .iter()
-        .filter_map(|c| match c {
-            Claimant::Hint { host, dir, .. } if !hosts.contains(host.as_str()) => Some(dir.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Who holds a port against service `name` of host `me`, and the legacy hints found
-/// stale on the way.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Verdict {
-    /// As `service NAME on host HOST` or `DIR on host HOST`; None: the port is free.
-    pub holder: Option<String>,
-    /// Keys of legacy hints whose directory no longer claims the port.
-    pub stale: Vec<String>,
-}
-
-/// Judges a port's claimants for service `name` of host `me`. `confirmed`: the hinted
-/// directories as read now. `mine_expired`: a claim this host holds for another of its
-/// services has waited out its grace period (so it no longer counts).
-pub(super) fn judge(
+/// Who holds a port against service `name` of host `me`, as `service NAME on host
+/// HOST`; None: the port is free. `mine_expired`: a claim this host holds for another
+/// of its services has waited out its grace period (so it no longer counts).
+pub(super) fn holder(
     claimants: &[Claimant],
-    confirmed: &Actual,
-    claim: Claim,
     me: &str,
     name: &str,
     mine_expired: bool,
-) -> Verdict {
-    let to_read = to_confirm(claimants);
-    let mut verdict = Verdict::default();
-    for c in claimants {
-        let holder = match c {
-            Claimant::Host { host, name: n } => (n != name && !(host == me && mine_expired))
-                .then(|| format!("service {n} on host {host}")),
-            Claimant::Hint { host, dir, key } => {
-                if !to_read.contains(dir) {
-                    continue;
-                }
-                let holds = confirmed.get(dir).is_some_and(|s| {
-                    s.owner() == Some(host.as_str()) && Keys::claim_in(&s.fields) == Some(claim)
-                });
-                if !holds {
-                    verdict.stale.push(key.clone());
-                }
-                (holds && service_name(dir) != name).then(|| format!("{dir} on host {host}"))
-            }
-        };
-        if verdict.holder.is_none() {
-            verdict.holder = holder;
-        }
-    }
-    verdict
+) -> Option<String> {
+    claimants
+        .iter()
+        .find(|c| c.name != name && !(c.host == me && mine_expired))
+        .map(|c| format!("service {} on host {}", c.name, c.host))
+}
+
+/// The services of a refused claim that are registered with other values (a recreated
+/// container that claims another port, say): deregistered, so that what stays
+/// routable is never an old registration the log calls "not registered".
+pub(super) fn withdrawn(ops: &[Op]) -> Vec<Op> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Update { dir, .. } => Some(Op::Deregister { dir: dir.clone() }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The `<name>` of a `<name>/<id>` directory.
@@ -420,125 +381,41 @@ mod tests {
     }
 
     #[test]
-    fn judge_table() {
-        let host = |h: &str, n: &str| Claimant::Host {
+    fn holder_table() {
+        let host = |h: &str, n: &str| Claimant {
             host: h.into(),
             name: n.into(),
         };
-        let hint = |h: &str, dir: &str| Claimant::Hint {
-            host: h.into(),
-            dir: dir.into(),
-            key: format!("hint:{dir}"),
-        };
-        struct Case {
-            name: &'static str,
-            claimants: Vec<Claimant>,
-            confirmed: Vec<(&'static str, Stored)>,
-            mine_expired: bool,
-            holder: Option<&'static str>,
-            stale: Vec<&'static str>,
-        }
         let cases = [
-            Case {
-                name: "nobody",
-                claimants: vec![],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: None,
-                stale: vec![],
-            },
-            Case {
-                name: "another service on another host",
-                claimants: vec![host("n2", "web")],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: Some("service web on host n2"),
-                stale: vec![],
-            },
-            Case {
-                name: "a replica of the same service shares the port",
-                claimants: vec![host("n2", "db")],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: None,
-                stale: vec![],
-            },
-            Case {
-                name: "our own other service, within its grace period",
-                claimants: vec![host("me", "web")],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: Some("service web on host me"),
-                stale: vec![],
-            },
-            Case {
-                name: "our own other service, past its grace period",
-                claimants: vec![host("me", "web")],
-                confirmed: vec![],
-                mine_expired: true,
-                holder: None,
-                stale: vec![],
-            },
-            Case {
-                name: "a legacy directory that still claims the port",
-                claimants: vec![hint("old", "web/old:1:80")],
-                confirmed: vec![(
-                    "web/old:1:80",
-                    stored("old", &[("external_port", " 8080\n")]),
-                )],
-                mine_expired: false,
-                holder: Some("web/old:1:80 on host old"),
-                stale: vec![],
-            },
-            Case {
-                name: "a legacy directory that is gone: the hint is stale",
-                claimants: vec![hint("old", "web/old:1:80")],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: None,
-                stale: vec!["hint:web/old:1:80"],
-            },
-            Case {
-                name: "a legacy directory that claims another port: stale",
-                claimants: vec![hint("old", "web/old:1:80")],
-                confirmed: vec![("web/old:1:80", stored("old", &[("external_port", "8081")]))],
-                mine_expired: false,
-                holder: None,
-                stale: vec!["hint:web/old:1:80"],
-            },
-            Case {
-                name: "a legacy replica of the same name",
-                claimants: vec![hint("old", "db/old:1:80")],
-                confirmed: vec![("db/old:1:80", stored("old", &[("external_port", "8080")]))],
-                mine_expired: false,
-                holder: None,
-                stale: vec![],
-            },
-            Case {
-                name: "a hint of a host with a claim key: the key speaks",
-                claimants: vec![host("old", "db"), hint("old", "web/old:1:80")],
-                confirmed: vec![],
-                mine_expired: false,
-                holder: None,
-                stale: vec![],
-            },
+            ("nobody", vec![], false, None),
+            (
+                "another service on another host",
+                vec![host("n2", "web")],
+                false,
+                Some("service web on host n2"),
+            ),
+            (
+                "a replica of the same service shares the port",
+                vec![host("n2", "db")],
+                false,
+                None,
+            ),
+            (
+                "our own other service, within its grace period",
+                vec![host("me", "web")],
+                false,
+                Some("service web on host me"),
+            ),
+            (
+                "our own other service, past its grace period",
+                vec![host("me", "web")],
+                true,
+                None,
+            ),
         ];
-        for case in cases {
-            let confirmed: Actual = case
-                .confirmed
-                .into_iter()
-                .map(|(d, s)| (d.to_string(), s))
-                .collect();
-            let v = judge(
-                &case.claimants,
-                &confirmed,
-                EXT,
-                "me",
-                "db",
-                case.mine_expired,
-            );
-            assert_eq!(v.holder.as_deref(), case.holder, "{}", case.name);
-            assert_eq!(v.stale, case.stale, "{}", case.name);
+        for (name, claimants, mine_expired, want) in cases {
+            let got = holder(&claimants, "me", "db", mine_expired);
+            assert_eq!(got.as_deref(), want, "{name}");
         }
     }
 

@@ -3,7 +3,7 @@
 //! index and directories, so it takes the same few requests on any fleet.
 
 use super::writer::Writer;
-use super::{migrate, Outcome, Reconciler, SyncError};
+use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Actual, ClaimOp, Desired};
 use crate::store::Store;
 
@@ -23,15 +23,11 @@ impl<S, K> Reconciler<S, K> {
         }
         let keys = self.opts.keys();
         let index = keys.host_index(&store.range_prefixes(&[keys.host()])?);
-        let kvs = if index.migrated {
-            let dirs: Vec<String> = index.services.keys().map(|d| keys.dir(d)).collect();
-            if dirs.is_empty() {
-                Vec::new()
-            } else {
-                store.range_prefixes(&dirs)?
-            }
+        let dirs: Vec<String> = index.services.keys().map(|d| keys.dir(d)).collect();
+        let kvs = if dirs.is_empty() {
+            Vec::new()
         } else {
-            migrate::scan(store, &self.opts)?.own
+            store.range_prefixes(&dirs)?
         };
         let actual: Actual = plan::group(
             &self.opts.prefix,
@@ -94,12 +90,8 @@ mod tests {
         let left: Vec<&str> = store.kv.keys().map(String::as_str).collect();
         assert_eq!(
             left,
-            [
-                "/s.index/hosts/h/migrated",
-                "/s/o/other:1:80/node",
-                "/s/o/other:1:80/port"
-            ],
-            "services, index entries and claims are gone; the marker stays"
+            ["/s/o/other:1:80/node", "/s/o/other:1:80/port"],
+            "services, index entries and claims are gone; others' services stay"
         );
         assert!(
             !store.reads.iter().any(|r| r.starts_with("[/s/")),
@@ -117,9 +109,6 @@ mod tests {
         assert_eq!(r.deregister_all(&mut store).unwrap(), 2);
         let calls: Vec<_> = store.calls.keys().copied().collect();
         assert_eq!(calls, ["revoke"]);
-        assert_eq!(
-            store.kv.keys().collect::<Vec<_>>(),
-            ["/s.index/hosts/h/migrated"]
-        );
+        assert!(store.kv.is_empty(), "{:?}", store.kv.keys());
     }
 }

@@ -10,7 +10,7 @@ use super::{Options, Reconciler};
 use crate::docker::DockerError;
 use crate::service::{Binding, Container, Health, Port, Proto, Settings};
 use crate::source::Source;
-use crate::store::{Compare, Kv, LeaseTtl, Page, Request, Store, StoreError, MAX_TXN_OPS};
+use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError, MAX_TXN_OPS};
 
 #[derive(Default)]
 pub struct FakeDocker {
@@ -83,10 +83,6 @@ pub struct FakeEtcd {
     pub log: Vec<&'static str>,
     /// Every prefix read, in order (each prefix of a `range_prefixes` too).
     pub reads: Vec<String>,
-    /// The most keys in one page of `range_page`, and how many keys its pages walked
-    /// in all (etcd 3.4 walks the whole rest of a range for each page).
-    pub largest_page: usize,
-    pub walked: usize,
 }
 
 impl Default for FakeEtcd {
@@ -102,8 +98,6 @@ impl Default for FakeEtcd {
             calls: BTreeMap::new(),
             log: Vec::new(),
             reads: Vec::new(),
-            largest_page: 0,
-            walked: 0,
         }
     }
 }
@@ -193,34 +187,6 @@ impl Store for FakeEtcd {
         self.count("range_prefix");
         self.reads.push(prefix.to_string());
         Ok((self.under(prefix), self.rev))
-    }
-    fn range_page(
-        &mut self,
-        start: &str,
-        end: &str,
-        limit: usize,
-        _revision: i64,
-    ) -> Result<Page, StoreError> {
-        self.count("range_page");
-        self.reads.push(format!("[{start}, {end})"));
-        let in_range: Vec<Kv> = self
-            .kv
-            .range(start.to_string()..end.to_string())
-            .map(|(k, (v, l, _))| Kv {
-                key: k.clone(),
-                value: v.clone(),
-                lease: *l,
-            })
-            .collect();
-        // etcd 3.4 walks the whole rest of the range for every page.
-        self.walked += in_range.len();
-        let kvs: Vec<Kv> = in_range.iter().take(limit).cloned().collect();
-        self.largest_page = self.largest_page.max(kvs.len());
-        Ok(Page {
-            more: in_range.len() > kvs.len(),
-            kvs,
-            revision: self.rev,
-        })
     }
     fn range_prefixes(&mut self, prefixes: &[String]) -> Result<Vec<Kv>, StoreError> {
         self.count("range_prefixes");
@@ -366,7 +332,7 @@ pub fn reconciler(
     let mut r = Reconciler::new(docker, etcd, settings, options(host, ttl), |_| {
         Err("no lookup in tests".into())
     });
-    r.pause = pause;
+    r.clock = now;
     r
 }
 
@@ -379,7 +345,6 @@ pub fn options(host: &str, ttl: u64) -> Options {
         hostname: host.into(),
         dry_run: false,
         ttl,
-        adopt: true,
         keep_foreign_leases: false,
         exclusive: false,
         claim_grace: std::time::Duration::ZERO,

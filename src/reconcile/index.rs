@@ -10,14 +10,12 @@
 //!   host, written and deleted in the same transaction as the service, on its lease.
 //! - `<idx>/hosts/<host>/claims/<field>/<port>` = service name: the host's own port
 //!   claims (so a restart finds a claim whose holder is gone), on the host's lease.
-//! - `<idx>/hosts/<host>/migrated` = format version, no lease: this host's keys are
-//!   indexed (written once, after the one full read of the prefix that indexes them).
 //! - `<idx>/claims/<field>/<port>/<host>` = service name: the claim as other hosts see
 //!   it, one key per (port, host), on the host's lease: a claim check reads one port.
-//! - `<idx>/claims/<field>/<port>/<host>/<name>/<id>` = `legacy`, no lease: a hint that
-//!   the service directory `<name>/<id>` of a host not yet upgraded claimed the port
-//!   when some host last read the whole prefix. A claim check reads the directory to
-//!   confirm it (and drops the hint once it no longer holds).
+//! - `<idx>/instance/<host>` = the process holding the host's identity, on its lease
+//!   (see `identity.rs`).
+//!
+//! A host reads its own keys and nothing else: there is no layout before this one.
 
 use std::collections::BTreeMap;
 
@@ -26,33 +24,21 @@ use crate::plan::{Desired, Entry, Index};
 use crate::service::Claim;
 use crate::store::Kv;
 
-/// The value of the migration marker (the index format version).
-pub(super) const FORMAT: &str = "1";
-/// The value of a legacy claim hint.
-pub(super) const HINT: &str = "legacy";
-
 /// What the index holds for this host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostIndex {
-    /// The marker: this host's keys are indexed.
-    pub migrated: bool,
     /// Service directory -> container name.
     pub services: Index,
     /// Claim -> service name.
     pub claims: BTreeMap<Claim, Entry>,
 }
 
-/// One key under a claim's prefix (`<idx>/claims/<field>/<port>/`).
+/// One key under a claim's prefix (`<idx>/claims/<field>/<port>/<host>`): the host's
+/// service of this name holds the port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claimant {
-    /// A host's claim key: its service of this name holds the port.
-    Host { host: String, name: String },
-    /// A legacy hint: this directory of this host claimed the port (to be confirmed).
-    Hint {
-        host: String,
-        dir: String,
-        key: String,
-    },
+pub struct Claimant {
+    pub host: String,
+    pub name: String,
 }
 
 /// The keys of one host, under one prefix and one index prefix.
@@ -85,11 +71,6 @@ fn claim_of(field: &str, port: &str) -> Option<Claim> {
 }
 
 impl Keys<'_> {
-    /// Every service of every host: `<prefix>/`.
-    pub fn services(&self) -> String {
-        format!("{}/", self.prefix)
-    }
-
     /// A service directory's keys: `<prefix>/<dir>/`.
     pub fn dir(&self, dir: &str) -> String {
         format!("{}/{dir}/", self.prefix)
@@ -98,11 +79,6 @@ impl Keys<'_> {
     /// Everything the index holds for this host: `<idx>/hosts/<host>/`.
     pub fn host(&self) -> String {
         format!("{}/hosts/{}/", self.index, self.host)
-    }
-
-    /// The migration marker.
-    pub fn marker(&self) -> String {
-        format!("{}migrated", self.host())
     }
 
     /// The index key of a service directory of this host.
@@ -130,9 +106,14 @@ impl Keys<'_> {
         format!("{}{}", self.claimants(claim), self.host)
     }
 
-    /// The legacy hint that `host`'s directory `dir` claims the port.
-    pub fn hint(&self, claim: Claim, host: &str, dir: &str) -> String {
-        format!("{}{host}/{dir}", self.claimants(claim))
+    /// The key naming the process that holds this host's identity.
+    pub fn instance(&self) -> String {
+        format!("{}/instance/{}", self.index, self.host)
+    }
+
+    /// Every host's instance key.
+    pub fn instances(&self) -> String {
+        format!("{}/instance/", self.index)
     }
 
     /// Whether `key` is one of this host's index keys (not a service key).
@@ -152,9 +133,7 @@ impl Keys<'_> {
                 value: kv.value.clone(),
                 lease: kv.lease,
             };
-            if rest == "migrated" {
-                index.migrated = true;
-            } else if let Some(dir) = rest.strip_prefix("services/") {
+            if let Some(dir) = rest.strip_prefix("services/") {
                 if crate::plan::split_key("", &format!("/{dir}/x")).is_some() {
                     index.services.insert(dir.to_string(), entry());
                 }
@@ -169,16 +148,12 @@ impl Keys<'_> {
         index
     }
 
-    /// This host's index as the keys on its lease show it (only a host that indexed
-    /// itself has a lease in use). An entry there was written with its service, so it
+    /// This host's index as the keys on its lease show it. An entry there was written with its service, so it
     /// is taken to name the container that service wants; claims have their keys only
     /// (their values need a read of [`Keys::own_claims`]).
     pub fn index_on_lease(&self, keys: &[String], lease: i64, desired: &Desired) -> HostIndex {
         let host = self.host();
-        let mut index = HostIndex {
-            migrated: true,
-            ..HostIndex::default()
-        };
+        let mut index = HostIndex::default();
         for key in keys {
             let Some(rest) = key.strip_prefix(&host) else {
                 continue;
@@ -205,25 +180,16 @@ impl Keys<'_> {
         index
     }
 
-    /// Reads the keys under a claim's prefix (others are ignored).
+    /// Reads the claim keys under a claim's prefix (other keys are ignored).
     pub fn claimants_of(&self, claim: Claim, kvs: &[Kv]) -> Vec<Claimant> {
         let prefix = self.claimants(claim);
         kvs.iter()
             .filter_map(|kv| {
-                let rest = kv.key.strip_prefix(&prefix)?;
-                let mut parts = rest.splitn(2, '/');
-                let host = parts.next().filter(|h| !h.is_empty())?.to_string();
-                match parts.next() {
-                    None => Some(Claimant::Host {
-                        host,
-                        name: kv.value.clone(),
-                    }),
-                    Some(dir) => Some(Claimant::Hint {
-                        host,
-                        dir: dir.to_string(),
-                        key: kv.key.clone(),
-                    }),
-                }
+                let host = kv.key.strip_prefix(&prefix)?;
+                (!host.is_empty() && !host.contains('/')).then(|| Claimant {
+                    host: host.to_string(),
+                    name: kv.value.clone(),
+                })
             })
             .collect()
     }
@@ -258,7 +224,7 @@ mod tests {
         let k = o.keys();
         let ext = Claim::External(8080);
         assert_eq!(k.host(), "/s.index/hosts/h/");
-        assert_eq!(k.marker(), "/s.index/hosts/h/migrated");
+        assert_eq!(k.instance(), "/s.index/instance/h");
         assert_eq!(
             k.service("web/h:c:80"),
             "/s.index/hosts/h/services/web/h:c:80"
@@ -269,21 +235,16 @@ mod tests {
         );
         assert_eq!(k.claimants(ext), "/s.index/claims/external_port/8080/");
         assert_eq!(k.claim(ext), "/s.index/claims/external_port/8080/h");
-        assert_eq!(
-            k.hint(ext, "old", "db/old:c:80"),
-            "/s.index/claims/external_port/8080/old/db/old:c:80"
-        );
         assert!(
-            !k.host().starts_with(&k.services()),
+            !k.host().starts_with("/s/") && !k.instance().starts_with("/s/"),
             "never under the prefix"
         );
     }
 
     #[test]
-    fn host_index_reads_services_claims_and_the_marker_and_nothing_else() {
+    fn host_index_reads_services_and_claims_and_nothing_else() {
         let o = opts();
         let index = o.keys().host_index(&[
-            kv("/s.index/hosts/h/migrated", "1", 0),
             kv("/s.index/hosts/h/services/web/h:c:80", "c", 7),
             kv("/s.index/hosts/h/services/bad", "c", 7),
             kv("/s.index/hosts/h/claims/internal_port/9000", "db", 7),
@@ -291,7 +252,6 @@ mod tests {
             kv("/s.index/hosts/h2/services/web/h2:c:80", "c", 9),
             kv("/s/web/h:c:80/node", "h", 7),
         ]);
-        assert!(index.migrated);
         let services: Vec<&str> = index.services.keys().map(String::as_str).collect();
         assert_eq!(services, ["web/h:c:80"]);
         assert_eq!(index.services["web/h:c:80"].lease, 7);
@@ -302,30 +262,23 @@ mod tests {
     }
 
     #[test]
-    fn claimants_are_host_keys_and_hints() {
+    fn claimants_are_host_keys() {
         let o = opts();
         let ext = Claim::External(80);
         let got = o.keys().claimants_of(
             ext,
             &[
                 kv("/s.index/claims/external_port/80/a", "web", 1),
-                kv("/s.index/claims/external_port/80/b/db/b:c:80", HINT, 0),
+                kv("/s.index/claims/external_port/80/b/db/b:c:80", "legacy", 0),
                 kv("/s.index/claims/external_port/800/c", "x", 1),
             ],
         );
         assert_eq!(
             got,
-            [
-                Claimant::Host {
-                    host: "a".into(),
-                    name: "web".into()
-                },
-                Claimant::Hint {
-                    host: "b".into(),
-                    dir: "db/b:c:80".into(),
-                    key: "/s.index/claims/external_port/80/b/db/b:c:80".into()
-                }
-            ]
+            [Claimant {
+                host: "a".into(),
+                name: "web".into()
+            }]
         );
     }
 }

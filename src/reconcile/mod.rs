@@ -18,9 +18,9 @@ use crate::store::StoreError;
 mod claims;
 mod event;
 mod exit;
+mod identity;
 mod index;
 mod lease;
-mod migrate;
 mod pass;
 mod run;
 mod writer;
@@ -28,7 +28,6 @@ mod writer;
 #[cfg(test)]
 mod fakes;
 
-pub use lease::{identity_root, instance_key};
 pub use run::{Shutdown, Wake};
 
 /// Why a pass changed nothing.
@@ -43,7 +42,7 @@ pub enum SyncError {
 
 /// Another live process registers under this host's name and prefix: two registrators
 /// with one identity delete each other's services, so the one that finds the other
-/// refuses (registers nothing and exits).
+/// refuses (removes what it registered and exits).
 #[derive(Debug)]
 pub struct Twin {
     pub hostname: String,
@@ -60,7 +59,7 @@ impl fmt::Display for SyncError {
             SyncError::Twin(t) => write!(
                 f,
                 "another registrator is running as host {} under {} ({}); this one \
-                 registers nothing and exits: give each registrator its own --hostname \
+                 removes what it registered and exits: give each registrator its own --hostname \
                  (a cloned machine? a binary and a container with one --hostname?)",
                 t.hostname, t.prefix, t.evidence
             ),
@@ -97,12 +96,10 @@ pub struct Options {
     pub dry_run: bool,
     /// Lease TTL in seconds; 0: keys carry no lease.
     pub ttl: u64,
-    /// Take over a predecessor's live lease (the loop does; `--once` does not).
-    pub adopt: bool,
     /// Whether keys already on some other lease are left there (`--once` without `--ttl`).
     pub keep_foreign_leases: bool,
     /// Hold this host's identity and refuse to run beside a live twin (the loop with a
-    /// lease does; see `lease.rs`).
+    /// lease does; see `identity.rs`).
     pub exclusive: bool,
     /// How long a port claim outlives the last service that claimed it (a container
     /// restarting keeps its port); zero releases it on the first pass that sees it go.
@@ -137,7 +134,7 @@ pub struct Reconciler<S, K> {
     /// keepalive thread.
     lease: Arc<AtomicI64>,
     /// Set by the first pass that got through: later passes also ask the lease which
-    /// keys are ours (the first adopts a predecessor's lease from the index instead).
+    /// keys are ours.
     started: bool,
     /// Claims this host holds but none of its services claims any more, and since when:
     /// each is released once that is longer ago than the grace period.
@@ -151,21 +148,18 @@ pub struct Reconciler<S, K> {
     /// What the event fast path knows between passes.
     seen: event::Seen,
     /// This process's instance, and whether it holds the host's identity.
-    identity: Identity,
-    /// A predecessor's lease of another TTL that our keys are moving off; revoked once
+    identity: identity::Identity,
+    /// The lease a predecessor released, which our keys are moving off; revoked once
     /// none is left on it.
     retiring: Option<i64>,
-    /// Sleeps (while watching a predecessor's lease); tests move a fake clock instead.
-    pause: fn(Duration),
+    /// A monotonic clock (for telling a refreshed lease); tests use a fake one.
+    clock: fn() -> Duration,
 }
 
-/// This process's instance ID and whether its instance key holds the identity.
-#[derive(Debug)]
-struct Identity {
-    id: String,
-    held: bool,
-    /// The etcd user may not use the instance key: the lease watch alone tells.
-    keyless: bool,
+/// Time since this process first asked: a monotonic clock.
+fn monotonic() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
 }
 
 impl<S, K> Reconciler<S, K> {
@@ -184,13 +178,9 @@ impl<S, K> Reconciler<S, K> {
             refused: BTreeSet::new(),
             lookup: Some(lookup),
             seen: event::Seen::default(),
-            identity: Identity {
-                id: lease::instance_id(),
-                held: false,
-                keyless: false,
-            },
+            identity: identity::Identity::new(),
             retiring: None,
-            pause: std::thread::sleep,
+            clock: monotonic,
         }
     }
 

@@ -6,10 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::claims::{self, Group};
-use super::index::{Claimant, HostIndex};
-use super::migrate::Legacy;
+use super::index::HostIndex;
 use super::{Outcome, Reconciler, SyncError};
-use crate::plan::{self, Actual, ClaimOp, Desired};
+use crate::plan::{self, Actual, ClaimOp, Desired, Op};
 use crate::service::{self, Claim, Container, Problem};
 use crate::source::Source;
 use crate::store::{Kv, Store, StoreError, MAX_TXN_OPS};
@@ -22,15 +21,12 @@ pub(super) struct Read {
     /// This host's directories and the wanted ones (which may be another host's).
     pub actual: Actual,
     pub index: HostIndex,
-    /// Set when this pass indexes the host: other hosts' claims found by the full read.
-    pub legacy: Option<Vec<Legacy>>,
 }
 
 /// A claim found free, with the read it was judged on.
 struct Free {
     group: Group,
     revision: i64,
-    stale: Vec<String>,
 }
 
 impl<S: Source, K: Store> Reconciler<S, K> {
@@ -39,15 +35,13 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let containers = self.read_containers()?;
         self.resolve_host(&containers);
         let (services, mut problems) = service::services(&containers, &self.settings);
-        let desired = plan::desired(&services, &self.opts.hostname);
+        let mut desired = plan::desired(&services, &self.opts.hostname);
 
         let mut read = self.read_actual(&desired)?;
-        self.ensure_lease(&read.actual)?;
+        self.ensure_lease(&read)?;
+        self.set_aside_others(&mut desired, &mut read);
         let lease = self.lease_to_write();
         let mut outcome = Outcome::default();
-        if !read.index.migrated {
-            self.index_this_host(&desired, &mut read, lease, &mut outcome)?;
-        }
         let host = &self.opts.hostname;
         let (ops, plan_problems) =
             plan::plan(&desired, &read.actual, &read.index.services, host, lease);
@@ -55,23 +49,20 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
         let claim_plan = self.plan_claims(&desired, &read, lease);
         let (ops, groups) = claims::split(ops, &desired, claim_plan.take);
-        let legacy = read.legacy.as_deref().unwrap_or_default();
         let before = problems.len();
-        let free = self.check_claims(groups, &desired, legacy, &mut problems)?;
+        let (free, withdrawn) = self.check_claims(groups, &desired, &mut problems)?;
         let held = problems.len() - before;
         crate::metrics::global().planned(&desired, &read.actual, &self.opts.hostname, held);
         self.report(problems);
 
         self.writer().apply(&ops, &mut outcome)?;
+        self.writer().apply(&withdrawn, &mut outcome)?;
         self.writer().apply_claims(&claim_plan.ops, &mut outcome)?;
         for f in free {
-            self.take_claim(f, &desired, legacy, &mut outcome)?;
+            self.take_claim(f, &desired, &mut outcome)?;
         }
         self.report_refused(std::mem::take(&mut outcome.problems), true);
         self.retire_old_lease()?;
-        if let Some(legacy) = &read.legacy {
-            self.finish_migration(legacy)?;
-        }
         self.seen.remember(containers, desired);
         // The first pass that got this far adopted or granted the lease every key of
         // ours is on; later passes also ask that lease which keys are ours.
@@ -118,8 +109,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 
     /// Reads what etcd holds for this host: its index, the directories the index (and
     /// the lease) name, and the wanted directories, in one request when nothing is
-    /// stale. (A host without an index yet reads the whole prefix once after this: see
-    /// migrate.rs.)
+    /// stale.
     fn read_actual(&mut self, desired: &Desired) -> Result<Read, SyncError> {
         let mut dirs: BTreeSet<String> = desired.keys().cloned().collect();
         let lease_keys = self.lease_keys()?;
@@ -171,11 +161,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             let kvs = self.store.range_prefixes(&missing)?;
             actual.extend(self.group(kvs));
         }
-        Ok(Read {
-            actual,
-            index,
-            legacy: None,
-        })
+        Ok(Read { actual, index })
     }
 
     /// The keys on our lease, once the first pass has adopted or granted it (they show
@@ -243,71 +229,42 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// Checks each claim to take against the claimants of its port; a held one becomes
-    /// a problem (its services are not written), a free one is taken after the other
-    /// writes.
+    /// a problem (its services are not written, and those registered before with
+    /// other values are withdrawn: returned as deregistrations), a free one is taken
+    /// after the other writes.
     fn check_claims(
         &mut self,
         groups: Vec<Group>,
         desired: &Desired,
-        legacy: &[Legacy],
         problems: &mut Vec<Problem>,
-    ) -> Result<Vec<Free>, StoreError> {
+    ) -> Result<(Vec<Free>, Vec<Op>), StoreError> {
         let mut free = Vec::new();
+        let mut withdrawn = Vec::new();
         for group in groups {
-            let (verdict, revision) = self.judge_claim(group.claim, &group.name, legacy)?;
-            match verdict.holder {
-                Some(h) => problems.extend(claims::refused(group.claim, desired, &h)),
-                None => free.push(Free {
-                    group,
-                    revision,
-                    stale: verdict.stale,
-                }),
+            let (holder, revision) = self.judge_claim(group.claim, &group.name)?;
+            match holder {
+                Some(h) => {
+                    problems.extend(claims::refused(group.claim, desired, &h));
+                    withdrawn.extend(claims::withdrawn(&group.ops));
+                }
+                None => free.push(Free { group, revision }),
             }
         }
-        Ok(free)
+        Ok((free, withdrawn))
     }
 
-    /// Reads a port's claimants (and the directories of its legacy hints) and judges
-    /// them: O(that port), never the prefix. `legacy`: the claims this pass's full read
-    /// found (while indexing this host), whose hints are not written yet.
+    /// Reads a port's claimants and tells who holds it against service `name` (None:
+    /// free), with the revision of that read: O(that port), never the prefix.
     fn judge_claim(
         &mut self,
         claim: Claim,
         name: &str,
-        legacy: &[Legacy],
-    ) -> Result<(claims::Verdict, i64), StoreError> {
+    ) -> Result<(Option<String>, i64), StoreError> {
         let keys = self.opts.keys();
         let (kvs, revision) = self.store.range_prefix(&keys.claimants(claim))?;
-        let mut claimants = keys.claimants_of(claim, &kvs);
-        for l in legacy.iter().filter(|l| l.claim == claim) {
-            let key = keys.hint(claim, &l.host, &l.dir);
-            if !kvs.iter().any(|kv| kv.key == key) {
-                claimants.push(Claimant::Hint {
-                    host: l.host.clone(),
-                    dir: l.dir.clone(),
-                    key,
-                });
-            }
-        }
-        let dirs: Vec<String> = claims::to_confirm(&claimants)
-            .iter()
-            .map(|d| keys.dir(d))
-            .collect();
-        let confirmed = if dirs.is_empty() {
-            Actual::new()
-        } else {
-            let kvs = self.store.range_prefixes(&dirs)?;
-            self.group(kvs)
-        };
-        let verdict = claims::judge(
-            &claimants,
-            &confirmed,
-            claim,
-            &self.opts.hostname,
-            name,
-            self.expired(claim),
-        );
-        Ok((verdict, revision))
+        let claimants = keys.claimants_of(claim, &kvs);
+        let holder = claims::holder(&claimants, &self.opts.hostname, name, self.expired(claim));
+        Ok((holder, revision))
     }
 
     /// Takes a claim found free, with the services that wait for it, in one transaction
@@ -316,13 +273,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         &mut self,
         mut free: Free,
         desired: &Desired,
-        legacy: &[Legacy],
         outcome: &mut Outcome,
     ) -> Result<(), SyncError> {
         let Group { claim, name, ops } = free.group;
-        // Room for the claim's two keys and the stale hints; more ops follow once the
-        // claim is ours.
-        let mut room = MAX_TXN_OPS.saturating_sub(2 + free.stale.len());
+        // Room for the claim's two keys, whatever else the port's prefix holds; more ops
+        // follow once the claim is ours.
+        let mut room = MAX_TXN_OPS - 2;
         let fit = ops
             .iter()
             .take_while(|op| {
@@ -337,25 +293,23 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             name: name.clone(),
         };
         for _ in 0..CLAIM_TRIES {
-            if self.writer().apply_claim_guarded(
-                &hold,
-                inside,
-                free.revision,
-                &free.stale,
-                outcome,
-            )? {
+            if self
+                .writer()
+                .apply_claim_guarded(&hold, inside, free.revision, outcome)?
+            {
                 self.releasing.remove(&claim);
                 self.writer().apply(after, outcome)?;
                 return Ok(());
             }
-            let (verdict, revision) = self.judge_claim(claim, &name, legacy)?;
-            if let Some(h) = verdict.holder {
+            let (holder, revision) = self.judge_claim(claim, &name)?;
+            if let Some(h) = holder {
                 for p in claims::refused(claim, desired, &h) {
                     self.report_one(p);
                 }
+                self.writer().apply(&claims::withdrawn(&ops), outcome)?;
                 return Ok(());
             }
-            (free.revision, free.stale) = (revision, verdict.stale);
+            free.revision = revision;
         }
         log::warn!("{claim}: its claimants kept changing; retrying on the next pass");
         outcome.failed += ops.len().max(1);
@@ -428,10 +382,9 @@ mod tests {
         let mut r = reconciler(docker(100), FakeEtcd::default(), "h", 30);
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 100);
-        // 100 services x (4 keys + index entry) = 500 puts: 4 txns of at most 128 ops,
-        // and the marker.
-        assert_eq!(r.store.calls["txn"], 5, "{:?}", r.store.calls);
-        assert_eq!(r.store.kv.len(), 400 + 100 + 1);
+        // 100 services x (4 keys + index entry) = 500 puts: 4 txns of at most 128 ops.
+        assert_eq!(r.store.calls["txn"], 4, "{:?}", r.store.calls);
+        assert_eq!(r.store.kv.len(), 400 + 100);
         r.store.calls.clear();
         r.store.reads.clear();
         r.source.lists = 0;
@@ -469,97 +422,7 @@ mod tests {
         let before = etcd.kv.clone();
         let mut r = reconciler(FakeDocker::default(), etcd, "h", 0);
         r.sync().unwrap();
-        r.store.kv.remove("/s.index/hosts/h/migrated");
         assert_eq!(r.store.kv, before);
-    }
-
-    #[test]
-    fn the_prefix_is_read_once_per_host_then_never_again() {
-        for ttl in [30, 0] {
-            let mut r = reconciler(docker(2), fleet(50), "h", ttl);
-            r.sync().unwrap();
-            assert!(
-                r.store.calls["range_page"] >= 1,
-                "the migration's full read"
-            );
-            assert_eq!(whole_prefix_reads(&r.store), 1);
-            let lease = r.lease();
-            // A restart (graceful or kill -9): a new process on the same etcd.
-            let mut etcd = std::mem::take(&mut r.store);
-            etcd.calls.clear();
-            etcd.reads.clear();
-            let mut r = reconciler(docker(2), etcd, "h", ttl);
-            let out = r.sync().unwrap();
-            assert_eq!(
-                (out.applied, out.failed),
-                (0, 0),
-                "ttl {ttl}: nothing rewritten"
-            );
-            assert_eq!(r.lease(), lease, "ttl {ttl}: the lease is adopted");
-            for _ in 0..3 {
-                r.sync().unwrap();
-            }
-            assert_eq!(
-                whole_prefix_reads(&r.store),
-                0,
-                "ttl {ttl}: {:?}",
-                r.store.reads
-            );
-            assert!(!r.store.calls.contains_key("range_page"));
-            assert!(
-                r.store
-                    .reads
-                    .iter()
-                    .all(|p| p.starts_with("/s.index/hosts/h/") || p.contains("/h:c")),
-                "ttl {ttl}: only this host's index and directories: {:?}",
-                r.store.reads
-            );
-        }
-    }
-
-    #[test]
-    fn a_first_start_registers_before_it_reads_the_whole_prefix_and_claims_after() {
-        let mut d = docker(2);
-        d.containers.push(claiming(3, "mine"));
-        let mut r = reconciler(d, fleet(20), "h", 30);
-        let out = r.sync().unwrap();
-        assert_eq!(out.applied, 3);
-        let at = |what: &str| r.store.log.iter().position(|c| *c == what).unwrap();
-        let writes: Vec<usize> = (0..r.store.log.len())
-            .filter(|&i| r.store.log[i] == "txn")
-            .collect();
-        assert!(writes[0] < at("range_page"), "{:?}", r.store.log);
-        assert!(
-            at("range_prefix") > at("range_page"),
-            "the claim is checked after the full read (which shows legacy claims): {:?}",
-            r.store.log
-        );
-    }
-
-    #[test]
-    fn migration_indexes_own_services_drops_stale_ones_and_leaves_others() {
-        let mut etcd = fleet(5);
-        legacy_dir(&mut etcd, "img/h:c1:80", "h", &[]);
-        legacy_dir(&mut etcd, "img/h:gone:80", "h", &[]);
-        let others = keys_under(&etcd, "/s/").len() - 8;
-        let mut r = reconciler(docker(1), etcd, "h", 0);
-        let out = r.sync().unwrap();
-        assert_eq!(
-            out.applied, 2,
-            "the stale service deregistered, the live one indexed"
-        );
-        assert_eq!(
-            keys_under(&r.store, "/s.index/"),
-            [
-                "/s.index/hosts/h/migrated",
-                "/s.index/hosts/h/services/img/h:c1:80"
-            ]
-        );
-        assert!(keys_under(&r.store, "/s/img/h:gone:80/").is_empty());
-        assert_eq!(keys_under(&r.store, "/s/").len(), others + 4);
-        r.store.reads.clear();
-        assert_eq!(r.sync().unwrap().applied, 0);
-        assert_eq!(whole_prefix_reads(&r.store), 0);
     }
 
     #[test]
@@ -746,51 +609,82 @@ mod tests {
                 }],
             },
             revision: rev,
-            stale: vec![],
         };
         let mut out = Outcome::default();
-        a.take_claim(free, &desired, &[], &mut out).unwrap();
+        a.take_claim(free, &desired, &mut out).unwrap();
         assert_eq!(out.applied, 0);
         assert!(refusals(&a)[0].contains("held by service beta on host b"));
         assert!(keys_under(&a.store, "/s/alpha/").is_empty());
     }
 
     #[test]
-    fn legacy_claims_of_hosts_not_yet_upgraded_are_respected() {
-        let mut etcd = fleet(3);
-        legacy_dir(
-            &mut etcd,
-            "theirs/old:1:80",
-            "old",
-            &[("external_port", "8080")],
-        );
-        let mut r = reconciler(
-            FakeDocker {
-                containers: vec![claiming(1, "mine")],
-                ..Default::default()
-            },
-            etcd,
-            "h",
-            0,
-        );
-        assert_eq!(r.sync().unwrap().applied, 0);
+    fn a_claim_prefix_full_of_other_keys_costs_one_compare() {
+        let mut etcd = FakeEtcd::default();
+        for h in 0..300 {
+            // Replicas of hosts long gone (--ttl 0), and keys of no known shape.
+            let port = "/s.index/claims/external_port/8080";
+            etcd.kv
+                .insert(format!("{port}/gone{h}"), ("mine".into(), 0, 1));
+            etcd.kv.insert(
+                format!("{port}/old{h}/theirs/old{h}:1:80"),
+                ("legacy".into(), 0, 1),
+            );
+        }
+        etcd.rev = 1;
+        let d = FakeDocker {
+            containers: vec![claiming(1, "mine")],
+            ..Default::default()
+        };
+        let mut r = reconciler(d, etcd, "h", 0);
+        assert_eq!(r.sync().unwrap().applied, 1, "{:?}", refusals(&r));
+        assert!(r
+            .store
+            .kv
+            .contains_key("/s.index/claims/external_port/8080/h"));
+    }
+
+    #[test]
+    fn a_first_start_reads_only_this_hosts_keys() {
+        let mut d = docker(2);
+        d.containers.push(claiming(3, "mine"));
+        let mut r = reconciler(d, fleet(50), "h", 0);
+        assert_eq!(r.sync().unwrap().applied, 3);
         assert!(
-            refusals(&r)[0]
-                .contains("external port 8080 is already held by theirs/old:1:80 on host old"),
-            "{:?}",
-            refusals(&r)
+            r.store
+                .reads
+                .iter()
+                .all(|p| p.starts_with("/s.index/hosts/h/")
+                    || p.contains("/h:c")
+                    || p.starts_with("/s.index/claims/external_port/8080/")),
+            "only this host's index, directories and claimed ports: {:?}",
+            r.store.reads
         );
-        let hint = "/s.index/claims/external_port/8080/old/theirs/old:1:80";
+    }
+
+    #[test]
+    fn a_refused_claim_withdraws_the_old_registration_of_its_service() {
+        let mut a = reconciler(docker(0), FakeEtcd::default(), "a", 0);
+        let mut c = claiming(1, "alpha");
+        a.source.containers.push(c.clone());
+        assert_eq!(a.sync().unwrap().applied, 1);
+        // Host b holds 9090; the container is recreated claiming it.
+        a.store.kv.insert(
+            "/s.index/claims/external_port/9090/b".into(),
+            ("beta".into(), 0, a.store.rev + 1),
+        );
+        a.store.rev += 1;
+        for e in c.env.iter_mut() {
+            if e.starts_with("SERVICE_EXTERNAL_PORT=") {
+                *e = "SERVICE_EXTERNAL_PORT=9090".into();
+            }
+        }
+        a.source.containers = vec![c];
+        a.sync().unwrap();
+        assert!(refusals(&a)[0].contains("held by service beta on host b"));
         assert!(
-            r.store.kv.contains_key(hint),
-            "left as a hint for other hosts"
+            keys_under(&a.store, "/s/alpha/").is_empty(),
+            "the old registration is gone: {:?}",
+            keys_under(&a.store, "/s/")
         );
-        r.store.reads.clear();
-        assert_eq!(r.sync().unwrap().applied, 0, "still held");
-        assert_eq!(whole_prefix_reads(&r.store), 0);
-        // The old host's service goes: the hint is found stale and dropped, the port taken.
-        r.store.kv.retain(|k, _| !k.starts_with("/s/theirs/"));
-        assert_eq!(r.sync().unwrap().applied, 1);
-        assert!(!r.store.kv.contains_key(hint));
     }
 }

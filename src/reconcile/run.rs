@@ -27,6 +27,10 @@ pub enum Wake {
 #[derive(Debug)]
 pub struct Shutdown;
 
+/// How soon a pass runs again after another writer contested some of its ops (a
+/// process that lost a race for a directory of this host's takes it back quickly).
+const CONTESTED_RETRY: Duration = Duration::from_secs(1);
+
 /// How long after an event burst the confirming full pass runs.
 const EVENT_SETTLE: Duration = Duration::from_millis(100);
 
@@ -45,15 +49,25 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             Duration::from_secs(5),
             log::Level::Error,
         );
+        // Ops that another writer contested are retried soon, then less and less often.
+        let mut contested = Backoff::new(CONTESTED_RETRY, interval, log::Level::Debug);
         loop {
             if Instant::now() >= next_sync {
                 let started = Instant::now();
                 let result = self.sync();
                 crate::metrics::global().pass_result(&result, started.elapsed());
                 let wait = match result {
-                    Ok(_) => {
+                    Ok(outcome) => {
                         backoff.recovered("sync succeeded again");
-                        interval
+                        let mut wait = interval;
+                        if outcome.failed > 0 {
+                            contested.failed("ops contested".into());
+                            wait = contested.delay();
+                        } else {
+                            contested.reset();
+                        }
+                        // Sooner while another process's lease is waited out.
+                        self.settling().map_or(wait, |s| s.min(wait))
                     }
                     Err(e @ SyncError::Twin(_)) => return Err(e),
                     Err(e) => {

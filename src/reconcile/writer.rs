@@ -187,14 +187,13 @@ impl<K: Store> Writer<'_, K> {
     /// Takes a port claim: puts the claim's keys together with the ops of the services
     /// that claim it, in one transaction that only succeeds if no claimant of the port
     /// was added or changed after `revision` (the read that found the port free) and
-    /// every op's own guard holds. `stale` legacy hints are deleted with it. Ok(false):
-    /// something changed, and the caller checks again.
+    /// every op's own guard holds: one compare on the port's prefix, whatever it holds.
+    /// Ok(false): something changed, and the caller checks again.
     pub(super) fn apply_claim_guarded(
         &mut self,
         hold: &ClaimOp,
         ops: &[Op],
         revision: i64,
-        stale: &[String],
         outcome: &mut Outcome,
     ) -> Result<bool, StoreError> {
         if self.opts.dry_run {
@@ -210,7 +209,6 @@ impl<K: Store> Writer<'_, K> {
             revision,
         }];
         let mut requests = claim_requests(hold, self.opts, self.lease);
-        requests.extend(stale.iter().map(|k| Request::Delete { key: k.clone() }));
         for op in ops {
             self.txn_parts(op, &mut compares, &mut requests);
         }
@@ -255,24 +253,17 @@ impl<K: Store> Writer<'_, K> {
         Ok(())
     }
 
-    /// Puts keys without a lease (the migration marker, legacy claim hints), in
-    /// batches of etcd's op limit.
-    pub(super) fn put_unleased(&mut self, pairs: &[(String, String)]) -> Result<(), StoreError> {
+    /// One transaction of the caller's own (the instance key); a dry run writes
+    /// nothing and reports it applied.
+    pub(super) fn txn(
+        &mut self,
+        compares: &[Compare],
+        requests: &[Request],
+    ) -> Result<bool, StoreError> {
         if self.opts.dry_run {
-            return Ok(());
+            return Ok(true);
         }
-        for batch in pairs.chunks(MAX_TXN_OPS) {
-            let requests: Vec<Request> = batch
-                .iter()
-                .map(|(key, value)| Request::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    lease: 0,
-                })
-                .collect();
-            self.store.txn(&[], &requests)?;
-        }
-        Ok(())
+        self.store.txn(compares, requests)
     }
 
     /// A new lease of `ttl` seconds; None in a dry run, which grants nothing.
@@ -485,7 +476,6 @@ mod tests {
             hostname: "h".into(),
             dry_run,
             ttl: 30,
-            adopt: true,
             keep_foreign_leases: false,
             exclusive: false,
             claim_grace: std::time::Duration::ZERO,
@@ -747,8 +737,8 @@ mod tests {
         let calls: Vec<_> = r.store.calls.keys().copied().collect();
         assert_eq!(
             calls,
-            ["range_page", "range_prefixes"],
-            "reads (the index, then the prefix once, as this host has no index yet), no write"
+            ["range_prefixes"],
+            "one read (this host's index and wanted directories), no write"
         );
         let mut w = r.writer();
         assert_eq!(w.grant(30).unwrap(), None);
