@@ -874,7 +874,8 @@ impl ImageConfig {
 fn configured_image(configured: &str, id: &str) -> String {
     let given = configured.strip_prefix("sha256:").unwrap_or(configured);
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    if given.is_empty() || given.bytes().all(|b| b.is_ascii_hexdigit()) && hex.starts_with(given) {
+    // Also true for an empty `given`: then the ID is all there is.
+    if hex.starts_with(given) {
         id.to_string()
     } else {
         configured.to_string()
