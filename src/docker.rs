@@ -124,6 +124,8 @@ pub struct Event {
 /// Static configuration of a container, cached by ID.
 #[derive(Debug, Clone)]
 struct Static {
+    /// The image as the container was created from it ([`configured_image`]).
+    image: String,
     env: Vec<String>,
     exposed: Vec<Port>,
     created: (i64, u32),
@@ -657,8 +659,6 @@ struct ListEntry {
     #[serde(default)]
     names: Vec<String>,
     #[serde(default)]
-    image: String,
-    #[serde(default)]
     ports: Vec<ListPort>,
     #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
@@ -744,7 +744,8 @@ impl ListEntry {
                 .first()
                 .map(|n| n.trim_start_matches('/').to_string())
                 .unwrap_or_else(|| self.id[..12.min(self.id.len())].to_string()),
-            image: self.image.clone(),
+            // Not the list's `Image`: that turns into the image ID once the tag moves.
+            image: s.image.clone(),
             created: s.created,
             running: self.state == "running" || self.state == "paused",
             paused: self.state == "paused",
@@ -866,6 +867,21 @@ impl ImageConfig {
     }
 }
 
+/// The image a container was created from, as its configuration names it
+/// (`Config.Image`, `local/app:1`): it stays when the tag moves to another image. A
+/// container created from an image ID (`sha256:...`, or a prefix of the hex digits)
+/// gets the full ID `id`, which names no service.
+fn configured_image(configured: &str, id: &str) -> String {
+    let given = configured.strip_prefix("sha256:").unwrap_or(configured);
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    // Also true for an empty `given`: then the ID is all there is.
+    if hex.starts_with(given) {
+        id.to_string()
+    } else {
+        configured.to_string()
+    }
+}
+
 /// The ports named by the keys of an `ExposedPorts`/`PortBindings` map (`80/tcp`).
 fn port_keys(map: Option<&BTreeMap<String, serde_json::Value>>) -> Vec<Port> {
     map.into_iter()
@@ -902,6 +918,7 @@ impl Inspect {
             }
         }
         Static {
+            image: configured_image(&self.config.image, &self.image),
             env: self.config.env.clone().unwrap_or_default(),
             exposed,
             created: parse_time(&self.created),
@@ -939,7 +956,7 @@ impl Inspect {
         Container {
             id: self.id.clone(),
             name: self.name.trim_start_matches('/').to_string(),
-            image: self.config.image.clone(),
+            image: s.image.clone(),
             created: s.created,
             running: self.state.running,
             paused: self.state.paused,
@@ -983,6 +1000,27 @@ mod tests {
                     .sort_by(|a, b| (a.port, &a.host_ip).cmp(&(b.port, &b.host_ip)));
             }
             assert_eq!(from_list, from_inspect, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_image_as_configured_or_its_id() {
+        let id = "sha256:0dee4c1501b61f460285a553e319b6a54ce84dc680648f9003f749f1813a86da";
+        for (configured, want) in [
+            ("local/app:1", "local/app:1"),
+            (
+                "localhost/local/busybox:latest",
+                "localhost/local/busybox:latest",
+            ),
+            ("0dee4c1501b6", id),
+            ("0dee", id),
+            (id, id),
+            ("sha256:0dee4c", id),
+            ("", id),
+            // Hex digits that are not this image's ID are a name.
+            ("cafe", "cafe"),
+        ] {
+            assert_eq!(configured_image(configured, id), want, "{configured}");
         }
     }
 

@@ -403,6 +403,11 @@ fn build(
     several: bool,
 ) -> Result<Service, String> {
     let p = cand.port.number;
+    if let (None, Some(short)) = (meta.get(p, "NAME"), image_id(&c.image)) {
+        return Err(format!(
+            "created from image ID {short}, not an image name: set SERVICE_NAME to register it"
+        ));
+    }
     let (name, name_var) = match meta.get(p, "NAME") {
         Some((var, v)) if several && !meta.has_specific(p, "NAME") => (format!("{v}-{p}"), var),
         Some((var, v)) => (v.to_string(), var),
@@ -593,6 +598,14 @@ fn valid_domain(d: &str) -> bool {
         })
 }
 
+/// The short ID (12 hex digits) when `image` is an image ID (`sha256:<hex>`), which
+/// names no service: a container created from an ID, not a name.
+fn image_id(image: &str) -> Option<&str> {
+    let hex = image.strip_prefix("sha256:")?;
+    (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| &hex[..hex.len().min(12)])
+}
+
 /// The image's base name: no registry, path, tag or digest.
 /// `registry:5000/team/nginx:1.25` -> `nginx`.
 pub fn image_base(image: &str) -> &str {
@@ -663,6 +676,22 @@ mod tests {
         ] {
             assert_eq!(image_base(image), base, "{image}");
         }
+    }
+
+    #[test]
+    fn an_image_id_names_no_service() {
+        let id = "sha256:0dee4c1501b61f460285a553e319b6a54ce84dc680648f9003f749f1813a86da";
+        let bound = [(80, "tcp", "0.0.0.0", 32768)];
+        let mut c = container("x", &[], &bound);
+        c.image = id.into();
+        let e = one(c).unwrap_err();
+        assert!(
+            e.contains("image ID 0dee4c1501b6") && e.contains("set SERVICE_NAME"),
+            "{e}"
+        );
+        let mut c = container("x", &["SERVICE_80_NAME=web"], &bound);
+        c.image = id.into();
+        assert_eq!(one(c).unwrap().name, "web");
     }
 
     #[test]

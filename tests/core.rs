@@ -502,3 +502,105 @@ fn internal_registers_the_container_address_and_port() {
         Some("80")
     );
 }
+
+/// An image tag of the shared dockerd, removed when dropped.
+struct Tag(String);
+
+impl Drop for Tag {
+    fn drop(&mut self) {
+        let _ = Cli::shared().output(&["rmi", "-f", &self.0]);
+    }
+}
+
+/// The full passes a loop serving `/metrics` at `addr` has made (every outcome).
+fn passes(addr: &str) -> u64 {
+    let (_, body) = common::http::get_untrimmed(addr, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("registrator_passes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Docker only: a tag moved to another image (a `docker compose pull`) makes dockerd's
+/// list name the running container's image by its ID; the name still comes from the
+/// image the container was created from. A container created from an image ID has no
+/// image name: it needs `SERVICE_NAME`, and says so once.
+#[test]
+fn a_moved_image_tag_keeps_the_name_and_an_image_id_needs_service_name() {
+    let p = prefix("movedtag");
+    let host = unique("node");
+    let app = unique("app");
+    let tag = Tag(format!("local/{app}:1"));
+    docker(&["tag", &image(), &tag.0]);
+    let id = docker(&["image", "inspect", "-f", "{{.Id}}", &image()]);
+    let run = |name: &str, from: &str, env: &[&str]| {
+        let args: Vec<String> = httpd_args(name, 80, env)
+            .into_iter()
+            .map(|a| if a == image() { from.to_string() } else { a })
+            .collect();
+        Container::adopt(Engine::Docker, name, docker_with(&["run", "-d"], &args))
+    };
+    let c = run(&unique("c"), &tag.0, &[]);
+    let bare = run(&unique("bare"), &id["sha256:".len()..][..12], &[]);
+    let named = run(&unique("named"), &id, &["SERVICE_NAME=named"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut r = Running::start(&[
+        "--hostname",
+        &host,
+        "--interval",
+        "0.5",
+        "--metrics-addr",
+        &metrics,
+        &uri(&p),
+    ]);
+    let want = service_keys("", &host, &app, &c.name, c.host_port(80));
+    assert!(
+        wait_until(Duration::from_secs(10), || keys_with(&p, &c.name) == want
+            && keys_with(&p, &named.name).len() == 4),
+        "{:?}\n{}",
+        etcd_get(&p),
+        r.log()
+    );
+
+    // Move the tag to a new image; the list now shows the old one by its ID.
+    docker(&["commit", "--pause=false", &c.name, &tag.0]);
+    let listed = docker(&[
+        "ps",
+        "--no-trunc",
+        "-f",
+        &format!("id={}", c.id),
+        "--format",
+        "{{.Image}}",
+    ]);
+    assert!(
+        !listed.contains(&app),
+        "the list still names the tag: {listed}"
+    );
+    let seen = passes(&metrics);
+    assert!(
+        wait_until(Duration::from_secs(10), || passes(&metrics) >= seen + 2),
+        "no full pass: {}",
+        r.log()
+    );
+    let all = etcd_get(&p);
+    assert_eq!(keys_with(&p, &c.name), want, "{all:?}\n{}", r.log());
+    assert!(
+        !all.keys().any(|k| k.contains("sha256")),
+        "{all:?}\n{}",
+        r.log()
+    );
+    assert_eq!(keys_with(&p, &named.name).len(), 4, "{all:?}");
+    assert!(keys_with(&p, &bare.name).is_empty(), "{all:?}");
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(5));
+    let log = r.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&bare.name)).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&format!("container {}", bare.name))
+            && lines[0].contains("image ID")
+            && lines[0].contains("SERVICE_NAME"),
+        "{}",
+        lines[0]
+    );
+}

@@ -1,12 +1,13 @@
 //! The etcd client against real etcd processes of the test's own: several endpoints,
 //! TLS (server verification, client certificates, certificate errors in words),
-//! password authentication (URI, environment, file; never logged), token expiry and
-//! permission errors. Containers come from the shared test dockerd.
+//! password authentication (URI, environment, file; never logged), token expiry, JWT
+//! tokens outdated by an auth change, and permission errors. Containers come from the
+//! shared test dockerd.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
@@ -504,6 +505,57 @@ fn expired_auth_token_is_renewed_without_failing_a_sync() {
     r.signal(libc::SIGTERM);
     r.wait(Duration::from_secs(2));
     assert!(!r.log().contains(&pw));
+}
+
+#[test]
+fn jwt_token_outdated_by_an_auth_change_is_renewed() {
+    // FACTS: with JWT tokens, any auth change (a user added, a role granted) makes every
+    // older token fail with "revision of auth store is old" (HTTP 400, code 3); the
+    // tokens themselves live 10 minutes here.
+    let keys = TempDir::new("jwt");
+    run(Command::new("sh").current_dir(&keys.0).arg("-ec").arg(
+        "openssl genrsa -out jwt.key 2048 2>/dev/null
+         openssl rsa -in jwt.key -pubout -out jwt.pub 2>/dev/null",
+    ));
+    let token = format!(
+        "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+        keys.file("jwt.pub"),
+        keys.file("jwt.key")
+    );
+    let (etcd, pw) = auth_etcd(&["--auth-token", &token]);
+    let (p, host, svc) = (
+        format!("/allowed/{}", unique("jwt")),
+        unique("node"),
+        unique("svc"),
+    );
+    let uri = format!("etcd://reg:{pw}@{}{p}", etcd.endpoint());
+    let mut r = Running::start(&["--hostname", &host, "--interval", "1", &uri]);
+    let root = ["--user", "root:rootpw"];
+    let changes: [&[&str]; 3] = [
+        &[],
+        &["user", "add", "other:other-pw"],
+        &["role", "grant-permission", "regrole", "read", "/elsewhere/"],
+    ];
+    for change in changes {
+        if !change.is_empty() {
+            etcdctl(&etcd.url(), &root, change);
+        }
+        let c = Container::httpd(&unique("c"), 80, &[&format!("SERVICE_NAME={svc}")]);
+        let want = expect(&p, &host, &svc, &c);
+        assert!(
+            wait_until(Duration::from_secs(10), || only(
+                etcd_get_at(&etcd.url(), &root, &p),
+                &c.name
+            ) == want),
+            "not registered after {change:?}:\n{}",
+            r.log()
+        );
+    }
+    r.signal(libc::SIGTERM);
+    r.wait(Duration::from_secs(2));
+    let log = r.log();
+    assert!(!log.contains("sync failed"), "{log}");
+    assert!(!log.contains(&pw));
 }
 
 #[test]

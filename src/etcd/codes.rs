@@ -10,7 +10,8 @@ pub(crate) enum Code {
     Ok,
     Cancelled,
     Unknown,
-    /// 3: bad JSON, base64 or enum; "user name is empty"; "authentication failed".
+    /// 3: bad JSON, base64 or enum; "user name is empty"; "authentication failed";
+    /// "revision of auth store is old" (a JWT token issued before an auth change).
     InvalidArgument,
     DeadlineExceeded,
     /// 5: "requested lease not found".

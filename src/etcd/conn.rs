@@ -95,7 +95,8 @@ impl Conn {
 
     /// POSTs `body` to `path` (under the gateway prefix) and reads the answer with
     /// `read`, trying each endpoint in turn, starting with the one that answered last.
-    /// Authenticates when needed, and again once when the token expired. `key` names
+    /// Authenticates when needed, and again once when etcd refuses the token (expired,
+    /// forgotten, or outdated by an auth change: [`EtcdError::stale_token`]). `key` names
     /// what the request is about, for errors.
     pub(crate) fn call<T>(
         &mut self,
@@ -162,14 +163,10 @@ impl Conn {
         }
         let url = format!("{api}{path}");
         match self.post(op, idx, &url, body, read) {
-            // An expired token, or one a restarted etcd forgot.
-            Err(e)
-                if e.refusal()
-                    .is_some_and(|(code, _)| code == Code::Unauthenticated)
-                    && self.credentials.is_some() =>
-            {
+            Err(e) if e.stale_token() && self.credentials.is_some() => {
                 log::debug!(
-                    "etcd auth token expired or unknown at {}; authenticating again",
+                    "etcd auth token expired, unknown or outdated at {} ({e}); \
+                     authenticating again",
                     self.endpoints[idx]
                 );
                 self.authenticate(idx, &api)?;

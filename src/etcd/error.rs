@@ -83,6 +83,18 @@ impl EtcdError {
         matches!(*self.kind, Kind::Transport { .. } | Kind::BadAnswer(_))
     }
 
+    /// True when etcd refused the token, not the request, so authenticating again and
+    /// retrying helps (as etcd's own client does): the token expired or a restarted etcd
+    /// forgot it (Unauthenticated), or, with JWT tokens, an auth change since it was
+    /// issued (a user added, a role granted) made it old (InvalidArgument).
+    pub(super) fn stale_token(&self) -> bool {
+        match self.refusal() {
+            Some((Code::Unauthenticated, _)) => true,
+            Some((Code::InvalidArgument, m)) => m.contains("revision of auth store is old"),
+            _ => false,
+        }
+    }
+
     /// The gRPC code and message of an answer etcd refused, if that is what failed.
     pub(super) fn refusal(&self) -> Option<(Code, &str)> {
         match &*self.kind {
@@ -161,10 +173,11 @@ impl From<EtcdError> for StoreError {
     /// message over its limit): the store is fine, a smaller request may pass. A
     /// permission error is told apart too: it concerns the key, not the store.
     fn from(e: EtcdError) -> Self {
-        let by_content = matches!(
-            e.refusal(),
-            Some((Code::InvalidArgument | Code::ResourceExhausted, _))
-        );
+        let by_content = !e.stale_token()
+            && matches!(
+                e.refusal(),
+                Some((Code::InvalidArgument | Code::ResourceExhausted, _))
+            );
         if by_content {
             StoreError::refused(e)
         } else if matches!(*e.kind, Kind::PermissionDenied { .. }) {
@@ -286,6 +299,49 @@ mod tests {
             "invalid peer certificate: UnknownIssuer",
         ));
         assert!(describe_transport(&e, true).contains("pass --etcd-cacert"));
+    }
+
+    /// A token etcd refused is renewed, not taken for a request too big to pass.
+    #[test]
+    fn stale_tokens_are_told_from_refused_requests() {
+        let api = |code, message: &str| {
+            let message = format!("etcdserver: {message}");
+            EtcdError::new(
+                "txn",
+                "e",
+                Kind::Api {
+                    status: 400,
+                    code,
+                    message,
+                },
+            )
+        };
+        for (e, stale, refused) in [
+            (
+                api(Code::Unauthenticated, "invalid auth token"),
+                true,
+                false,
+            ),
+            (
+                api(Code::InvalidArgument, "revision of auth store is old"),
+                true,
+                false,
+            ),
+            (
+                api(Code::InvalidArgument, "too many operations in txn request"),
+                false,
+                true,
+            ),
+            (
+                api(Code::NotFound, "requested lease not found"),
+                false,
+                false,
+            ),
+        ] {
+            let text = e.to_string();
+            assert_eq!(e.stale_token(), stale, "{text}");
+            assert_eq!(StoreError::from(e).is_refused(), refused, "{text}");
+        }
     }
 
     #[test]
