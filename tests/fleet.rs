@@ -1,7 +1,6 @@
-//! The ownership index against the real daemons (issue 11): restarts that read only this
-//! host's keys and flap nothing, an index that stays exact when keys are deleted by hand,
-//! the one-time migration from the layout without an index, claims that survive a
-//! `docker restart`, two hosts racing for a port, and `--deregister-on-exit` within its
+//! The ownership index against the real daemons (issue 11): an index that stays exact
+//! when keys are deleted by hand, a claim prefix full of other keys, claims that survive
+//! a `docker restart`, two hosts racing for a port, and `--deregister-on-exit` within its
 //! deadline.
 
 mod common;
@@ -27,42 +26,6 @@ fn etcdctl_run(args: &[&str]) -> String {
     run(Command::new("etcdctl").env("ETCDCTL_API", "3").args(&all))
 }
 
-/// Each key under `prefix` with its (create, mod) revisions: equal before and after means
-/// nothing was written, deleted or put again in between.
-fn revisions(prefix: &str) -> BTreeMap<String, (i64, i64)> {
-    let out = etcdctl_run(&["get", "--prefix", prefix, "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let b64 = |s: &str| {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
-        String::from_utf8(bytes).unwrap()
-    };
-    v["kvs"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|kv| {
-            (
-                b64(kv["key"].as_str().unwrap()),
-                (
-                    kv["create_revision"].as_i64().unwrap_or(0),
-                    kv["mod_revision"].as_i64().unwrap_or(0),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// The service directories (`<name>/<id>`) under `p` whose owner marker is `host`.
-fn dirs_of(p: &str, host: &str) -> BTreeSet<String> {
-    etcd_get(&format!("{p}/"))
-        .into_iter()
-        .filter(|(k, v)| k.ends_with("/node") && v == host)
-        .map(|(k, _)| k[p.len() + 1..k.len() - "/node".len()].to_string())
-        .collect()
-}
-
 /// The directories `host`'s index names.
 fn indexed(p: &str, host: &str) -> BTreeSet<String> {
     let entries = format!("{}/hosts/{host}/services/", index(p));
@@ -72,8 +35,8 @@ fn indexed(p: &str, host: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A service directory as a registrator of an older version left it (no index entry).
-fn put_legacy(p: &str, dir: &str, fields: &[(&str, &str)]) {
+/// A service directory as another host left it.
+fn put_dir(p: &str, dir: &str, fields: &[(&str, &str)]) {
     for (k, v) in fields {
         etcd_put(&format!("{p}/{dir}/{k}"), v);
     }
@@ -85,64 +48,6 @@ fn running(host: &str, p: &str, extra: &[&str]) -> Running {
     let u = uri(p);
     args.push(&u);
     Running::start(&args)
-}
-
-const MIGRATION_LOG: &str = "read the whole prefix once";
-
-#[test]
-fn kill_9_then_restart_reads_only_own_keys_and_flaps_nothing() {
-    let p = prefix("fleet-kill9");
-    let host = unique("h");
-    let a = Container::httpd(&unique("a"), 80, &["SERVICE_NAME=a"]);
-    let b = Container::httpd(&unique("b"), 80, &["SERVICE_NAME=b"]);
-    let mut r = running(&host, &p, &["--ttl", "10"]);
-    assert!(
-        wait_until(Duration::from_secs(5), || keys_with(&p, &a.name).len() == 4
-            && keys_with(&p, &b.name).len() == 4),
-        "{}",
-        r.log()
-    );
-    assert!(r.log().contains(MIGRATION_LOG), "{}", r.log());
-    assert!(
-        wait_until(Duration::from_secs(3), || indexed(&p, &host)
-            == dirs_of(&p, &host)),
-        "the index names exactly this host's services"
-    );
-    let before = revisions(&format!("{p}/"));
-    let index_before = revisions(&format!("{}/hosts/{host}/", index(&p)));
-    r.signal(libc::SIGKILL);
-    r.wait(Duration::from_secs(2));
-
-    let r2 = running(&host, &p, &["--ttl", "10"]);
-    assert!(
-        wait_until(Duration::from_secs(5), || r2
-            .log()
-            .contains("adopted lease")),
-        "{}",
-        r2.log()
-    );
-    std::thread::sleep(Duration::from_millis(2500));
-    assert!(
-        !r2.log().contains(MIGRATION_LOG),
-        "a restart reads only this host's keys: {}",
-        r2.log()
-    );
-    let ours = |revs: BTreeMap<String, (i64, i64)>| -> BTreeMap<String, (i64, i64)> {
-        revs.into_iter()
-            .filter(|(k, _)| k.contains(&a.name) || k.contains(&b.name) || k.ends_with("migrated"))
-            .collect()
-    };
-    assert_eq!(
-        ours(revisions(&format!("{p}/"))),
-        ours(before),
-        "a reader saw writes to unchanged services across kill -9 and restart"
-    );
-    assert_eq!(
-        ours(revisions(&format!("{}/hosts/{host}/", index(&p)))),
-        ours(index_before),
-        "the index was rewritten"
-    );
-    assert_eq!(indexed(&p, &host), dirs_of(&p, &host));
 }
 
 #[test]
@@ -189,74 +94,36 @@ fn keys_deleted_by_hand_are_put_back_and_stale_entries_dropped() {
     );
 }
 
-#[test]
-fn migration_from_the_layout_without_an_index_keeps_live_services_untouched() {
-    let p = prefix("fleet-migrate");
-    let host = unique("h");
-    let live = Container::httpd(&unique("live"), 80, &["SERVICE_NAME=live"]);
-    let live_dir = format!("live/{host}:{}:80", live.name);
-    let port = live.host_port(80).to_string();
-    put_legacy(
-        &p,
-        &live_dir,
-        &[
-            ("address", "127.0.0.1"),
-            ("mode", "tcp"),
-            ("node", &host),
-            ("port", &port),
-        ],
-    );
-    let stale_dir = format!("gone/{host}:gone:80");
-    put_legacy(&p, &stale_dir, &[("node", &host), ("port", "1")]);
-    for h in 0..3 {
-        put_legacy(
-            &p,
-            &format!("web/other{h}:c:80"),
-            &[("node", &format!("other{h}")), ("port", "2")],
-        );
-    }
-    let others = etcd_get(&format!("{p}/web/"));
-    let live_before = revisions(&format!("{p}/{live_dir}/"));
-
-    let out = once(&["--hostname", &host, "--explicit", &uri(&p)]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(MIGRATION_LOG), "{}", stderr(&out));
-    assert!(
-        etcd_get(&format!("{p}/{stale_dir}/")).is_empty(),
-        "stale service left"
-    );
-    assert_eq!(
-        revisions(&format!("{p}/{live_dir}/")),
-        live_before,
-        "the live service was rewritten (readers would see it flap)"
-    );
-    assert_eq!(
-        etcd_get(&format!("{p}/web/")),
-        others,
-        "other hosts' services touched"
-    );
-    assert!(indexed(&p, &host).contains(&live_dir));
-    assert!(!indexed(&p, &host).contains(&stale_dir));
-    assert_eq!(
-        etcd_get(&format!("{}/hosts/{host}/migrated", index(&p))).len(),
-        1,
-        "the marker"
-    );
-    // Consumers of the prefix see nothing new, even reading it without its slash.
-    assert!(etcd_get(&p).keys().all(|k| k.starts_with(&format!("{p}/"))));
-
-    let out = once(&["--hostname", &host, "--explicit", &uri(&p)]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        !stderr(&out).contains(MIGRATION_LOG),
-        "migrated once: {}",
-        stderr(&out)
-    );
-}
-
 /// A port for this test binary's claims, away from those of tests/leases.rs.
 fn claim_port(offset: u32) -> String {
-    (45000 + (std::process::id() % 2000) * 2 + offset).to_string()
+    (45000 + (std::process::id() % 2000) * 3 + offset).to_string()
+}
+
+#[test]
+fn a_claim_prefix_full_of_keys_others_left_costs_the_claim_nothing() {
+    // 200 keys under the port's claim prefix: replicas of hosts long gone (no lease,
+    // as with --ttl 0) and keys of another shape. Before, each pass built one
+    // transaction that grew with them, past etcd's 128 operations.
+    let port = claim_port(2);
+    let p = prefix("fleet-fullclaim");
+    let claims = format!("{}/claims/external_port/{port}", index(&p));
+    for h in 0..100 {
+        etcd_put(&format!("{claims}/gone{h}"), "mine");
+        etcd_put(&format!("{claims}/old{h}/theirs/old{h}:c:80"), "legacy");
+    }
+    let host = unique("h");
+    let c = Container::httpd(
+        &unique("mine"),
+        80,
+        &[
+            "SERVICE_NAME=mine",
+            &format!("SERVICE_EXTERNAL_PORT={port}"),
+        ],
+    );
+    let out = once(&["--hostname", &host, "--explicit", &uri(&p)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(keys_with(&p, &c.name).len(), 5, "{}", stderr(&out));
+    assert_eq!(etcd_get(&format!("{claims}/{host}")).len(), 1);
 }
 
 #[test]
@@ -378,7 +245,6 @@ fn two_indexed_hosts_racing_for_one_free_port_never_both_win() {
     let mut wins = BTreeMap::new();
     for round in 0..10 {
         let p = prefix("fleet-race");
-        // Both hosts are indexed already: the race is on the claim keys alone.
         let hosts = [("host-a", true), ("host-b", false)];
         let args = |host: &'static str, explicit: bool| {
             let mut a = vec!["--once", "--hostname", host];
@@ -387,9 +253,6 @@ fn two_indexed_hosts_racing_for_one_free_port_never_both_win() {
             }
             a
         };
-        for (h, _) in hosts {
-            etcd_put(&format!("{}/hosts/{h}/migrated", index(&p)), "1");
-        }
         let u = uri(&p);
         let children: Vec<_> = hosts
             .iter()
@@ -428,7 +291,7 @@ fn deregister_on_exit_without_a_lease_finishes_before_exit_and_a_second_signal_c
     let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
     // Some other hosts' services, which the exit never reads.
     for h in 0..50 {
-        put_legacy(&p, &format!("web/o{h}:c:80"), &[("node", &format!("o{h}"))]);
+        put_dir(&p, &format!("web/o{h}:c:80"), &[("node", &format!("o{h}"))]);
     }
     let mut r = running(&host, &p, &["--ttl", "0", "--deregister-on-exit"]);
     assert!(wait_until(Duration::from_secs(5), || keys_with(

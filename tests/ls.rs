@@ -137,3 +137,40 @@ fn empty_prefix_says_so() {
     );
     assert_eq!(ls::json(&listing), "[]\n");
 }
+
+/// A lease in its last second (etcd's answer leaves `TTL` out: 0) is alive and still
+/// lists its keys: read as gone, a pass would drop a lease that is only late.
+#[test]
+fn a_lease_in_its_last_second_still_lists_its_keys() {
+    let prefix = common::prefix("lastsecond");
+    let mut etcd = client(&prefix);
+    let lease = etcd.grant(2).unwrap();
+    let key = format!("{prefix}/x");
+    let put = Request::Put {
+        key: key.clone(),
+        value: "v".into(),
+        lease,
+    };
+    assert!(etcd.txn(&[], &[put]).unwrap());
+    let start = std::time::Instant::now();
+    let mut last_second = 0;
+    loop {
+        let keys = etcd.lease_keys(lease).unwrap();
+        let stored = etcd.range_prefix(&key).unwrap().0;
+        match keys {
+            Some(keys) => {
+                assert_eq!(keys, [key.clone()]);
+                if time_to_live(&mut etcd, lease).unwrap() == Some(0) {
+                    last_second += 1;
+                }
+            }
+            None => {
+                assert!(stored.is_empty(), "read as gone while its key is there");
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(last_second > 0, "no reading fell in the last second");
+}

@@ -26,8 +26,10 @@ use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError};
 /// registered: its successor takes over at once.
 const RELEASED: &str = "released";
 
-/// How often a process that waits for another's lease to expire reads it again.
+/// How often a process that waits for another's lease to expire reads it again...
 pub(super) const SETTLE_STEP: Duration = Duration::from_secs(1);
+/// ...and how often once it is due (etcd's whole seconds leave a second's doubt).
+const DUE_STEP: Duration = Duration::from_millis(200);
 
 /// This process's instance and whether it holds the host's identity.
 #[derive(Debug)]
@@ -72,11 +74,12 @@ fn instance_id() -> String {
 
 /// Whether a lease read as `first` was refreshed by someone, given that it has `now`
 /// seconds left at least `elapsed` later. Left alone, it counts down: etcd rounds down,
-/// so it then has at most `first - floor(elapsed)` s left. `elapsed` must not overstate
+/// so it then has at most `first - floor(elapsed)` s left, and 0 while etcd is still
+/// revoking it after it ran out (which takes etcd a moment). `elapsed` must not overstate
 /// the time between the two readings (measure from the first answer to the second
 /// request), or a lease no one refreshes could look refreshed.
 fn refreshed(first: LeaseTtl, elapsed: Duration, now: LeaseTtl) -> bool {
-    now.remaining > first.remaining - elapsed.as_secs() as i64
+    now.remaining > (first.remaining - elapsed.as_secs() as i64).max(0)
 }
 
 /// Removes from a pass what sits on `leases` (another process's): its directories,
@@ -160,8 +163,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             };
             match self.identity.watched.get(&l) {
                 Some(first) if refreshed(first.ttl, sent.saturating_sub(first.at), ttl) => {
+                    let (was, after) = (first.ttl.remaining, sent.saturating_sub(first.at));
                     return Err(self.refuse(format!(
-                        "lease {l:x} on its keys is being kept alive (instance key: {holder})"
+                        "lease {l:x} on its keys is being kept alive: {was} s left, {} s \
+                         left {:.1} s later (instance key: {holder})",
+                        ttl.remaining,
+                        after.as_secs_f64()
                     )));
                 }
                 Some(_) => {}
@@ -184,9 +191,25 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// While another process's lease is still being watched: how soon the next pass
-    /// should look again (None: the identity is settled, or not sought).
+    /// should look again (None: the identity is settled, or not sought). Every second,
+    /// and more often once a lease is due to expire, so that the services it takes
+    /// with it are registered again within a fraction of a second.
     pub fn settling(&self) -> Option<Duration> {
-        (self.exclusive() && !self.identity.held && self.lease() != 0).then_some(SETTLE_STEP)
+        if !self.exclusive() || self.identity.held || self.lease() == 0 {
+            return None;
+        }
+        let now = (self.clock)();
+        let due = self
+            .identity
+            .watched
+            .values()
+            .map(|r| r.at + Duration::from_secs(r.ttl.remaining as u64))
+            .min();
+        Some(match due {
+            Some(due) if due > now => (due - now).clamp(DUE_STEP, SETTLE_STEP),
+            Some(_) => DUE_STEP,
+            None => SETTLE_STEP,
+        })
     }
 
     /// Leaves alone what another live process may own (see [`set_aside`]), until this

@@ -163,7 +163,8 @@ impl<K: Store> Writer<'_, K> {
         self.txn_parts(op, &mut compares, &mut requests);
         let owner = format!("{}/{}/{OWNER_FIELD}", self.opts.prefix, op.dir());
         let ours = Compare::ValueEquals(owner, self.opts.hostname.clone());
-        let parts = parts(compares, requests, ours, MAX_TXN_OPS);
+        let index = self.opts.keys().service(op.dir());
+        let parts = parts(compares, requests, ours, &index, MAX_TXN_OPS);
         let n = parts.len();
         for (compares, requests) in parts {
             match self.run_txn(&compares, &requests)? {
@@ -319,14 +320,16 @@ fn refused(op: &Op, e: &StoreError, outcome: &mut Outcome) {
 }
 
 /// Splits one op's transaction into parts of at most `max_ops` requests each, in an
-/// order that never shows a consumer a half-written service: the owner marker first
-/// (the first part carries the op's own guards, so it claims the directory), then the
-/// other fields and deletes, and the [`ROUTING_FIELDS`] last, all in the last part.
+/// order that never shows a consumer a half-written service: the owner marker first,
+/// with the service's `index` entry (the first part carries the op's own guards, so it
+/// claims the directory, and the index finds whatever an interrupted write left), then
+/// the other fields and deletes, and the [`ROUTING_FIELDS`] last, all in the last part.
 /// Every later part is guarded by `ours` (the owner marker still names this host).
 fn parts(
     compares: Vec<Compare>,
     requests: Vec<Request>,
     ours: Compare,
+    index: &str,
     max_ops: usize,
 ) -> Vec<(Vec<Compare>, Vec<Request>)> {
     let field_is = |r: &Request, fields: &[&str]| match r {
@@ -335,9 +338,13 @@ fn parts(
             .any(|f| key.rsplit_once('/').is_some_and(|(_, last)| last == *f)),
         _ => false,
     };
+    let first = |r: &Request| match r {
+        Request::Put { key, .. } => key == index,
+        _ => false,
+    };
     let (owner, rest): (Vec<Request>, Vec<Request>) = requests
         .into_iter()
-        .partition(|r| field_is(r, &[OWNER_FIELD]));
+        .partition(|r| field_is(r, &[OWNER_FIELD]) || first(r));
     let (routing, middle): (Vec<Request>, Vec<Request>) =
         rest.into_iter().partition(|r| field_is(r, &ROUTING_FIELDS));
     let mut chunks: Vec<Vec<Request>> = Vec::new();
@@ -589,6 +596,7 @@ mod tests {
 
     #[test]
     fn an_op_too_big_for_one_txn_is_split_with_the_routing_fields_last() {
+        const INDEX: &str = "/s.index/hosts/h/services/web/a";
         let key = |f: &str| format!("/s/web/a/{f}");
         let ours = Compare::ValueEquals(key("node"), "h".into());
         let fields = |n: usize| -> Vec<Request> {
@@ -597,6 +605,7 @@ mod tests {
                 .map(|f| put(&key(f), "v", 7))
                 .collect();
             r.extend((0..n).map(|i| put(&key(&format!("domains/d{i}")), "d", 7)));
+            r.push(put(INDEX, "c", 7));
             r
         };
         struct Case {
@@ -606,29 +615,35 @@ mod tests {
         }
         let cases = [
             Case {
-                name: "130 domains: 127 + owner, then the rest and the routing fields",
+                name: "130 domains: owner, index entry, 126, then the rest and the routing fields",
                 requests: fields(130),
-                sizes: vec![128, 6],
+                sizes: vec![128, 7],
             },
             Case {
                 name: "the routing fields do not fit the last part: a part of their own",
-                requests: fields(127),
+                requests: fields(126),
                 sizes: vec![128, 3],
             },
             Case {
                 name: "1,000 domains: 8 parts",
                 requests: fields(1000),
-                sizes: vec![128, 128, 128, 128, 128, 128, 128, 108],
+                sizes: vec![128, 128, 128, 128, 128, 128, 128, 109],
             },
         ];
         for case in cases {
             let all = case.requests.clone();
             let first_guard = vec![Compare::Missing(key("node"))];
-            let parts = parts(first_guard.clone(), case.requests, ours.clone(), 128);
+            let parts = parts(first_guard.clone(), case.requests, ours.clone(), INDEX, 128);
             let sizes: Vec<usize> = parts.iter().map(|(_, r)| r.len()).collect();
             assert_eq!(sizes, case.sizes, "{}", case.name);
             assert_eq!(parts[0].0, first_guard, "{}: first part claims", case.name);
             assert_eq!(parts[0].1[0], put(&key("node"), "v", 7), "{}", case.name);
+            assert_eq!(
+                parts[0].1[1],
+                put(INDEX, "c", 7),
+                "{}: index entry",
+                case.name
+            );
             for (compares, _) in &parts[1..] {
                 assert_eq!(compares, &vec![ours.clone()], "{}", case.name);
             }
