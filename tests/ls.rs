@@ -159,7 +159,7 @@ fn a_lease_in_its_last_second_still_lists_its_keys() {
         let stored = etcd.range_prefix(&key).unwrap().0;
         match keys {
             Some(keys) => {
-                assert_eq!(keys, [key.clone()]);
+                assert_eq!(keys, std::slice::from_ref(&key));
                 if time_to_live(&mut etcd, lease).unwrap() == Some(0) {
                     last_second += 1;
                 }
