@@ -93,7 +93,8 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids(e: Engine) {
         &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")],
     );
     let keep = Container::httpd_on(e, &unique("keep"), 80, &["SERVICE_NAME=keep"]);
-    let mut r = Running::on(e, &["--hostname", &host, "--interval", "1", &uri(&p)]);
+    let args = ["--hostname", &host, "--interval", "1", "--ttl", "6", &uri(&p)];
+    let mut r = Running::on(e, &args);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4
             && keys_with(&p, &a.name).len() == 4),
@@ -105,11 +106,12 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids(e: Engine) {
 
     a.stop();
     b.stop();
-    let r2 = Running::on(e, &["--hostname", &host, "--interval", "1", &uri(&p)]);
-    // After a kill -9 the successor first watches its predecessor's lease for up to
-    // TTL/3 + 1.25 s (30 s by default: 11.25 s) to tell it from a live twin.
+    let r2 = Running::on(e, &args);
+    // After a kill -9 the successor leaves its predecessor's services alone until that
+    // lease expires (it cannot tell a dead process from a stalled twin before): the
+    // stale ones go with it, within the TTL.
     assert!(
-        wait_until(Duration::from_secs(5 + 12), || keys_with(&p, &a.name)
+        wait_until(Duration::from_secs(6 + 5), || keys_with(&p, &a.name)
             .is_empty()
             && keys_with(&p, &sid).is_empty()),
         "stale services left behind: {:?}\n{}",
