@@ -184,8 +184,7 @@ Options:
                          --once writes no lease unless --ttl is given)
   --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s)
   --internal             register container IPs and exposed ports
-  --network NAME         the network whose IP --internal registers (per container:
-                         SERVICE_NETWORK; default: bridge, else the first by name)
+  --network NAME         the network whose IP --internal registers (or SERVICE_NETWORK)
   --use-ip-from-label L  register the IP address in container label L, if set
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
