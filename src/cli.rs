@@ -311,7 +311,7 @@ pub fn parse(
     let dry_run = a.flag("--dry-run")?;
     let deregister_on_exit = a.flag("--deregister-on-exit")?;
 
-    let mut free = a.finish("registry")?;
+    let mut free = a.finish("registry", "--help")?;
     if free.len() > 1 {
         // An unquoted space in a password splits the URI: the tail arrives here.
         let extra: Vec<String> = free[1..].iter().map(|a| redact(&a.value)).collect();
@@ -411,13 +411,6 @@ fn check_index_prefix(given: &Given, prefix: &str) -> Result<(), UsageError> {
     Ok(())
 }
 
-fn pico_error(key: &str, e: pico_args::Error) -> String {
-    match e {
-        pico_args::Error::OptionWithoutAValue(_) => format!("{key} needs a value"),
-        other => format!("{key}: {other}"),
-    }
-}
-
 /// What `registrator ls` lists, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LsConfig {
@@ -479,30 +472,31 @@ Example (Dockerfile, exec form):
 /// `healthcheck --timeout` when not given: well inside Docker's default 30 s.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A subcommand's arguments: read as the daemon's, without the environment.
+fn subcommand_args(args: Vec<OsString>) -> Result<Args<'static>, UsageError> {
+    Args::new(args, &|_| None)
+}
+
 /// The free arguments left after the options of a subcommand; an unknown option is an
 /// error that points at the subcommand's help.
-fn subcommand_args(p: pico_args::Arguments, sub: &str) -> Result<Vec<OsString>, UsageError> {
-    let free = p.finish();
-    if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        // Only the name, as for the daemon's options: the value may be a secret.
-        let unknown = unknown.to_string_lossy();
-        let name = unknown.split('=').next().unwrap_or_default();
-        return Err(usage(format!(
-            "{sub}: unknown option {name:?} (see registrator {sub} --help)"
-        )));
-    }
-    Ok(free)
+fn subcommand_rest(a: Args, sub: &str) -> Result<Vec<String>, UsageError> {
+    let help = format!("registrator {sub} --help");
+    let free = a
+        .finish("", &help)
+        .map_err(|e| usage(format!("{sub}: {e}")))?;
+    Ok(free.into_iter().map(|g| g.value).collect())
 }
 
 /// `registrator ls [OPTIONS] <registry-uri>`. DOCKER_HOST plays no part.
 fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
-    let mut p = pico_args::Arguments::from_vec(args);
-    if p.contains(["-h", "--help"]) {
+    let mut a = subcommand_args(args)?;
+    if a.has(&["-h", "--help"]) {
         return Ok(Command::SubcommandHelp(HELP_LS));
     }
-    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
-        p.opt_value_from_str::<_, String>(key)
-            .map_err(|e| usage(format!("ls: {}", pico_error(key, e))))
+    let mut text = |key: &str| -> Result<Option<String>, UsageError> {
+        a.value(key)
+            .map(|g| g.map(|g| g.value))
+            .map_err(|e| usage(format!("ls: {e}")))
     };
     let node = text("--node")?;
     let name = text("--name")?;
@@ -510,17 +504,15 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
     let cert = text("--etcd-cert")?.map(PathBuf::from);
     let key = text("--etcd-key")?.map(PathBuf::from);
     let password_file = text("--etcd-password-file")?.map(PathBuf::from);
-    let json = p.contains("--json");
+    let json = a.flag("--json").map_err(|e| usage(format!("ls: {e}")))?;
     for (option, v) in [("--node", &node), ("--name", &name)] {
         if v.as_deref().is_some_and(str::is_empty) {
             return Err(usage(format!("ls: {option} needs a non-empty value")));
         }
     }
-    let free = subcommand_args(p, "ls")?;
+    let free = subcommand_rest(a, "ls")?;
     let uri = match free.as_slice() {
-        [uri] => uri
-            .to_str()
-            .ok_or_else(|| usage("ls: registry URI is not valid UTF-8"))?,
+        [uri] => uri,
         [] => {
             return Err(usage(
                 "ls: missing registry URI, e.g. registrator ls etcd:///services",
@@ -528,7 +520,7 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
         }
         [_, extra @ ..] => {
             // An unquoted space in a password splits the URI: the tail arrives here.
-            let extra: Vec<String> = extra.iter().map(|a| redact(&a.to_string_lossy())).collect();
+            let extra: Vec<String> = extra.iter().map(|a| redact(a)).collect();
             return Err(usage(format!(
                 "ls: unexpected argument(s) after the registry URI: {}",
                 extra.join(" ")
@@ -553,13 +545,14 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
 
 /// `registrator healthcheck --metrics-addr HOST:PORT [--timeout SECS]`.
 fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
-    let mut p = pico_args::Arguments::from_vec(args);
-    if p.contains(["-h", "--help"]) {
+    let mut a = subcommand_args(args)?;
+    if a.has(&["-h", "--help"]) {
         return Ok(Command::SubcommandHelp(HELP_HEALTHCHECK));
     }
-    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
-        p.opt_value_from_str::<_, String>(key)
-            .map_err(|e| usage(format!("healthcheck: {}", pico_error(key, e))))
+    let mut text = |key: &str| -> Result<Option<String>, UsageError> {
+        a.value(key)
+            .map(|g| g.map(|g| g.value))
+            .map_err(|e| usage(format!("healthcheck: {e}")))
     };
     let addr = text("--metrics-addr")?;
     let timeout = match text("--timeout")? {
@@ -573,11 +566,11 @@ fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
             }
         },
     };
-    let free = subcommand_args(p, "healthcheck")?;
+    let free = subcommand_rest(a, "healthcheck")?;
     if let Some(extra) = free.first() {
         return Err(usage(format!(
             "healthcheck: unexpected argument {:?} (the address goes after --metrics-addr)",
-            redact(&extra.to_string_lossy())
+            redact(extra)
         )));
     }
     let Some(addr) = addr else {

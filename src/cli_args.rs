@@ -114,11 +114,14 @@ impl<'a> Args<'a> {
 
     /// What is left once every option was read: the free arguments, or when there are
     /// none, the variable of `name` (`registry` -> `REGISTRATOR_REGISTRY`). An option
-    /// that nothing read is an error that names it, never its value (it may be a secret).
-    pub fn finish(self, name: &str) -> Result<Vec<Given>, UsageError> {
+    /// that nothing read is an error that names it, never its value (it may be a
+    /// secret), and points at `help`.
+    pub fn finish(self, name: &str, help: &str) -> Result<Vec<Given>, UsageError> {
         if let Some(unknown) = self.rest.iter().find(|a| a.starts_with('-') && a.len() > 1) {
-            let name = unknown.split('=').next().unwrap_or_default();
-            return Err(UsageError(format!("unknown option {name:?} (see --help)")));
+            let option = unknown.split('=').next().unwrap_or_default();
+            return Err(UsageError(format!(
+                "unknown option {option:?} (see {help})"
+            )));
         }
         if self.rest.is_empty() {
             return Ok(self.env_value(name).into_iter().collect());
@@ -242,14 +245,17 @@ mod tests {
         assert!(a.flag("--once").unwrap(), "from REGISTRATOR_ONCE");
         assert!(!a.flag("--explicit").unwrap(), "empty: unset");
         assert_eq!(a.value("--ip").unwrap(), None);
-        let free = a.finish("registry").unwrap();
+        let free = a.finish("registry", "--help").unwrap();
         assert_eq!(free[0].to_string(), "REGISTRATOR_REGISTRY=\"etcd:///env\"");
 
         let mut a = args(&["etcd:///cli"], &env);
         let ttl = a.value("--ttl").unwrap().unwrap();
         assert_eq!(ttl.to_string(), "REGISTRATOR_TTL=\"5\"");
         assert!(ttl.from_env());
-        assert_eq!(a.finish("registry").unwrap()[0].value, "etcd:///cli");
+        assert_eq!(
+            a.finish("registry", "--help").unwrap()[0].value,
+            "etcd:///cli"
+        );
     }
 
     #[test]
@@ -273,7 +279,7 @@ mod tests {
         let e = args(&[], &env).flag("--once").unwrap_err().0;
         assert_eq!(e, "REGISTRATOR_ONCE=\"maybe\" is not true or false");
         let e = args(&["-etcd-password=Pw9", "etcd:///s"], &no_env)
-            .finish("registry")
+            .finish("registry", "--help")
             .unwrap_err()
             .0;
         assert_eq!(e, "unknown option \"--etcd-password\" (see --help)");

@@ -112,7 +112,7 @@ mod tests {
         let mut a = Args::new(list.iter().map(OsString::from).collect(), &env).unwrap();
         let c = read(&mut a).map_err(|e| e.0)?;
         assert!(
-            a.finish("registry").unwrap().is_empty(),
+            a.finish("registry", "--help").unwrap().is_empty(),
             "{list:?}: all read"
         );
         Ok(c)
