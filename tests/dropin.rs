@@ -76,6 +76,29 @@ fn a_documented_gliderlabs_command_line_starts_unchanged() {
     );
     assert!(log.contains("resync every 10s"), "{log}");
     assert_eq!(r.term(Duration::from_secs(5)).0, Some(0));
+
+    // Every option the issue names, at once: it starts and registers.
+    let p = prefix("glider-all");
+    let line = format!(
+        "-resync 30 -ttl-refresh 10 -deregister always -cleanup -retry-attempts 5 \
+         -retry-interval 1000 -tags x -useIpFromLabel addr -ip 127.0.0.1 {}",
+        uri(&p)
+    );
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let mut r = Running::spawn(command(bin(), &docker_host(), &args));
+    assert!(
+        wait_until(Duration::from_secs(5), || address(&p, "web", &host, &web)
+            .is_some()),
+        "not registered: {}",
+        r.log()
+    );
+    assert_eq!(
+        log_lines(&r.log(), "WARN"),
+        2,
+        "-ttl-refresh, -tags: {}",
+        r.log()
+    );
+    assert_eq!(r.term(Duration::from_secs(5)).0, Some(0));
 }
 
 /// `-resync N` is `--interval N`: a service directory deleted by hand is back within
