@@ -7,6 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::cli::{Config, LsConfig};
+use crate::cli_compat::Retry;
+use crate::etcd::codec::prefix_end;
 use crate::etcd::Etcd;
 use crate::ls::{self, Filter};
 use crate::setup::{self, Setup};
@@ -17,6 +19,9 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs until done (`--once`) or until a signal; Err: exit code 1.
 pub fn run(setup: Setup) -> Result<(), Box<dyn Error>> {
+    if let Some(retry) = setup.config.retry {
+        reach_etcd(&setup.config, retry)?;
+    }
     if setup.config.once {
         once(setup)
     } else {
@@ -49,6 +54,44 @@ fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
             outcome.failed
         )
         .into());
+    }
+    Ok(())
+}
+
+/// `--retry-attempts` / `--retry-interval`, as gliderlabs/registrator: try etcd (one
+/// read of at most one key under the prefix) until it answers, `interval` apart, and
+/// give up after `attempts` retries. (Without them the loop retries for ever, with
+/// backoff, and `--once` tries once.)
+fn reach_etcd(config: &Config, retry: Retry) -> Result<(), Box<dyn Error>> {
+    let mut etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
+    let prefix = format!("{}/", config.registry.prefix);
+    let end = String::from_utf8_lossy(&prefix_end(&prefix)).into_owned();
+    let mut logged = None;
+    for attempt in 1.. {
+        let e = match etcd.range_page(&prefix, &end, 1, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        if let Some(n) = retry.attempts.filter(|&n| attempt > n) {
+            return Err(format!(
+                "etcd did not answer {attempt} attempt(s), {} ms apart \
+                 (--retry-attempts {n}): {e}",
+                retry.interval.as_millis()
+            )
+            .into());
+        }
+        if logged.as_ref() != Some(&e) {
+            log::warn!(
+                "etcd did not answer (attempt {attempt}): {e}; retrying every {} ms, {}",
+                retry.interval.as_millis(),
+                match retry.attempts {
+                    Some(n) => format!("{n} retries at most"),
+                    None => "until it answers".into(),
+                }
+            );
+            logged = Some(e);
+        }
+        std::thread::sleep(retry.interval);
     }
     Ok(())
 }

@@ -9,6 +9,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli_args::{Args, Given};
+use crate::cli_compat::{self, Retry};
+
 /// What `main` should do.
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -122,6 +125,15 @@ pub struct Config {
     /// `--claim-grace`: how long a port claim outlives its last service; None: one
     /// `--interval`.
     pub claim_grace: Option<Duration>,
+    /// `--network`: whose address `--internal` registers for a container on several
+    /// networks that sets no `SERVICE_NETWORK`.
+    pub network: Option<String>,
+    /// `--use-ip-from-label`: the container label whose value is the address to register.
+    pub ip_label: Option<String>,
+    /// `--retry-attempts` / `--retry-interval`: how often to try etcd at start.
+    pub retry: Option<Retry>,
+    /// Options accepted but not followed (gliderlabs's `-tags`, ...): one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -172,6 +184,8 @@ Options:
                          --once writes no lease unless --ttl is given)
   --deregister-on-exit   remove this host's services on SIGTERM/SIGINT (within 5 s)
   --internal             register container IPs and exposed ports
+  --network NAME         the network whose IP --internal registers (or SERVICE_NETWORK)
+  --use-ip-from-label L  register the IP address in container label L, if set
   --explicit             register only containers that set SERVICE_NAME
   --dry-run              print the puts and deletes of one sync, change nothing
   --index-prefix PREFIX  where this host indexes its services and port claims
@@ -183,10 +197,15 @@ Options:
   --etcd-key FILE        client key (also ?key=)
   --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
   --metrics-addr H:P     serve /metrics and /healthz there (off by default; loop only)
+  --retry-attempts N     at start, give up on etcd after N retries (default -1: never)
+  --retry-interval MS    the wait between those retries (default 2000)
   -h, --help             this help
   -V, --version          version and git commit
 
-Environment: DOCKER_HOST (default unix:///var/run/docker.sock), RUST_LOG (default info).
+Environment: each option as REGISTRATOR_<OPTION>, the command line winning
+  (REGISTRATOR_TTL=60, REGISTRATOR_DRY_RUN=1, REGISTRATOR_REGISTRY=<registry-uri>);
+  DOCKER_HOST (default unix:///var/run/docker.sock), RUST_LOG (default info).
+gliderlabs/registrator's options (-resync, -cleanup, -tags, ...) work too: see README.
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 
 Example:
@@ -197,160 +216,119 @@ Subcommands (each has --help):
   registrator healthcheck --metrics-addr H:P    probe a running registrator's /healthz
 ";
 
-/// Options that take a value, by long name.
-const VALUE_OPTIONS: &[&str] = &[
-    "ip",
-    "hostname",
-    "interval",
-    "ttl",
-    "etcd-cacert",
-    "etcd-cert",
-    "etcd-key",
-    "etcd-password-file",
-    "metrics-addr",
-    "index-prefix",
-    "claim-grace",
-];
-/// Flags, by long name.
-const FLAGS: &[&str] = &[
-    "once",
-    "internal",
-    "explicit",
-    "dry-run",
-    "deregister-on-exit",
-    "help",
-    "version",
-];
-
-/// The seed's Go-style `-ip` / `-internal` spellings become `--ip` / `--internal`
-/// (pico-args only knows one-character short keys).
-fn normalize(args: Vec<OsString>) -> Vec<OsString> {
-    args.into_iter()
-        .map(|a| match a.to_str() {
-            Some(s) if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
-                let name = s[1..].split('=').next().unwrap_or("");
-                if VALUE_OPTIONS.contains(&name) || FLAGS.contains(&name) {
-                    OsString::from(format!("-{s}"))
-                } else {
-                    a
-                }
-            }
-            _ => a,
-        })
-        .collect()
-}
-
-/// Parses the arguments (without the program name). `docker_host` is `$DOCKER_HOST`.
-pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, UsageError> {
+/// Parses the arguments (without the program name). Every option may come from its
+/// `REGISTRATOR_<OPTION>` variable instead (see `cli_args`), looked up with `env`, which
+/// also gives `DOCKER_HOST`.
+pub fn parse(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, UsageError> {
     match args.first().and_then(|a| a.to_str()) {
         Some("ls") => return parse_ls(args[1..].to_vec()),
         Some("healthcheck") => return parse_healthcheck(args[1..].to_vec()),
         _ => {}
     }
-    let mut p = pico_args::Arguments::from_vec(normalize(args));
-    if p.contains(["-h", "--help"]) {
+    let mut a = Args::new(args, env)?;
+    if a.has(&["-h", "--help"]) {
         return Ok(Command::Help);
     }
-    if p.contains(["-V", "--version"]) {
+    if a.has(&["-V", "--version"]) {
         return Ok(Command::Version);
     }
-    let text =
-        |p: &mut pico_args::Arguments, key: &'static str| -> Result<Option<String>, UsageError> {
-            p.opt_value_from_str::<_, String>(key)
-                .map_err(|e| usage(pico_error(key, e)))
-        };
-    let ip = text(&mut p, "--ip")?;
-    if let Some(ip) = &ip {
-        ip.parse::<IpAddr>()
-            .map_err(|_| usage(format!("--ip {ip:?} is not an IP address")))?;
+    let ip = a.value("--ip")?;
+    if let Some(g) = &ip {
+        g.value
+            .parse::<IpAddr>()
+            .map_err(|_| usage(format!("{g} is not an IP address")))?;
     }
-    let hostname = text(&mut p, "--hostname")?;
-    if let Some(h) = &hostname {
+    let hostname = a.value("--hostname")?;
+    if let Some(g) = &hostname {
+        let h = &g.value;
         if h.is_empty() || h.contains('/') || h.chars().any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(usage(format!(
-                "--hostname {h:?} must be non-empty, without '/', spaces or control characters"
+                "{g} must be non-empty, without '/', spaces or control characters"
             )));
         }
     }
-    let interval = match text(&mut p, "--interval")? {
-        None => Duration::from_secs(10),
-        Some(s) => match s.parse::<f64>() {
+    let compat = cli_compat::read(&mut a)?;
+    let interval = match (a.value("--interval")?, compat.resync) {
+        (None, None) => Duration::from_secs(10),
+        (None, Some(resync)) => resync,
+        (Some(g), Some(_)) => {
+            return Err(usage(format!(
+                "{g} and --resync set the same period: give one"
+            )))
+        }
+        (Some(g), None) => match g.value.parse::<f64>() {
             Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Duration::from_secs_f64(v),
             _ => {
                 return Err(usage(format!(
-                    "--interval {s:?} is not a number of seconds in (0, 86400]"
+                    "{g} is not a number of seconds in (0, 86400]"
                 )))
             }
         },
     };
-    let ttl = match text(&mut p, "--ttl")? {
+    let ttl = match a.value("--ttl")? {
         None => None,
-        Some(s) => match s.parse::<u64>() {
+        Some(g) => match g.value.parse::<u64>() {
             Ok(v) if v <= 86_400 => Some(v),
             _ => {
                 return Err(usage(format!(
-                    "--ttl {s:?} is not a whole number of seconds in 0-86400"
+                    "{g} is not a whole number of seconds in 0-86400"
                 )))
             }
         },
     };
-    let claim_grace = match text(&mut p, "--claim-grace")? {
+    let claim_grace = match a.value("--claim-grace")? {
         None => None,
-        Some(s) => match s.parse::<f64>() {
+        Some(g) => match g.value.parse::<f64>() {
             Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => {
                 Some(Duration::from_secs_f64(v))
             }
             _ => {
                 return Err(usage(format!(
-                    "--claim-grace {s:?} is not a number of seconds in [0, 86400]"
+                    "{g} is not a number of seconds in [0, 86400]"
                 )))
             }
         },
     };
-    let index_prefix = text(&mut p, "--index-prefix")?;
-    let cacert = text(&mut p, "--etcd-cacert")?.map(PathBuf::from);
-    let cert = text(&mut p, "--etcd-cert")?.map(PathBuf::from);
-    let key = text(&mut p, "--etcd-key")?.map(PathBuf::from);
-    let password_file = text(&mut p, "--etcd-password-file")?.map(PathBuf::from);
-    let metrics_addr = text(&mut p, "--metrics-addr")?
-        .map(|a| listen_addr("--metrics-addr", &a))
+    let index_prefix = a.value("--index-prefix")?;
+    let network = non_empty(a.value("--network")?)?;
+    let ip_label = non_empty(a.value("--use-ip-from-label")?)?;
+    let path = |g: Option<Given>| g.map(|g| PathBuf::from(g.value));
+    let cacert = path(a.value("--etcd-cacert")?);
+    let cert = path(a.value("--etcd-cert")?);
+    let key = path(a.value("--etcd-key")?);
+    let password_file = path(a.value("--etcd-password-file")?);
+    let metrics_addr = a
+        .value("--metrics-addr")?
+        .map(|g| listen_addr(&g.to_string(), &g.value))
         .transpose()?;
-    let once = p.contains("--once");
-    let internal = p.contains("--internal");
-    let explicit = p.contains("--explicit");
-    let dry_run = p.contains("--dry-run");
-    let deregister_on_exit = p.contains("--deregister-on-exit");
+    let once = a.flag("--once")?;
+    let internal = a.flag("--internal")?;
+    let explicit = a.flag("--explicit")?;
+    let dry_run = a.flag("--dry-run")?;
+    let deregister_on_exit = a.flag("--deregister-on-exit")?;
 
-    let mut free = p.finish();
-    if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        // Only the name: `--etcd-password=s3cret` is a guess someone will make.
-        let unknown = unknown.to_string_lossy();
-        let name = unknown.split('=').next().unwrap_or_default();
-        return Err(usage(format!("unknown option {name:?} (see --help)")));
-    }
+    let mut free = a.finish("registry", "--help")?;
     if free.len() > 1 {
         // An unquoted space in a password splits the URI: the tail arrives here.
-        let extra: Vec<String> = free[1..]
-            .iter()
-            .map(|a| redact(&a.to_string_lossy()))
-            .collect();
+        let extra: Vec<String> = free[1..].iter().map(|a| redact(&a.value)).collect();
         return Err(usage(format!(
             "unexpected argument(s) after the registry URI: {}",
             extra.join(" ")
         )));
     }
-    let uri = match free.pop() {
-        Some(u) => u
-            .into_string()
-            .map_err(|_| usage("registry URI is not valid UTF-8"))?,
-        None => {
-            return Err(usage(
-                "missing registry URI, e.g. etcd:///services (see --help)",
-            ))
-        }
+    let Some(uri) = free.pop() else {
+        return Err(usage(
+            "missing registry URI, e.g. etcd:///services (see --help)",
+        ));
     };
-    let mut registry = parse_registry(&uri)?;
+    let mut registry = parse_registry(&uri.value).map_err(|e| match uri.from_env() {
+        true => usage(format!("{}: {e}", uri.origin)),
+        false => e,
+    })?;
     registry.cacert = cacert.or(registry.cacert);
     registry.cert = cert.or(registry.cert);
     registry.key = key.or(registry.key);
@@ -363,16 +341,21 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
              or --dry-run",
         ));
     }
-    let docker = parse_docker_host(docker_host.unwrap_or("unix:///var/run/docker.sock"))?;
+    let docker_host = env("DOCKER_HOST").filter(|s| !s.is_empty());
+    let docker = parse_docker_host(
+        docker_host
+            .as_deref()
+            .unwrap_or("unix:///var/run/docker.sock"),
+    )?;
     let index_prefix = index_prefix
-        .map(|i| check_index_prefix(&i, &registry.prefix).map(|()| i))
+        .map(|g| check_index_prefix(&g, &registry.prefix).map(|()| g.value))
         .transpose()?;
 
     Ok(Command::Run(Box::new(Config {
         registry,
         docker,
-        ip,
-        hostname,
+        ip: ip.map(|g| g.value),
+        hostname: hostname.map(|g| g.value),
         once: once || dry_run,
         interval,
         internal,
@@ -384,13 +367,26 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         metrics_addr,
         index_prefix,
         claim_grace,
+        network,
+        ip_label,
+        retry: compat.retry,
+        warnings: compat.warnings,
     })))
+}
+
+/// A value that must not be empty (an empty variable counts as unset already).
+fn non_empty(g: Option<Given>) -> Result<Option<String>, UsageError> {
+    match g {
+        Some(g) if g.value.trim().is_empty() => Err(usage(format!("{g} must not be empty"))),
+        g => Ok(g.map(|g| g.value)),
+    }
 }
 
 /// `--index-prefix` has the registry prefix's shape and lies beside it: neither under
 /// the other, so consumers of `<prefix>/` never see index keys.
-fn check_index_prefix(index: &str, prefix: &str) -> Result<(), UsageError> {
-    let bad = |why: &str| usage(format!("--index-prefix {index:?} {why}"));
+fn check_index_prefix(given: &Given, prefix: &str) -> Result<(), UsageError> {
+    let index = given.value.as_str();
+    let bad = |why: &str| usage(format!("{given} {why}"));
     if !index.starts_with('/') || index.len() < 2 || index.ends_with('/') {
         return Err(bad("must start with '/' and not end with '/'"));
     }
@@ -413,13 +409,6 @@ fn check_index_prefix(index: &str, prefix: &str) -> Result<(), UsageError> {
         )));
     }
     Ok(())
-}
-
-fn pico_error(key: &str, e: pico_args::Error) -> String {
-    match e {
-        pico_args::Error::OptionWithoutAValue(_) => format!("{key} needs a value"),
-        other => format!("{key}: {other}"),
-    }
 }
 
 /// What `registrator ls` lists, and how.
@@ -483,30 +472,31 @@ Example (Dockerfile, exec form):
 /// `healthcheck --timeout` when not given: well inside Docker's default 30 s.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A subcommand's arguments: read as the daemon's, without the environment.
+fn subcommand_args(args: Vec<OsString>) -> Result<Args<'static>, UsageError> {
+    Args::new(args, &|_| None)
+}
+
 /// The free arguments left after the options of a subcommand; an unknown option is an
 /// error that points at the subcommand's help.
-fn subcommand_args(p: pico_args::Arguments, sub: &str) -> Result<Vec<OsString>, UsageError> {
-    let free = p.finish();
-    if let Some(unknown) = free.iter().find(|a| a.to_string_lossy().starts_with('-')) {
-        // Only the name, as for the daemon's options: the value may be a secret.
-        let unknown = unknown.to_string_lossy();
-        let name = unknown.split('=').next().unwrap_or_default();
-        return Err(usage(format!(
-            "{sub}: unknown option {name:?} (see registrator {sub} --help)"
-        )));
-    }
-    Ok(free)
+fn subcommand_rest(a: Args, sub: &str) -> Result<Vec<String>, UsageError> {
+    let help = format!("registrator {sub} --help");
+    let free = a
+        .finish("", &help)
+        .map_err(|e| usage(format!("{sub}: {e}")))?;
+    Ok(free.into_iter().map(|g| g.value).collect())
 }
 
 /// `registrator ls [OPTIONS] <registry-uri>`. DOCKER_HOST plays no part.
 fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
-    let mut p = pico_args::Arguments::from_vec(args);
-    if p.contains(["-h", "--help"]) {
+    let mut a = subcommand_args(args)?;
+    if a.has(&["-h", "--help"]) {
         return Ok(Command::SubcommandHelp(HELP_LS));
     }
-    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
-        p.opt_value_from_str::<_, String>(key)
-            .map_err(|e| usage(format!("ls: {}", pico_error(key, e))))
+    let mut text = |key: &str| -> Result<Option<String>, UsageError> {
+        a.value(key)
+            .map(|g| g.map(|g| g.value))
+            .map_err(|e| usage(format!("ls: {e}")))
     };
     let node = text("--node")?;
     let name = text("--name")?;
@@ -514,17 +504,15 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
     let cert = text("--etcd-cert")?.map(PathBuf::from);
     let key = text("--etcd-key")?.map(PathBuf::from);
     let password_file = text("--etcd-password-file")?.map(PathBuf::from);
-    let json = p.contains("--json");
+    let json = a.flag("--json").map_err(|e| usage(format!("ls: {e}")))?;
     for (option, v) in [("--node", &node), ("--name", &name)] {
         if v.as_deref().is_some_and(str::is_empty) {
             return Err(usage(format!("ls: {option} needs a non-empty value")));
         }
     }
-    let free = subcommand_args(p, "ls")?;
+    let free = subcommand_rest(a, "ls")?;
     let uri = match free.as_slice() {
-        [uri] => uri
-            .to_str()
-            .ok_or_else(|| usage("ls: registry URI is not valid UTF-8"))?,
+        [uri] => uri,
         [] => {
             return Err(usage(
                 "ls: missing registry URI, e.g. registrator ls etcd:///services",
@@ -532,7 +520,7 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
         }
         [_, extra @ ..] => {
             // An unquoted space in a password splits the URI: the tail arrives here.
-            let extra: Vec<String> = extra.iter().map(|a| redact(&a.to_string_lossy())).collect();
+            let extra: Vec<String> = extra.iter().map(|a| redact(a)).collect();
             return Err(usage(format!(
                 "ls: unexpected argument(s) after the registry URI: {}",
                 extra.join(" ")
@@ -557,13 +545,14 @@ fn parse_ls(args: Vec<OsString>) -> Result<Command, UsageError> {
 
 /// `registrator healthcheck --metrics-addr HOST:PORT [--timeout SECS]`.
 fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
-    let mut p = pico_args::Arguments::from_vec(args);
-    if p.contains(["-h", "--help"]) {
+    let mut a = subcommand_args(args)?;
+    if a.has(&["-h", "--help"]) {
         return Ok(Command::SubcommandHelp(HELP_HEALTHCHECK));
     }
-    let mut text = |key: &'static str| -> Result<Option<String>, UsageError> {
-        p.opt_value_from_str::<_, String>(key)
-            .map_err(|e| usage(format!("healthcheck: {}", pico_error(key, e))))
+    let mut text = |key: &str| -> Result<Option<String>, UsageError> {
+        a.value(key)
+            .map(|g| g.map(|g| g.value))
+            .map_err(|e| usage(format!("healthcheck: {e}")))
     };
     let addr = text("--metrics-addr")?;
     let timeout = match text("--timeout")? {
@@ -577,11 +566,11 @@ fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
             }
         },
     };
-    let free = subcommand_args(p, "healthcheck")?;
+    let free = subcommand_rest(a, "healthcheck")?;
     if let Some(extra) = free.first() {
         return Err(usage(format!(
             "healthcheck: unexpected argument {:?} (the address goes after --metrics-addr)",
-            redact(&extra.to_string_lossy())
+            redact(extra)
         )));
     }
     let Some(addr) = addr else {
@@ -589,7 +578,7 @@ fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
             "healthcheck: --metrics-addr HOST:PORT is required (the registrator's own)",
         ));
     };
-    let addr = listen_addr("--metrics-addr", &addr)?;
+    let addr = listen_addr(&format!("--metrics-addr {addr:?}"), &addr)?;
     if addr.ends_with(":0") {
         return Err(usage(
             "healthcheck: --metrics-addr needs the port the registrator listens on, not 0",
@@ -601,10 +590,10 @@ fn parse_healthcheck(args: Vec<OsString>) -> Result<Command, UsageError> {
 /// Checks the form of a listen address, `HOST:PORT` (`[v6]:PORT`; `:PORT` means every
 /// interface), and returns it as `ToSocketAddrs` reads it. Port 0 picks a free port.
 /// The host name is resolved later, when the listener binds.
-fn listen_addr(option: &str, s: &str) -> Result<String, UsageError> {
+fn listen_addr(shown: &str, s: &str) -> Result<String, UsageError> {
     let bad = |why: &str| {
         usage(format!(
-            "{option} {s:?}: {why}; expected HOST:PORT, e.g. 127.0.0.1:9480"
+            "{shown}: {why}; expected HOST:PORT, e.g. 127.0.0.1:9480"
         ))
     };
     let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
@@ -924,7 +913,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, String> {
-        match parse(args.iter().map(OsString::from).collect(), None) {
+        match parse(args.iter().map(OsString::from).collect(), &|_| None) {
             Ok(Command::Run(c)) => Ok(*c),
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.0),
@@ -1058,8 +1047,136 @@ mod tests {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");
         }
-        assert_eq!(parse(vec!["--help".into()], None), Ok(Command::Help));
-        assert_eq!(parse(vec!["-V".into()], None), Ok(Command::Version));
+        assert_eq!(parse(vec!["--help".into()], &|_| None), Ok(Command::Help));
+        assert_eq!(parse(vec!["-V".into()], &|_| None), Ok(Command::Version));
+    }
+
+    fn run_env(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, String> {
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        match parse(args.iter().map(OsString::from).collect(), &env) {
+            Ok(Command::Run(c)) => Ok(*c),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    #[test]
+    fn options_from_the_environment() {
+        let vars = [
+            ("REGISTRATOR_REGISTRY", "etcd://h/env"),
+            ("REGISTRATOR_TTL", "7"),
+            ("REGISTRATOR_DRY_RUN", "1"),
+            ("REGISTRATOR_NETWORK", "back"),
+            ("REGISTRATOR_USE_IP_FROM_LABEL", "addr"),
+            ("REGISTRATOR_RESYNC", "3"),
+            ("DOCKER_HOST", "tcp://127.0.0.1:2375"),
+        ];
+        let c = run_env(&[], &vars).unwrap();
+        assert_eq!(c.registry.prefix, "/env");
+        assert_eq!((c.ttl, c.dry_run, c.once), (Some(7), true, true));
+        assert_eq!(c.network.as_deref(), Some("back"));
+        assert_eq!(c.ip_label.as_deref(), Some("addr"));
+        assert_eq!(c.interval, Duration::from_secs(3));
+        assert_eq!(c.docker, DockerHost::Tcp("127.0.0.1:2375".into()));
+        // The command line wins.
+        let c = run_env(&["--ttl", "9", "-dry-run=false", "etcd:///cli"], &vars).unwrap();
+        assert_eq!(
+            (c.ttl, c.dry_run, c.registry.prefix.as_str()),
+            (Some(9), false, "/cli")
+        );
+        for (var, value, want) in [
+            (
+                "REGISTRATOR_TTL",
+                "abc",
+                "REGISTRATOR_TTL=\"abc\" is not a whole number",
+            ),
+            (
+                "REGISTRATOR_ONCE",
+                "maybe",
+                "REGISTRATOR_ONCE=\"maybe\" is not true or false",
+            ),
+            (
+                "REGISTRATOR_IP",
+                "x",
+                "REGISTRATOR_IP=\"x\" is not an IP address",
+            ),
+            (
+                "REGISTRATOR_METRICS_ADDR",
+                "9",
+                "REGISTRATOR_METRICS_ADDR=\"9\": no port",
+            ),
+            (
+                "REGISTRATOR_INDEX_PREFIX",
+                "/s",
+                "REGISTRATOR_INDEX_PREFIX=\"/s\" must lie",
+            ),
+            (
+                "REGISTRATOR_DEREGISTER",
+                "on-success",
+                "REGISTRATOR_DEREGISTER=\"on-success\"",
+            ),
+            (
+                "REGISTRATOR_REGISTRY",
+                "etcd://u:Pw9secret@h:0/s",
+                "REGISTRATOR_REGISTRY: registry URI \"etcd://u:***@h:0/s\"",
+            ),
+        ] {
+            let args: &[&str] = if var == "REGISTRATOR_REGISTRY" {
+                &[]
+            } else {
+                &["etcd:///s"]
+            };
+            let e = run_env(args, &[(var, value)]).unwrap_err();
+            assert!(e.starts_with(want), "{var}: {e}");
+            assert!(!leaks(&e), "{e}");
+        }
+    }
+
+    /// gliderlabs/registrator's documented command lines parse as they are.
+    #[test]
+    fn gliderlabs_command_lines() {
+        let c = run(&[
+            "-cleanup",
+            "-deregister",
+            "always",
+            "-resync",
+            "10",
+            "-tags",
+            "example-tag",
+            "-ip",
+            "10.0.0.5",
+            "etcd://10.0.0.1:2379/services",
+        ])
+        .unwrap();
+        assert_eq!(c.ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.warnings.len(), 1, "-tags: {:?}", c.warnings);
+        let c = run(&[
+            "-internal",
+            "-ttl=120",
+            "-ttl-refresh=90",
+            "-useIpFromLabel",
+            "ip",
+            "-explicit",
+            "-retry-attempts",
+            "-1",
+            "-retry-interval",
+            "500",
+            "etcd:///s",
+        ])
+        .unwrap();
+        assert!(c.internal && c.explicit);
+        assert_eq!((c.ttl, c.ip_label.as_deref()), (Some(120), Some("ip")));
+        assert_eq!(
+            c.retry.map(|r| (r.attempts, r.interval)),
+            Some((None, Duration::from_millis(500)))
+        );
+        let e = run(&["-resync", "5", "--interval", "5", "etcd:///s"]).unwrap_err();
+        assert!(e.contains("same period"), "{e}");
     }
 
     /// Every password in these URIs starts with `Pw9` and holds `cret`: neither may
@@ -1217,10 +1334,8 @@ mod tests {
     }
 
     fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
-        parse(
-            args.iter().map(OsString::from).collect(),
-            Some("nonsense://x"),
-        )
+        let env = |name: &str| (name == "DOCKER_HOST").then(|| "nonsense://x".to_string());
+        parse(args.iter().map(OsString::from).collect(), &env)
     }
 
     #[test]

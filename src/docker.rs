@@ -705,13 +705,14 @@ struct Network {
     ip_address: String,
 }
 
-fn first_ip(nets: Option<&BTreeMap<String, Network>>) -> Option<String> {
-    let nets = nets?;
-    nets.get("bridge")
-        .into_iter()
-        .chain(nets.values())
-        .map(|n| n.ip_address.clone())
-        .find(|ip| !ip.is_empty())
+/// Each network's address, for those that give the container one (the service model
+/// chooses among them).
+fn addresses(nets: Option<&BTreeMap<String, Network>>) -> BTreeMap<String, String> {
+    nets.into_iter()
+        .flatten()
+        .filter(|(_, n)| !n.ip_address.is_empty())
+        .map(|(name, n)| (name.clone(), n.ip_address.clone()))
+        .collect()
 }
 
 /// The health marker in a list entry's `Status` (`Up 5 seconds (healthy)`); dockerd
@@ -767,7 +768,7 @@ impl ListEntry {
                     })
                 })
                 .collect(),
-            ip: first_ip(
+            networks: addresses(
                 self.network_settings
                     .as_ref()
                     .and_then(|n| n.networks.as_ref()),
@@ -965,7 +966,7 @@ impl Inspect {
             labels: self.config.labels.clone().unwrap_or_default(),
             exposed: s.exposed.clone(),
             bindings,
-            ip: first_ip(self.network_settings.networks.as_ref()),
+            networks: addresses(self.network_settings.networks.as_ref()),
             host_network: s.host_network,
         }
     }
@@ -1039,7 +1040,8 @@ mod tests {
             .iter()
             .any(|b| b.host_ip == "127.0.0.1" && b.host_port == 18080 && b.port.number == 80));
         assert_eq!(c.created, (1_795_692_498, 585_202_564));
-        assert_eq!(c.ip.as_deref(), Some("172.17.0.2"));
+        let bridge = BTreeMap::from([("bridge".to_string(), "172.17.0.2".to_string())]);
+        assert_eq!(c.networks, bridge);
         let h = inspect("hostnet");
         let c = h.to_container(&h.static_part());
         assert!(c.host_network && c.bindings.is_empty());
@@ -1149,8 +1151,8 @@ mod tests {
         assert_eq!(c.image, "localhost/local/busybox:latest");
         assert_eq!(crate::service::image_base(&c.image), "busybox");
         assert!(c.env.contains(&"SERVICE_NAME=web".to_string()));
-        assert_eq!(
-            c.ip, None,
+        assert!(
+            c.networks.is_empty(),
             "slirp4netns gives the container no address of its own"
         );
     }

@@ -13,8 +13,7 @@ const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let docker_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-    let config = match cli::parse(args, docker_host.as_deref()) {
+    let config = match cli::parse(args, &|name| std::env::var(name).ok()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", cli::HELP);

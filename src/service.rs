@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 
 /// Transport protocol of a container port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,8 +95,9 @@ pub struct Container {
     pub exposed: Vec<Port>,
     /// Published bindings; IPv4 and IPv6 bindings of one port appear separately.
     pub bindings: Vec<Binding>,
-    /// The container's own address on its network, if it has one.
-    pub ip: Option<String>,
+    /// The container's own address on each of its networks that gives it one
+    /// (network name -> IP).
+    pub networks: BTreeMap<String, String>,
     /// `--net=host`: the container's ports are the host's ports.
     pub host_network: bool,
 }
@@ -197,6 +199,11 @@ pub struct Settings {
     pub internal: bool,
     /// `--explicit`: only containers that set `SERVICE_NAME`.
     pub explicit: bool,
+    /// `--network`: whose address `--internal` registers for a container that sets no
+    /// `SERVICE_NETWORK` (if it is on that network).
+    pub network: Option<String>,
+    /// `--use-ip-from-label`: a container label whose value, when set, is the address.
+    pub ip_label: Option<String>,
 }
 
 /// Maps containers to services. Problems name the container, variable and value; each
@@ -322,19 +329,19 @@ struct Candidate {
     number: u16,
 }
 
+/// Whether the container is one to register: up, healthy if checked, not ignored, and
+/// named if `--explicit`.
+fn wanted(c: &Container, s: &Settings, meta: &Meta) -> bool {
+    c.running
+        && !c.paused
+        && matches!(c.health, Health::None | Health::Healthy)
+        && meta.vars.get("SERVICE_IGNORE").is_none_or(|v| v.is_empty())
+        && (!s.explicit || meta.vars.contains_key("SERVICE_NAME"))
+}
+
 fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, String>> {
-    if !c.running || c.paused || !matches!(c.health, Health::None | Health::Healthy) {
-        return Vec::new();
-    }
     let meta = Meta::of(c);
-    if meta
-        .vars
-        .get("SERVICE_IGNORE")
-        .is_some_and(|v| !v.is_empty())
-    {
-        return Vec::new();
-    }
-    if s.explicit && !meta.vars.contains_key("SERVICE_NAME") {
+    if !wanted(c, s, &meta) {
         return Vec::new();
     }
     let candidates = candidates(c, s);
@@ -357,14 +364,10 @@ fn candidates(c: &Container, s: &Settings) -> Vec<Candidate> {
         let mut ports: Vec<Port> = c.exposed.clone();
         ports.extend(c.bindings.iter().map(|b| b.port));
         for port in ports {
-            let address = if s.internal && !c.host_network {
-                c.ip.clone()
-            } else {
-                None
-            };
+            // --internal: the container's own address, chosen in `build`.
             by_port.entry(port).or_insert(Candidate {
                 port,
-                address,
+                address: None,
                 number: port.number,
             });
         }
@@ -504,23 +507,22 @@ fn build(
         (None, Some((_, i))) => Some(Claim::Internal(i)),
         (None, None) => None,
     };
-    let address = match (cand.address, &s.ip, &s.host_address) {
+    let address = match label_address(c, s, &name)? {
+        Some(a) => a,
         // --internal: the container's own address, whatever --ip says.
-        (Some(a), _, _) if s.internal => a,
-        (None, _, _) if s.internal && !c.host_network => {
-            return Err(format!(
-                "has no IP address on its network; service {name} not registered (--internal)"
-            ))
-        }
-        (_, Some(ip), _) => ip.clone(),
-        (Some(a), None, _) => a,
-        (None, None, Some(h)) => h.clone(),
-        (None, None, None) => {
-            return Err(format!(
-            "cannot resolve host name {:?} to an address; pass --ip; service {name} not registered",
-            s.hostname
-        ))
-        }
+        None if s.internal && !c.host_network => own_address(c, s, meta, p, &name)?,
+        None => match (cand.address, &s.ip, &s.host_address) {
+            (_, Some(ip), _) => ip.clone(),
+            (Some(a), None, _) => a,
+            (None, None, Some(h)) => h.clone(),
+            (None, None, None) => {
+                return Err(format!(
+                    "cannot resolve host name {:?} to an address; pass --ip; service {name} \
+                     not registered",
+                    s.hostname
+                ))
+            }
+        },
     };
     Ok(Service {
         name,
@@ -532,6 +534,106 @@ fn build(
         claim,
         container: c.name.clone(),
     })
+}
+
+/// `--use-ip-from-label`: the address in that label of the container, when it is set
+/// (as gliderlabs/registrator, a `/prefix-length` after it is dropped).
+fn label_address(c: &Container, s: &Settings, name: &str) -> Result<Option<String>, String> {
+    let Some(label) = &s.ip_label else {
+        return Ok(None);
+    };
+    let Some(v) = c.labels.get(label).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let ip = v.split('/').next().unwrap_or_default().trim();
+    match ip.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(ip.to_string())),
+        Err(_) => Err(format!(
+            "label {label}={} is not an IP address (--use-ip-from-label); service {name} \
+             not registered",
+            shown(v)
+        )),
+    }
+}
+
+/// `--internal`: the container's address on the network `SERVICE_NETWORK` names (an
+/// error when it is not on it), else on the default one (see [`default_network`]).
+fn own_address(
+    c: &Container,
+    s: &Settings,
+    meta: &Meta,
+    p: u16,
+    name: &str,
+) -> Result<String, String> {
+    if let Some((var, net)) = meta.get(p, "NETWORK") {
+        return c.networks.get(net).cloned().ok_or_else(|| {
+            format!(
+                "{var}={}: the container has no address on that network (it has on: {}); \
+                 service {name} not registered",
+                shown(net),
+                network_names(c)
+            )
+        });
+    }
+    match default_network(c, s) {
+        Some((_, ip)) => Ok(ip.clone()),
+        None => Err(format!(
+            "has no IP address on its network; service {name} not registered (--internal)"
+        )),
+    }
+}
+
+/// The network whose address `--internal` registers when the container names none:
+/// `--network`'s if the container is on it, else `bridge`, else the first by name.
+fn default_network<'a>(c: &'a Container, s: &Settings) -> Option<(&'a String, &'a String)> {
+    s.network
+        .as_deref()
+        .and_then(|n| c.networks.get_key_value(n))
+        .or_else(|| c.networks.get_key_value("bridge"))
+        .or_else(|| c.networks.iter().next())
+}
+
+fn network_names(c: &Container) -> String {
+    let names: Vec<&str> = c.networks.keys().map(String::as_str).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// With `--internal`, a line for each container on several networks that nothing chose
+/// among (no `SERVICE_NETWORK`, not on `--network`): its networks and the pick. The
+/// caller logs each once while it lasts.
+pub fn network_notes(containers: &[Container], s: &Settings) -> Vec<Problem> {
+    if !s.internal {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    for c in containers {
+        let meta = Meta::of(c);
+        let chosen = meta
+            .vars
+            .keys()
+            .any(|k| k.starts_with("SERVICE_") && k.ends_with("NETWORK"))
+            || s.network
+                .as_ref()
+                .is_some_and(|n| c.networks.contains_key(n));
+        if c.host_network || c.networks.len() < 2 || chosen || !wanted(c, s, &meta) {
+            continue;
+        }
+        if let Some((net, ip)) = default_network(c, s) {
+            notes.push(Problem {
+                container: c.name.clone(),
+                message: format!(
+                    "is on networks {}: --internal registers its address on {net} ({ip}); \
+                     choose with SERVICE_NETWORK or --network",
+                    network_names(c)
+                ),
+            });
+        }
+    }
+    notes
 }
 
 fn port_var(meta: &Meta, p: u16, key: &str, name: &str) -> Result<Option<(String, u16)>, String> {
@@ -625,6 +727,8 @@ mod tests {
             host_address: Some("10.0.0.5".into()),
             internal: false,
             explicit: false,
+            network: None,
+            ip_label: None,
         }
     }
 
@@ -651,7 +755,7 @@ mod tests {
                     host_port,
                 })
                 .collect(),
-            ip: Some("172.17.0.2".into()),
+            networks: BTreeMap::from([("bridge".into(), "172.17.0.2".into())]),
             host_network: false,
         }
     }
@@ -1129,8 +1233,8 @@ mod tests {
             "--internal wins over --ip"
         );
         let mut hostnet = container("h", &[], &[]);
-        (hostnet.host_network, hostnet.ip, hostnet.exposed) =
-            (true, None, vec![Port::parse("9000").unwrap()]);
+        (hostnet.host_network, hostnet.networks, hostnet.exposed) =
+            (true, BTreeMap::new(), vec![Port::parse("9000").unwrap()]);
         let s = Settings {
             internal: true,
             ip: Some("192.0.2.1".into()),
@@ -1169,6 +1273,104 @@ mod tests {
         );
     }
 
+    /// `--internal` on several networks: SERVICE_NETWORK (per port too), else
+    /// `--network` if the container is on it, else bridge, else the first by name.
+    #[test]
+    fn internal_address_by_network() {
+        let mut c = container("a", &[], &[(80, "tcp", "127.0.0.1", 8080)]);
+        c.networks = BTreeMap::from([
+            ("front".into(), "10.1.0.2".into()),
+            ("back".into(), "10.2.0.2".into()),
+        ]);
+        let internal = |network: Option<&str>| Settings {
+            internal: true,
+            network: network.map(String::from),
+            ..settings()
+        };
+        let address = |c: &Container, s: &Settings| {
+            let (svcs, problems) = services(std::slice::from_ref(c), s);
+            svcs.first()
+                .map(|svc| svc.address.clone())
+                .ok_or_else(|| problems[0].message.clone())
+        };
+        let notes = |c: &Container, s: &Settings| network_notes(std::slice::from_ref(c), s);
+        // No choice: the first by name, and one note naming both and the pick.
+        assert_eq!(address(&c, &internal(None)).unwrap(), "10.2.0.2");
+        let n = notes(&c, &internal(None));
+        assert_eq!(
+            n[0].to_string(),
+            "container a: is on networks back, front: --internal registers its address on \
+             back (10.2.0.2); choose with SERVICE_NETWORK or --network"
+        );
+        assert_eq!(notes(&c, &settings()), vec![], "not --internal: no note");
+        // --network, when the container is on it.
+        assert_eq!(address(&c, &internal(Some("front"))).unwrap(), "10.1.0.2");
+        assert_eq!(notes(&c, &internal(Some("front"))), vec![]);
+        assert_eq!(address(&c, &internal(Some("other"))).unwrap(), "10.2.0.2");
+        assert_eq!(notes(&c, &internal(Some("other"))).len(), 1);
+        // SERVICE_NETWORK wins over --network; per port too.
+        c.env = vec!["SERVICE_NETWORK=front".into()];
+        assert_eq!(address(&c, &internal(Some("back"))).unwrap(), "10.1.0.2");
+        assert_eq!(notes(&c, &internal(None)), vec![]);
+        c.env = vec![
+            "SERVICE_NETWORK=front".into(),
+            "SERVICE_80_NETWORK=back".into(),
+        ];
+        assert_eq!(address(&c, &internal(None)).unwrap(), "10.2.0.2");
+        c.env = vec!["SERVICE_NETWORK=nope".into()];
+        assert_eq!(
+            address(&c, &internal(None)).unwrap_err(),
+            "SERVICE_NETWORK=\"nope\": the container has no address on that network (it has \
+             on: back, front); service nginx not registered"
+        );
+        // bridge before the first by name.
+        c.env.clear();
+        c.networks.insert("bridge".into(), "172.17.0.9".into());
+        assert_eq!(address(&c, &internal(None)).unwrap(), "172.17.0.9");
+        // One network: nothing to choose, no note.
+        c.networks = BTreeMap::from([("back".into(), "10.2.0.2".into())]);
+        assert_eq!(notes(&c, &internal(None)), vec![]);
+    }
+
+    #[test]
+    fn address_from_a_label() {
+        let s = Settings {
+            ip_label: Some("addr".into()),
+            ip: Some("192.0.2.1".into()),
+            ..settings()
+        };
+        let mut c = container("a", &[], &[(80, "tcp", "127.0.0.1", 8080)]);
+        let address = |c: &Container, s: &Settings| {
+            let (svcs, problems) = services(std::slice::from_ref(c), s);
+            svcs.first()
+                .map(|svc| (svc.address.clone(), svc.port))
+                .ok_or_else(|| problems[0].to_string())
+        };
+        assert_eq!(address(&c, &s).unwrap().0, "192.0.2.1", "no label: --ip");
+        for (value, want) in [
+            ("10.9.8.7", "10.9.8.7"),
+            ("10.9.8.7/24", "10.9.8.7"),
+            ("fd00::7", "fd00::7"),
+        ] {
+            c.labels.insert("addr".into(), value.into());
+            assert_eq!(address(&c, &s).unwrap(), (want.into(), 8080), "{value}");
+        }
+        let internal = Settings {
+            internal: true,
+            ..s.clone()
+        };
+        assert_eq!(address(&c, &internal).unwrap(), ("fd00::7".into(), 80));
+        c.labels.insert("addr".into(), "nope".into());
+        assert_eq!(
+            address(&c, &s).unwrap_err(),
+            "container a: label addr=\"nope\" is not an IP address (--use-ip-from-label); \
+             service nginx not registered"
+        );
+        c.env = vec!["addr=10.0.0.1".into()];
+        c.labels.clear();
+        assert_eq!(address(&c, &s).unwrap().0, "192.0.2.1", "a label, not env");
+    }
+
     #[test]
     fn host_address_is_needed_only_for_wildcard_bindings_and_host_network() {
         let s = Settings {
@@ -1205,7 +1407,7 @@ mod tests {
     fn host_network_registers_exposed_ports() {
         let mut c = container("h", &[], &[]);
         c.host_network = true;
-        c.ip = None;
+        c.networks.clear();
         c.exposed = vec![Port::parse("9999/tcp").unwrap()];
         let svc = one(c).unwrap();
         assert_eq!(

@@ -38,6 +38,9 @@ impl Setup {
         if let Some(warning) = cli::plaintext_password_warning(&config.registry) {
             log::warn!("{warning}");
         }
+        for warning in &config.warnings {
+            log::warn!("{warning}");
+        }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?
@@ -120,6 +123,8 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
         host_address: None,
         internal: config.internal,
         explicit: config.explicit,
+        network: config.network.clone(),
+        ip_label: config.ip_label.clone(),
     };
     let opts = Options {
         prefix: config.registry.prefix.clone(),
@@ -146,7 +151,7 @@ mod tests {
     use std::ffi::OsString;
 
     fn config(args: &[&str]) -> Config {
-        match cli::parse(args.iter().map(OsString::from).collect(), None) {
+        match cli::parse(args.iter().map(OsString::from).collect(), &|_| None) {
             Ok(Command::Run(c)) => *c,
             other => panic!("{args:?}: {other:?}"),
         }

@@ -93,7 +93,15 @@ fn restart_cleans_up_what_died_while_down_including_explicit_ids(e: Engine) {
         &["SERVICE_NAME=b", &format!("SERVICE_ID={sid}")],
     );
     let keep = Container::httpd_on(e, &unique("keep"), 80, &["SERVICE_NAME=keep"]);
-    let args = ["--hostname", &host, "--interval", "1", "--ttl", "6", &uri(&p)];
+    let args = [
+        "--hostname",
+        &host,
+        "--interval",
+        "1",
+        "--ttl",
+        "6",
+        &uri(&p),
+    ];
     let mut r = Running::on(e, &args);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &sid).len() == 4

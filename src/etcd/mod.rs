@@ -65,7 +65,7 @@ impl Etcd {
 
 impl Etcd {
     /// One `/kv/range` request with a limit, pinned to `revision` unless it is 0.
-    fn range_page(
+    pub(crate) fn range_page(
         &mut self,
         start: &str,
         end: &str,

@@ -310,7 +310,7 @@ pub fn container(n: usize, env: &[&str]) -> Container {
             host_ip: "127.0.0.1".into(),
             host_port: 30000 + n as u16,
         }],
-        ip: None,
+        networks: BTreeMap::new(),
         host_network: false,
     }
 }
@@ -328,6 +328,8 @@ pub fn reconciler(
         host_address: Some("10.0.0.5".into()),
         internal: false,
         explicit: false,
+        network: None,
+        ip_label: None,
     };
     let mut r = Reconciler::new(docker, etcd, settings, options(host, ttl), |_| {
         Err("no lookup in tests".into())

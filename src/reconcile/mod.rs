@@ -141,6 +141,8 @@ pub struct Reconciler<S, K> {
     releasing: BTreeMap<Claim, Instant>,
     /// Problems logged and still present: each is logged once while it persists.
     reported: BTreeSet<Problem>,
+    /// Notes logged and still true (a container's network picked among several).
+    noted: BTreeSet<Problem>,
     /// Services etcd refused to store, logged and still refused (once while it lasts).
     refused: BTreeSet<Problem>,
     /// Taken by the first pass that needs the host's address: DNS is asked at most once.
@@ -175,6 +177,7 @@ impl<S, K> Reconciler<S, K> {
             started: false,
             releasing: BTreeMap::new(),
             reported: BTreeSet::new(),
+            noted: BTreeSet::new(),
             refused: BTreeSet::new(),
             lookup: Some(lookup),
             seen: event::Seen::default(),
@@ -206,6 +209,15 @@ impl<S, K> Reconciler<S, K> {
         }
         self.reported = now;
         crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
+    }
+
+    /// Logs each note (info) once while it stays true.
+    fn note(&mut self, notes: Vec<Problem>) {
+        let now: BTreeSet<Problem> = notes.into_iter().collect();
+        for n in now.difference(&self.noted) {
+            log::info!("{n}");
+        }
+        self.noted = now;
     }
 
     /// Logs each write etcd refused once while it keeps refusing it: a full pass's

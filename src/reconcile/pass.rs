@@ -35,6 +35,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let containers = self.read_containers()?;
         self.resolve_host(&containers);
         let (services, mut problems) = service::services(&containers, &self.settings);
+        self.note(service::network_notes(&containers, &self.settings));
         let mut desired = plan::desired(&services, &self.opts.hostname);
 
         let mut read = self.read_actual(&desired)?;

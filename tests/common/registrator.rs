@@ -24,11 +24,13 @@ pub fn command(bin: &str, docker_host: &str, args: &[&str]) -> Command {
 
 /// The registrator as a command against the shared dockerd. Tests use made-up host names
 /// that do not resolve, and resolving one would send a DNS query off the machine: so
-/// unless a test passes its own `--ip`, this adds `--ip 127.0.0.1` (the address tests
-/// publish on anyway).
+/// unless a test passes its own `--ip` (or `-ip`), this adds `--ip 127.0.0.1` (the
+/// address tests publish on anyway).
 pub fn registrator(args: &[&str]) -> Command {
     let mut all = Vec::new();
-    if !args.iter().any(|a| *a == "--ip" || a.starts_with("--ip=")) {
+    let ip =
+        |a: &str| a.trim_start_matches('-') == "ip" || a.trim_start_matches('-').starts_with("ip=");
+    if !args.iter().any(|a| a.starts_with('-') && ip(a)) {
         all.extend(["--ip", "127.0.0.1"]);
     }
     all.extend_from_slice(args);
