@@ -380,3 +380,23 @@ fn a_role_without_the_index_prefix_is_named_in_the_error() {
     );
     assert!(!err.contains(pw), "{err}");
 }
+
+#[test]
+fn the_instance_key_lives_under_the_index_prefix_given() {
+    let p = prefix("fleet-idx");
+    let host = unique("h");
+    let idx = format!("/{}", unique("custom-index"));
+    let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+    let r = running(&host, &p, &["--index-prefix", &idx]);
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &c.name).len() == 4
+            && etcd_get(&format!("{idx}/instance/{host}")).len() == 1),
+        "{:?}\n{}",
+        etcd_get(&idx),
+        r.log()
+    );
+    assert!(
+        etcd_get(&format!("{}/instance/", index(&p))).is_empty(),
+        "nothing beside the prefix when --index-prefix is given"
+    );
+}

@@ -423,6 +423,33 @@ fn restart_with_ttl(before: &str, after: &str) {
 }
 
 #[test]
+fn a_restart_after_a_lease_shorter_than_the_interval_moves_every_key_in_its_first_pass() {
+    let p = prefix("shortlease");
+    let host = unique("h");
+    let c = Container::httpd(&unique("c"), 80, &["SERVICE_NAME=c"]);
+    let mut r = running(&host, &p, &["--ttl", "2"]);
+    assert!(wait_until(Duration::from_secs(5), || keys_with(
+        &p, &c.name
+    )
+    .len()
+        == 4));
+    let dir = format!("{p}/c/{host}:{}:80/", c.name);
+    let old = lease_of(&format!("{dir}port"));
+    let watch = Watch::start(&dir);
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
+    // Passes 10 s apart: the old 2 s lease must not outlive its keys' move.
+    let u = uri(&p);
+    let r2 = Running::start(&["--hostname", &host, "--interval", "10", "--ttl", "9", &u]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(keys_with(&p, &c.name).len(), 4, "{}", r2.log());
+    let new = lease_of(&format!("{dir}port"));
+    assert!(new != old && granted_ttl(new) == 9, "{}", r2.log());
+    assert_eq!(granted_ttl(old), 0, "old lease revoked");
+    assert_eq!(watch.deletes(), Vec::<String>::new(), "{}", r2.log());
+}
+
+#[test]
 fn a_restart_with_a_lower_ttl_moves_the_keys_onto_a_lease_of_that_ttl() {
     restart_with_ttl("60", "4");
 }
