@@ -10,7 +10,7 @@
 # Other traffic on the same daemons spoils the figures. Knobs: BENCH_RUNS (20),
 # BENCH_CPU_SECS (60), BENCH_QUIET_CYCLES (10), BENCH_REPLAY (1000,10000), and
 # BENCH_ONLY (a test-name filter, e.g. b1_latency), BENCH_FLEET (fleet sizes,
-# 1000x30,5000x30; none skips the fleet section). About 5 minutes in all, plus a
+# 1000x30,5000x30; none skips the fleet section). About 10 minutes in all, plus a
 # static build when one is out of date. The table is also written to
 # target/bench/table.md.
 set -euo pipefail
@@ -45,7 +45,7 @@ fi
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 status=0
 cargo test --release --test bench -- --ignored --nocapture --test-threads=1 ${BENCH_ONLY:-} >&2 || status=$?
-# The fleet section (issue 11, tests/fleet_bench.rs): BENCH_FLEET=none skips it.
+# The fleet section (issues 11 and 17, tests/fleet_bench.rs): BENCH_FLEET=none skips it.
 export BENCH_FLEET_TABLE="$PWD/$out/fleet.md"
 rm -f "$BENCH_FLEET_TABLE"
 if [ "${BENCH_FLEET:-}" != none ]; then
@@ -70,8 +70,9 @@ load_end=$(cut -d' ' -f1 /proc/loadavg)
     echo "by proxies in front of the Docker socket and etcd; latencies poll etcd every 2 ms."
     if [ -s "$BENCH_FLEET_TABLE" ]; then
         echo
-        echo "Fleet (issue 11): one host of 10 containers in a prefix that other hosts fill"
-        echo "(tests/fleet_bench.rs). \"Bytes from etcd\" is what etcd sent the registrator."
+        echo "Fleet (issues 11 and 17): one host of 10 containers in a prefix that other hosts"
+        echo "fill (tests/fleet_bench.rs), each phase at each fleet size: no figure should grow"
+        echo "with the fleet. \"Bytes from etcd\" is what etcd sent the registrator."
         echo
         cat "$BENCH_FLEET_TABLE"
     fi

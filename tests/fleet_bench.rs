@@ -1,18 +1,18 @@
-//! The fleet section of `make bench` (issue 11): what one host's registrator costs when
-//! the prefix holds a whole fleet. It writes N other hosts x M services straight into
-//! the test etcd (as upgraded hosts leave them: services, index entries and markers),
-//! runs one registrator for a host of 10 containers behind counting proxies, and prints
-//! per phase the requests, the bytes etcd served, the wall time and the peak RSS.
+//! The fleet section of `make bench` (issues 11 and 17): what one host's registrator
+//! costs when the prefix holds a whole fleet. It writes N other hosts x M services
+//! straight into the test etcd (as registrators leave them: services, index entries and
+//! instance keys), runs one registrator for a host of 10 containers behind counting
+//! proxies, and prints per phase (first start, a quiet minute, a port claim, a graceful
+//! and a crash restart, `--ttl 0`) the requests, the bytes etcd served, the wall time
+//! and the peak RSS, each phase's fleet sizes side by side.
 //!
 //! Like tests/bench.rs, the scenario is an `#[ignore]`d test that tests/bench.sh runs
 //! (`-- --ignored`); it writes a Markdown table to `$BENCH_FLEET_TABLE` (default
-//! target/bench/fleet.md). No figure is a pass/fail check. Knobs: `BENCH_FLEET`, the
-//! fleet sizes as `HOSTSxSERVICES` (default `1000x30,5000x30`); `BENCH_FLEET_BEFORE`, the
-//! path of another registrator binary (an older build) to run the same phases first.
+//! target/bench/fleet.md). No figure is a pass/fail check. Knob: `BENCH_FLEET`, the
+//! fleet sizes as `HOSTSxSERVICES` (default `1000x30,5000x30`).
 
 mod common;
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,7 +100,7 @@ fn delete_prefix(prefix: &str) {
     eprintln!("bench fleet: could not delete {prefix}");
 }
 
-/// The keys of the fleet's other hosts, as upgraded registrators leave them.
+/// The keys of the fleet's other hosts, as their registrators leave them.
 fn fleet_keys(prefix: &str, index: &str, hosts: usize, services: usize) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(hosts * (services * (KEYS + 1) + 1));
     for h in 0..hosts {
@@ -122,7 +122,10 @@ fn fleet_keys(prefix: &str, index: &str, hosts: usize, services: usize) -> Vec<(
                 format!("c{s:02}"),
             ));
         }
-        out.push((format!("{index}/hosts/{host}/migrated"), "1".into()));
+        out.push((
+            format!("{index}/instance/{host}"),
+            format!("pid 1 {h:016x}"),
+        ));
     }
     out
 }
@@ -349,24 +352,22 @@ fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
     }
 }
 
-/// etcd's bytes and requests over `cycles` passes (list to list).
-fn per_pass(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> (Counts, f64) {
+/// etcd's bytes and requests over `cycles` passes (list to list), and how long they took.
+fn per_pass(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> (Counts, Duration) {
     let n0 = next_list(docker, docker.snapshot().get("list"), reg);
-    let e0 = etcd.snapshot();
+    let (e0, t0) = (etcd.snapshot(), Instant::now());
     let mut n = n0;
     while n < n0 + cycles {
         n = next_list(docker, n, reg);
     }
-    (etcd.snapshot().since(&e0), cycles as f64)
+    (etcd.snapshot().since(&e0), t0.elapsed())
 }
 
 // ---------------------------------------------------------------------------------
 // The table
 
 fn kib(bytes: f64) -> String {
-    if bytes >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1} GiB", bytes / 1024.0 / 1024.0 / 1024.0)
-    } else if bytes >= 1024.0 * 1024.0 {
+    if bytes >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", bytes / 1024.0 / 1024.0)
     } else {
         format!("{:.1} KiB", bytes / 1024.0)
@@ -377,35 +378,36 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-/// The requests of a phase: `3 (1 range, 2 txn read)`, per cycle when `cycles` > 1.
-fn requests(c: &Counts, cycles: f64) -> String {
-    let per = |n: u64| {
-        let x = n as f64 / cycles;
-        if (x - x.round()).abs() < 0.05 {
-            format!("{x:.0}")
-        } else {
-            format!("{x:.1}")
-        }
-    };
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// The requests of a phase: `3 (1 range, 2 txn read)`.
+fn requests(c: &Counts) -> String {
     let kinds: Vec<String> = c
         .by_kind
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "put" | "delete"))
-        .map(|(k, &v)| format!("{} {k}", per(v)))
+        .map(|(k, v)| format!("{v} {k}"))
         .collect();
     // `put` and `delete` count the operations inside write transactions.
     let total = c.total() - c.get("put") - c.get("delete");
-    format!("{} ({})", per(total), kinds.join(", "))
+    format!("{total} ({})", kinds.join(", "))
 }
 
+/// Rows by phase, so that each phase's fleet sizes stand together.
+#[derive(Default)]
 struct Table {
-    rows: String,
+    rows: Vec<(usize, String)>,
 }
 
 impl Table {
-    fn row(&mut self, cells: &[&str]) {
+    /// A row of phase number `phase`: its name, the fleet, then requests, bytes, wall
+    /// time and peak RSS.
+    fn row(&mut self, phase: usize, cells: &[&str]) {
         eprintln!("bench fleet: {}", cells.join(" | "));
-        let _ = writeln!(self.rows, "| {} |", cells.join(" | "));
+        self.rows
+            .push((phase, format!("| {} |", cells.join(" | "))));
     }
 }
 
@@ -415,58 +417,26 @@ impl Table {
 #[test]
 #[ignore]
 fn fleet() {
-    let mut table = Table {
-        rows: String::new(),
-    };
-    for (i, (hosts, services)) in sizes().into_iter().enumerate() {
-        one_fleet(hosts, services, i == 0, &mut table);
+    let mut table = Table::default();
+    for (hosts, services) in sizes() {
+        one_fleet(hosts, services, &mut table);
     }
+    table.rows.sort_by_key(|(phase, _)| *phase);
     let path =
         std::env::var("BENCH_FLEET_TABLE").unwrap_or_else(|_| "target/bench/fleet.md".into());
     if let Some(dir) = std::path::Path::new(&path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    write!(
+    writeln!(
         f,
-        "| fleet (other hosts x services; keys under the prefix) | phase | etcd requests | \
-         bytes from etcd | wall time | peak RSS | target (issue 11) |\n\
-         |---|---|---|---|---|---|---|\n{}",
-        table.rows
+        "| phase | fleet (other hosts x services; keys under the prefix) | etcd requests | \
+         bytes from etcd | wall time | peak RSS |\n|---|---|---|---|---|---|"
     )
     .unwrap();
-}
-
-fn one_fleet(hosts: usize, services: usize, first: bool, table: &mut Table) {
-    let tag = format!("{hosts}x{services}");
-    let prefix = format!("/fleet-{}-{tag}", std::process::id());
-    let index = format!("/.registrator/fleet-{}-{tag}", std::process::id());
-    let _cleanup = Cleanup(vec![format!("{prefix}/"), format!("{index}/")]);
-    let keys = fleet_keys(&prefix, &index, hosts, services);
-    let n = keys.len();
-    let took = fill(keys);
-    let under = count(&format!("{prefix}/"));
-    eprintln!("bench fleet: wrote {n} keys ({under} under {prefix}/) in {took:.1?}");
-
-    let mut containers = Containers::default();
-    for i in 0..OWN {
-        let name = format!("fleet-{}-{tag}-{i}", std::process::id());
-        containers.httpd(&name, &[format!("SERVICE_NAME=own{i}")]);
+    for (_, row) in &table.rows {
+        writeln!(f, "{row}").unwrap();
     }
-    let fleet = Fleet {
-        hosts,
-        prefix: prefix.clone(),
-        index: index.clone(),
-        label: format!("{hosts} x {services} ({under} keys)"),
-    };
-    // The older binary only on the first fleet: on bigger ones each of its passes takes
-    // minutes, which is the point of issue 11 but not worth the wait.
-    match std::env::var("BENCH_FLEET_BEFORE") {
-        Ok(before) if first => fleet.run(&before, "before", table),
-        _ => {}
-    }
-    fleet.run(env!("CARGO_BIN_EXE_registrator"), "now", table);
-    drop(containers);
 }
 
 /// Prefixes deleted when dropped, even when a phase panics.
@@ -478,14 +448,6 @@ impl Drop for Cleanup {
             delete_prefix(p);
         }
     }
-}
-
-/// A fleet written into etcd, and this host's containers running.
-struct Fleet {
-    hosts: usize,
-    prefix: String,
-    index: String,
-    label: String,
 }
 
 /// Keys under `prefix` whose name contains `needle`.
@@ -503,192 +465,237 @@ fn count_with(prefix: &str, needle: &str) -> u64 {
         .count() as u64
 }
 
-impl Fleet {
-    /// The phases with registrator binary `bin` as host `fleet-<who>`.
-    fn run(&self, bin: &str, who: &str, table: &mut Table) {
-        let (prefix, index) = (&self.prefix, &self.index);
-        let host = format!("fleet-{who}");
-        let fleet = format!("{}, {who}", self.label);
-        let own_keys = || count_with(&format!("{prefix}/own"), &format!("/{host}:"));
-        let scratch =
-            std::env::temp_dir().join(format!("registrator-fleet-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch).unwrap();
-        let docker_socket = env("DOCKER_HOST")
-            .strip_prefix("unix://")
-            .map(PathBuf::from)
-            .expect("DOCKER_HOST is a unix socket");
-        let dproxy = Relay::unix(
-            &scratch.join(format!("docker-{who}.sock")),
-            Upstream::Unix(docker_socket.clone()),
-            Mode::Forward,
-        )
-        .counting(docker_kind);
-        let eproxy = Relay::tcp(Upstream::Tcp(etcd_addr()), Mode::Forward).counting(etcd_kind);
-        let (dc, ec) = (dproxy.counter.clone(), eproxy.counter.clone());
-        let uri = format!("etcd://{}{prefix}", eproxy.address);
-        let args = |ttl: &'static str, interval: &'static str, extra: &[&'static str]| {
-            let mut a = vec![
-                "--hostname".to_string(),
-                host.clone(),
-                "--ip".into(),
-                "127.0.0.1".into(),
-                "--explicit".into(),
-                "--ttl".into(),
-                ttl.into(),
-                "--interval".into(),
-                interval.into(),
-            ];
-            a.extend(extra.iter().map(|s| s.to_string()));
-            a.push(uri.clone());
-            a
-        };
-        let start = |a: &[String], tag: &str| {
-            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-            Reg::start(bin, &dproxy.address, &refs, &format!("{who}-{tag}"))
-        };
-        let registered = (OWN * 4) as u64;
-        let mut claim_container = Containers::default();
-        // 1. First start: the one full read of the prefix (migration), and registration.
-        let e0 = ec.snapshot();
-        let t0 = Instant::now();
-        let mut reg = start(&args("30", "5", &[]), "first");
-        while own_keys() < registered {
-            assert!(t0.elapsed() < Duration::from_secs(120), "{}", reg.tail());
-            reg.peak_kib();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let first_seen = t0.elapsed();
-        // The pass is over when the host is indexed (an older binary has no index).
-        let log = reg.log.clone();
-        let indexed = || {
-            who == "before"
-                || std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("indexed host")
-        };
-        let wall = settle(&ec, t0, &mut reg, indexed);
-        let c = ec.snapshot().since(&e0);
-        table.row(&[
-            &fleet,
-            "first start (migration: the whole prefix once, in pages)",
-            &requests(&c, 1.0),
-            &kib(c.down as f64),
-            &format!(
-                "{:.2} s (all {OWN} registered after {:.2} s)",
-                wall.as_secs_f64(),
-                first_seen.as_secs_f64()
-            ),
-            &mib(reg.peak_kib()),
-            "peak RSS < 6 MiB, registered within 5 s (before: 27 MB read, 59 MiB RSS)",
-        ]);
+/// The value of `key`, if it exists.
+fn value(key: &str) -> Option<String> {
+    let v = post(
+        &mut http::Client::new(etcd_addr()),
+        "/v3/kv/range",
+        &json!({"key": B64.encode(key)}),
+    );
+    let text = B64.decode(v["kvs"][0]["value"].as_str()?).ok()?;
+    Some(String::from_utf8_lossy(&text).into_owned())
+}
 
-        // 2. The quiet cycle.
-        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 3);
-        table.row(&[
-            &fleet,
-            "quiet cycle (per pass, keepalives included)",
-            &requests(&c, cycles),
-            &kib(c.down as f64 / cycles),
-            "-",
-            "-",
-            "~7 KB, as before",
-        ]);
-
-        // 3. A container claims a free port.
-        let e0 = ec.snapshot();
-        let t0 = Instant::now();
-        let claim = format!("fleet-{}-{who}-claim", std::process::id());
-        claim_container.httpd(
-            &claim,
-            &[
-                "SERVICE_NAME=ownclaim".into(),
-                "SERVICE_EXTERNAL_PORT=29999".into(),
-            ],
+/// Polls `done` every 5 ms for up to `limit`; how long it took.
+fn until(reg: &mut Reg, limit: Duration, done: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "not within {limit:?}:\n{}",
+            reg.tail()
         );
-        let claim_dir = format!("{prefix}/ownclaim/");
-        let claimed = || count_with(&claim_dir, &format!("/{host}:")) == 5;
-        let wall = settle(&ec, t0, &mut reg, claimed);
-        let c = ec.snapshot().since(&e0);
-        table.row(&[
-            &fleet,
-            "a container claims a free port (its event, the pass that takes the claim)",
-            &requests(&c, 1.0),
-            &kib(c.down as f64),
-            &format!("{:.2} s", wall.as_secs_f64()),
-            "-",
-            "< 100 KB (before: 27 MB)",
-        ]);
-
-        // 4. A restart: SIGTERM, a new process adopts the lease from the index.
-        reg.term();
-        reg.wait(Duration::from_secs(5));
-        let e0 = ec.snapshot();
-        let t0 = Instant::now();
-        let mut reg = start(&args("30", "60", &[]), "restart");
-        let wall = settle(&ec, t0, &mut reg, || true);
-        let c = ec.snapshot().since(&e0);
-        let restart_bytes = c.down;
-        let adopted = reg.log().contains("adopted lease");
-        table.row(&[
-            &fleet,
-            &format!(
-                "restart (lease {})",
-                if adopted { "adopted" } else { "NOT adopted" }
-            ),
-            &requests(&c, 1.0),
-            &kib(c.down as f64),
-            &format!("{:.2} s", wall.as_secs_f64()),
-            &mib(reg.peak_kib()),
-            "< 100 KB (before: 27 MB)",
-        ]);
-        table.row(&[
-            &fleet,
-            "fleet-wide: every host restarts once (hosts x restart bytes)",
-            "-",
-            &kib((self.hosts + 1) as f64 * restart_bytes as f64),
-            "-",
-            "-",
-            &format!("before: {} x 27 MB", self.hosts + 1),
-        ]);
-
-        // 5. --ttl 0: every pass reads this host's keys only.
-        reg.term();
-        reg.wait(Duration::from_secs(5));
-        let mut reg = start(&args("0", "1", &["--deregister-on-exit"]), "ttl0");
-        next_list(&dc, dc.snapshot().get("list"), &mut reg);
-        let (c, cycles) = per_pass(&mut reg, &dc, &ec, 5);
-        table.row(&[
-            &fleet,
-            "--ttl 0: one pass",
-            &requests(&c, cycles),
-            &kib(c.down as f64 / cycles),
-            "-",
-            &mib(reg.peak_kib()),
-            "< 100 KB (before: 27 MB a pass)",
-        ]);
-
-        // 6. --ttl 0 --deregister-on-exit: SIGTERM.
-        let e0 = ec.snapshot();
-        reg.term();
-        let (code, took) = reg.wait(Duration::from_secs(15));
-        let c = ec.snapshot().since(&e0);
-        // (`own` also covers `ownclaim`.)
-        let left = own_keys() + count(&format!("{index}/hosts/{host}/services/"));
-        table.row(&[
-            &fleet,
-            &format!(
-                "--ttl 0 --deregister-on-exit, SIGTERM: exit {}, {left} keys left",
-                code.map_or("none (killed)".into(), |c| c.to_string())
-            ),
-            &requests(&c, 1.0),
-            &kib(c.down as f64),
-            &format!("{:.2} s", took.as_secs_f64()),
-            "-",
-            "exit 0 within 2 s, nothing left (before: exit 1 after 0.7 s, all left)",
-        ]);
-
-        drop(reg);
-        drop(claim_container);
-        let _ = std::fs::remove_dir_all(&scratch);
+        reg.peak_kib();
+        std::thread::sleep(Duration::from_millis(5));
     }
+    start.elapsed()
+}
+
+/// Writes a fleet of `hosts` x `services` into etcd, starts this host's containers and
+/// measures each phase with one registrator at a time, as host `fleet-host`.
+fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
+    let pid = std::process::id();
+    let tag = format!("{hosts}x{services}");
+    let prefix = format!("/fleet-{pid}-{tag}");
+    let index = format!("/.registrator/fleet-{pid}-{tag}");
+    let _cleanup = Cleanup(vec![format!("{prefix}/"), format!("{index}/")]);
+    let keys = fleet_keys(&prefix, &index, hosts, services);
+    let n = keys.len();
+    let took = fill(keys);
+    let under = count(&format!("{prefix}/"));
+    eprintln!("bench fleet: wrote {n} keys ({under} under {prefix}/) in {took:.1?}");
+    let fleet = format!("{hosts} x {services} ({under} keys)");
+
+    let mut containers = Containers::default();
+    for i in 0..OWN {
+        containers.httpd(
+            &format!("fleet-{pid}-{tag}-{i}"),
+            &[format!("SERVICE_NAME=own{i}")],
+        );
+    }
+    let scratch = std::env::temp_dir().join(format!("registrator-fleet-{pid}"));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let docker_socket = env("DOCKER_HOST")
+        .strip_prefix("unix://")
+        .map(PathBuf::from)
+        .expect("DOCKER_HOST is a unix socket");
+    let dproxy = Relay::unix(
+        &scratch.join(format!("docker-{tag}.sock")),
+        Upstream::Unix(docker_socket),
+        Mode::Forward,
+    )
+    .counting(docker_kind);
+    let eproxy = Relay::tcp(Upstream::Tcp(etcd_addr()), Mode::Forward).counting(etcd_kind);
+    let (dc, ec) = (dproxy.counter.clone(), eproxy.counter.clone());
+    let host = "fleet-host";
+    let uri = format!("etcd://{}{prefix}", eproxy.address);
+    // The defaults (--ttl 30, --interval 10) unless `extra` says otherwise.
+    let start = |extra: &[&str], phase: &str| {
+        let mut args = vec!["--hostname", host, "--ip", "127.0.0.1", "--explicit"];
+        args.extend(extra);
+        args.push(&uri);
+        Reg::start(
+            env!("CARGO_BIN_EXE_registrator"),
+            &dproxy.address,
+            &args,
+            &format!("{tag}-{phase}"),
+        )
+    };
+    let dir_keys = |name: &str| count_with(&format!("{prefix}/{name}/"), &format!("/{host}:"));
+    let own_keys = || count_with(&format!("{prefix}/own"), &format!("/{host}:"));
+    let instance = format!("{index}/instance/{host}");
+    let mut row = |phase: usize, name: &str, c: &Counts, wall: &str, rss: &str| {
+        table.row(
+            phase,
+            &[name, &fleet, &requests(c), &kib(c.down as f64), wall, rss],
+        );
+    };
+    let mut more = Containers::default();
+
+    // 1. First start: a new host reads its own (empty) index and registers.
+    let e0 = ec.snapshot();
+    let t0 = Instant::now();
+    let mut reg = start(&[], "first");
+    let seen = until(&mut reg, Duration::from_secs(60), || {
+        own_keys() >= (OWN * 4) as u64
+    });
+    let wall = settle(&ec, t0, &mut reg, || value(&instance).is_some());
+    let c = ec.snapshot().since(&e0);
+    row(
+        1,
+        "first start of a new host (its own index, empty; all registered)",
+        &c,
+        &format!("{} (all {OWN} registered after {})", secs(wall), secs(seen)),
+        &mib(reg.peak_kib()),
+    );
+
+    // 2. A quiet minute: 6 passes at the default --interval 10, keepalives included.
+    let (c, took) = per_pass(&mut reg, &dc, &ec, 6);
+    row(
+        2,
+        "a quiet minute (6 passes at --interval 10, keepalives included)",
+        &c,
+        &format!("{} ({} a pass)", secs(took), kib(c.down as f64 / 6.0)),
+        &mib(reg.peak_kib()),
+    );
+
+    // 3. A container claims a free port: its event, then the pass that takes the claim.
+    let e0 = ec.snapshot();
+    let t0 = Instant::now();
+    more.httpd(
+        &format!("fleet-{pid}-{tag}-claim"),
+        &[
+            "SERVICE_NAME=ownclaim".into(),
+            "SERVICE_EXTERNAL_PORT=29999".into(),
+        ],
+    );
+    let wall = settle(&ec, t0, &mut reg, || dir_keys("ownclaim") == 5);
+    let c = ec.snapshot().since(&e0);
+    row(
+        3,
+        "a container claims a free port (SERVICE_EXTERNAL_PORT)",
+        &c,
+        &secs(wall),
+        &mib(reg.peak_kib()),
+    );
+
+    // 4. Graceful restart: SIGTERM releases the identity; the successor takes it at
+    // once, moves the keys onto its lease and revokes the old one.
+    reg.term();
+    reg.wait(Duration::from_secs(5));
+    let e0 = ec.snapshot();
+    let t0 = Instant::now();
+    let mut reg = start(&[], "restart");
+    let log = reg.log.clone();
+    let revoked = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("revoked lease")
+    };
+    let wall = settle(&ec, t0, &mut reg, revoked);
+    let c = ec.snapshot().since(&e0);
+    row(
+        4,
+        "graceful restart (SIGTERM, start: the released identity taken at once)",
+        &c,
+        &secs(wall),
+        &mib(reg.peak_kib()),
+    );
+
+    // 5. Crash restart: kill -9, start at once, and a container started right then.
+    // It is registered at once; the old lease's keys are left alone until it expires.
+    let old = value(&instance).expect("the instance key is held");
+    let _ = reg.child.kill();
+    let _ = reg.child.wait();
+    let e0 = ec.snapshot();
+    let t0 = Instant::now();
+    let mut reg = start(&[], "crash");
+    more.httpd(
+        &format!("fleet-{pid}-{tag}-crash"),
+        &["SERVICE_NAME=owncrash".into()],
+    );
+    let ran = t0.elapsed();
+    let registered = ran
+        + until(&mut reg, Duration::from_secs(30), || {
+            dir_keys("owncrash") == 4
+        });
+    let all = (OWN * 4 + 5 + 4) as u64;
+    let taken = until(&mut reg, Duration::from_secs(60), || {
+        value(&instance).is_some_and(|v| v != old) && own_keys() == all
+    });
+    let wall = settle(&ec, t0, &mut reg, || true);
+    let c = ec.snapshot().since(&e0);
+    row(
+        5,
+        "crash restart (kill -9, start at once; a container started right then)",
+        &c,
+        &format!(
+            "{}: the container registered after {} ({} after `docker run` returned); \
+             the old lease waited out, all taken over after {}",
+            secs(wall),
+            secs(registered),
+            secs(registered - ran),
+            secs(ran + taken),
+        ),
+        &mib(reg.peak_kib()),
+    );
+
+    // 6. --ttl 0: every pass reads this host's keys only.
+    reg.term();
+    reg.wait(Duration::from_secs(5));
+    let mut reg = start(
+        &["--ttl", "0", "--interval", "1", "--deregister-on-exit"],
+        "ttl0",
+    );
+    next_list(&dc, dc.snapshot().get("list"), &mut reg);
+    let (c, took) = per_pass(&mut reg, &dc, &ec, 1);
+    row(
+        6,
+        "--ttl 0: one pass",
+        &c,
+        &secs(took),
+        &mib(reg.peak_kib()),
+    );
+
+    // 7. --ttl 0 --deregister-on-exit: SIGTERM.
+    let e0 = ec.snapshot();
+    reg.term();
+    let (code, took) = reg.wait(Duration::from_secs(15));
+    let c = ec.snapshot().since(&e0);
+    let left = own_keys() + count(&format!("{index}/hosts/{host}/services/"));
+    row(
+        7,
+        &format!(
+            "--ttl 0 --deregister-on-exit, SIGTERM: exit {}, {left} keys left",
+            code.map_or("none (killed)".into(), |c| c.to_string())
+        ),
+        &c,
+        &secs(took),
+        "-",
+    );
+
+    drop(reg);
+    drop(more);
+    drop(containers);
+    let _ = std::fs::remove_dir_all(&scratch);
 }
