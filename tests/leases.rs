@@ -219,9 +219,15 @@ fn once_writes_no_lease_unless_asked() {
     );
 }
 
-/// Puts the keys of a service at `dir` as host `elsewhere` would: address `address`,
-/// port 80, external port `port`.
-fn put_elsewhere(dir: &str, address: &str, port: &str) {
+/// The key with which host `elsewhere` claims external port `port` under prefix `p`.
+fn claim_of_elsewhere(p: &str, port: &str) -> String {
+    let (parent, last) = p.rsplit_once('/').unwrap();
+    format!("{parent}/.registrator/{last}/claims/external_port/{port}/elsewhere")
+}
+
+/// Puts the keys of a service `<p>/<dir>` as host `elsewhere` would: address `address`,
+/// port 80, external port `port`, and its claim key.
+fn put_elsewhere(p: &str, dir: &str, address: &str, port: &str) {
     for (k, v) in [
         ("address", address),
         ("port", "80"),
@@ -229,8 +235,10 @@ fn put_elsewhere(dir: &str, address: &str, port: &str) {
         ("external_port", port),
         ("node", "elsewhere"),
     ] {
-        etcd_put(&format!("{dir}/{k}"), v);
+        etcd_put(&format!("{p}/{dir}/{k}"), v);
     }
+    let name = dir.split('/').next().unwrap();
+    etcd_put(&claim_of_elsewhere(p, port), name);
 }
 
 #[test]
@@ -240,7 +248,7 @@ fn external_port_held_by_another_service_is_refused_until_released() {
     let port = (20000 + std::process::id() % 5000).to_string();
     // Another host's service already holds the port.
     let other = format!("{p}/other/elsewhere:x:80");
-    put_elsewhere(&other, "10.9.9.9", &port);
+    put_elsewhere(&p, "other/elsewhere:x:80", "10.9.9.9", &port);
     let mine = Container::httpd(
         &unique("mine"),
         80,
@@ -265,13 +273,14 @@ fn external_port_held_by_another_service_is_refused_until_released() {
         .to_string();
     assert!(
         line.contains(&format!(
-            "external port {port} is already held by other/elsewhere:x:80 on host elsewhere"
+            "external port {port} is already held by service other on host elsewhere"
         )),
         "{line}"
     );
     assert!(keys_with(&p, &mine.name).is_empty());
     // The holder goes away: the next sync registers ours.
     etcdctl(&etcd_url(), &[], &["del", "--prefix", &format!("{other}/")]);
+    etcdctl(&etcd_url(), &[], &["del", &claim_of_elsewhere(&p, &port)]);
     assert!(
         wait_until(Duration::from_secs(3), || keys_with(&p, &mine.name).len()
             == 5),
@@ -279,8 +288,7 @@ fn external_port_held_by_another_service_is_refused_until_released() {
         r.log()
     );
     // The same service name on another host may share the port (replicas).
-    let replica = format!("{p}/mine/elsewhere:y:80");
-    put_elsewhere(&replica, "10.9.9.8", &port);
+    put_elsewhere(&p, "mine/elsewhere:y:80", "10.9.9.8", &port);
     let mine_errors = || {
         r.log()
             .lines()
