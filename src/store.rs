@@ -58,6 +58,7 @@ enum Cause {
     Other,
     Refused,
     Denied,
+    Cluster,
 }
 
 impl StoreError {
@@ -85,6 +86,16 @@ impl StoreError {
         }
     }
 
+    /// The store as a whole cannot take requests now (out of space, too many requests, no
+    /// leader): any other request would fail alike, so the caller backs off rather than
+    /// retrying piece by piece, which only adds to the load.
+    pub fn cluster(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError {
+            inner: e.into(),
+            cause: Cause::Cluster,
+        }
+    }
+
     /// Whether the request was refused for what it carries (see [`StoreError::refused`]).
     pub fn is_refused(&self) -> bool {
         self.cause == Cause::Refused
@@ -93,6 +104,11 @@ impl StoreError {
     /// Whether the user lacks permission on the key (see [`StoreError::denied`]).
     pub fn is_denied(&self) -> bool {
         self.cause == Cause::Denied
+    }
+
+    /// Whether the whole store asked to be left alone (see [`StoreError::cluster`]).
+    pub fn is_cluster(&self) -> bool {
+        self.cause == Cause::Cluster
     }
 }
 

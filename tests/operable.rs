@@ -1,6 +1,8 @@
 //! The operator's side of the real binary: `--metrics-addr` serving `/metrics` (checked
 //! by promtool) and `/healthz`, the `healthcheck` subcommand as etcd goes away and comes
-//! back, and `registrator ls` against the keys the README's three examples register.
+//! back, full passes under steady event churn with a slow etcd, an etcd out of space
+//! (backed off, one line, unhealthy), and `registrator ls` against the keys the README's
+//! three examples register.
 //!
 //! Docker is the shared dockerd of `tests/daemons.sh`; the health test stops and
 //! restarts an etcd of its own (tests/common's, by PID), the listing tests use the
@@ -14,9 +16,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::relay::{etcd_kind, Mode, Relay, Upstream};
 use common::{
-    bin, etcd_get, etcd_get_at, etcd_put, etcdctl, prefix, stderr, unique, Certs, Container, Etcd,
-    ReadmeExamples, Running, TempDir,
+    bin, etcd_get, etcd_get_at, etcd_put, etcdctl, prefix, stderr, try_etcdctl, unique, Certs,
+    Container, Etcd, ReadmeExamples, Running, TempDir,
 };
 use serde_json::Value;
 
@@ -116,9 +122,16 @@ fn health_follows_etcd_down_and_back_and_promtool_accepts_the_metrics() {
             .filter(|k| k.ends_with("/node"))
             .count() as f64
     };
-    let registered = services(&etcd.url());
+    // Other tests' containers on the shared dockerd come and go (and are registered
+    // here too): read both until they agree.
+    let mut registered = 0.0;
+    let agree = common::wait_until(Duration::from_secs(30), || {
+        metrics = get(&addr, "/metrics").1;
+        registered = services(&etcd.url());
+        sample(&metrics, "registrator_services") == Some(registered)
+    });
+    assert!(agree, "{registered} in etcd\n{metrics}");
     assert!(registered >= 1.0, "{}", r.log());
-    assert_eq!(sample(&metrics, "registrator_services"), Some(registered));
     assert!(sample(&metrics, "registrator_registrations_total") >= Some(registered));
     for (series, want) in [
         ("registrator_healthy", 1.0),
@@ -498,4 +511,163 @@ fn ls_takes_the_daemons_tls_and_password_options() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not signed by a trusted CA"), "{err}");
     assert!(!err.contains(&pw), "{err}");
+}
+
+/// The sum of every sample of `series` (all its label sets) in an exposition.
+fn total(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{series}{{")) || l.starts_with(&format!("{series} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn full_passes_keep_coming_under_steady_event_churn_with_a_slow_etcd() {
+    // The shared etcd behind a relay that holds every request 300 ms.
+    let relay = Relay::tcp(Upstream::Tcp(common::etcd_addr()), Mode::Forward).counting(etcd_kind);
+    let (p, host) = (prefix("op-churn"), unique("host"));
+    let uri = format!("etcd://{}{p}", relay.address);
+    let mut r = Running::start(&[
+        "--hostname",
+        &host,
+        "--interval",
+        "1",
+        "--ttl",
+        "10",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &uri,
+    ]);
+    let addr = bound_addr(&mut r);
+    until_health(&addr, 0, Duration::from_secs(10), &r);
+    relay.set(Mode::Slow(Duration::from_millis(300)));
+
+    // Steady churn: ten containers with a service each, paused and unpaused in turn.
+    // Each event is a fast path that writes when the container's state changed since
+    // its last one (and waits for the slow etcd) while the next events arrive.
+    let svc = format!("SERVICE_NAME={}", unique("svc"));
+    let containers: Vec<Container> = (0..10)
+        .map(|_| Container::httpd(&unique("churn"), 80, &[&svc]))
+        .collect();
+    let names: Vec<String> = containers.iter().map(|c| c.name.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let cli = common::Cli::shared();
+            while !stop.load(Ordering::SeqCst) {
+                for verb in ["pause", "unpause"] {
+                    for name in &names {
+                        cli.output(&[verb, name]);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let before = get(&addr, "/metrics").1;
+    std::thread::sleep(Duration::from_secs(10));
+    let after = get(&addr, "/metrics").1;
+    let (health, why) = get(&addr, "/healthz");
+    stop.store(true, Ordering::SeqCst);
+    churn.join().unwrap();
+    drop(containers);
+    let count = |series| total(&after, series) - total(&before, series);
+    let (passes, events) = (
+        count("registrator_passes_total"),
+        count("registrator_docker_events_total"),
+    );
+    eprintln!("in 10 s of churn: {events} events, {passes} full passes; /healthz {health} {why}");
+    assert!(
+        events >= 20.0,
+        "no steady churn: {events} events\n{}",
+        r.log()
+    );
+    // Before passes ran at least once per interval: none (the queue never emptied).
+    // Now about one every 2.5 s (a pass through the slow etcd takes about a second).
+    assert!(passes >= 2.0, "{passes} full passes in 10 s\n{}", r.log());
+    assert_eq!(health, 200, "{why}");
+    assert!(r.alive(), "{}", r.log());
+}
+
+#[test]
+fn an_etcd_out_of_space_is_backed_off_with_one_line_and_health_503() {
+    // An etcd of 1 MiB: a dozen values of 60 KB raise its NOSPACE alarm.
+    let etcd = Etcd::start_single("op-nospace", &["--quota-backend-bytes", "1048576"]);
+    let relay = Relay::tcp(Upstream::Tcp(etcd.addr()), Mode::Forward).counting(etcd_kind);
+    let (p, host) = (prefix("op-nospace"), unique("host"));
+    let uri = format!("etcd://{}{p}", relay.address);
+    let mut r = Running::start(&[
+        "--hostname",
+        &host,
+        "--interval",
+        "1",
+        "--ttl",
+        "10",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        &uri,
+    ]);
+    let addr = bound_addr(&mut r);
+    until_health(&addr, 0, Duration::from_secs(10), &r);
+    let big = "x".repeat(60_000);
+    let full = (0..40)
+        .any(|i| try_etcdctl(&etcd.url(), &[], &["put", &format!("/fill/{i}"), &big]).is_none());
+    assert!(full, "no NOSPACE alarm");
+    let alarm = etcdctl(&etcd.url(), &[], &["alarm", "list"]);
+    assert!(alarm.contains("NOSPACE"), "{alarm}");
+
+    // A container of ten services (one txn of about 50 puts) while etcd is full.
+    let before = relay.counter.snapshot();
+    let svc = unique("svc");
+    let mut args: Vec<String> = vec!["-e".into(), format!("SERVICE_NAME={svc}")];
+    for port in 81..91 {
+        args.extend(["-p".into(), format!("127.0.0.1::{port}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _c = Container::run(&unique("c"), &args, &["sleep", "600"]);
+    let (line, took) = until_health(&addr, 1, Duration::from_secs(15), &r);
+    eprintln!("unhealthy {took:?} after the writes began to be refused: {line}");
+    std::thread::sleep(Duration::from_secs(3));
+    let during = relay.counter.snapshot().since(&before);
+    let metrics = get(&addr, "/metrics").1;
+    let failed = sample(
+        &metrics,
+        r#"registrator_passes_total{outcome="etcd_error"}"#,
+    );
+    let lines = r.log().matches("database space exceeded").count();
+    eprintln!("{during:?}; failed passes {failed:?}; {lines} log line(s)");
+    assert_eq!(lines, 1, "{}", r.log());
+    // One write per pass (and one for the container's event), not one per service.
+    let writes = during.get("txn write") as f64;
+    assert!(failed >= Some(3.0), "{metrics}");
+    assert!(
+        writes <= failed.unwrap_or(0.0) + 2.0,
+        "{during:?}\n{}",
+        r.log()
+    );
+    assert_eq!(get(&addr, "/healthz").0, 503);
+
+    // Space freed and the alarm disarmed: registered, healthy again.
+    etcdctl(&etcd.url(), &[], &["del", "--prefix", "/fill/"]);
+    let status = etcdctl(&etcd.url(), &[], &["endpoint", "status", "-w", "json"]);
+    let rev = serde_json::from_str::<Value>(&status).unwrap()[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    etcdctl(&etcd.url(), &[], &["compact", &rev.to_string()]);
+    etcdctl(&etcd.url(), &[], &["defrag"]);
+    etcdctl(&etcd.url(), &[], &["alarm", "disarm"]);
+    until_health(&addr, 0, Duration::from_secs(15), &r);
+    let registered = || {
+        etcd_get_at(&etcd.url(), &[], &format!("{p}/{svc}-"))
+            .keys()
+            .filter(|k| k.ends_with("/node"))
+            .count()
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(10), || registered() == 10),
+        "{}",
+        r.log()
+    );
+    assert!(r.alive(), "{}", r.log());
 }

@@ -238,8 +238,8 @@ impl Conn {
         }
         let (code, message) = (refusal.code, refusal.message);
         // 503 from a member without a leader, 502 from a proxy: another endpoint may
-        // do better.
-        if status >= 500 {
+        // do better (see `EtcdError::unreachable`).
+        if status >= 500 && code != Code::Unavailable {
             return Kind::BadAnswer(format!("HTTP {status}, code {code}: {message}"));
         }
         let user = self.credentials.as_ref().map(|(u, _)| u.clone());
@@ -516,6 +516,70 @@ mod tests {
             c.classify(200, stream, Some(decode)),
         );
         assert_eq!(e.refusal(), Some((Code::Unavailable, "no leader")));
+    }
+
+    /// Whose problem a refusal is: this request's (split it) or the cluster's (back off,
+    /// in words that name no request, so they are logged once while they last).
+    #[test]
+    fn refusals_by_scope() {
+        let c = conn("etcd://127.0.0.1:1/s");
+        let body =
+            |m: &str, code: u8| format!(r#"{{"error":"{m}","message":"{m}","code":{code}}}"#);
+        let cases = [
+            // What etcd 3.4.23 answered to a put once its --quota-backend-bytes was full.
+            (
+                429,
+                "etcdserver: mvcc: database space exceeded",
+                8,
+                false,
+                true,
+            ),
+            (429, "etcdserver: too many requests", 8, false, true),
+            (503, "etcdserver: no leader", 14, false, true),
+            (
+                400,
+                "etcdserver: too many operations in txn request",
+                3,
+                true,
+                false,
+            ),
+            (400, "etcdserver: request is too large", 3, true, false),
+            (
+                429,
+                "grpc: trying to send message larger than max (9 vs. 4)",
+                8,
+                true,
+                false,
+            ),
+            (
+                404,
+                "etcdserver: requested lease not found",
+                5,
+                false,
+                false,
+            ),
+        ];
+        for (status, message, code, refused, cluster) in cases {
+            let kind = c.classify(status, &body(message, code), None);
+            let e = EtcdError::new("txn", "http://e", kind).about("txn", "/s/a/node");
+            let shown = e.to_string();
+            assert_eq!(e.unreachable(), status >= 500, "{shown}");
+            let e = crate::store::StoreError::from(e);
+            assert_eq!(
+                (e.is_refused(), e.is_cluster()),
+                (refused, cluster),
+                "{shown}"
+            );
+            assert_eq!(shown.contains("/s/a/node"), !cluster, "{shown}");
+        }
+        let nospace = c.classify(429, &body(cases[0].1, 8), None);
+        let shown = EtcdError::new("txn", "http://e", nospace).to_string();
+        assert_eq!(
+            shown,
+            "etcd at http://e refuses requests: HTTP 429, code 8: etcdserver: mvcc: database \
+             space exceeded (its NOSPACE alarm: it takes no writes until space is freed \
+             (etcdctl compact, etcdctl defrag) and the alarm disarmed (etcdctl alarm disarm))"
+        );
     }
 
     #[test]

@@ -80,7 +80,12 @@ impl EtcdError {
     /// True when this endpoint did not answer as etcd does (no answer at all, or not an
     /// etcd answer): another endpoint may do better. False when etcd refused the request.
     pub fn unreachable(&self) -> bool {
-        matches!(*self.kind, Kind::Transport { .. } | Kind::BadAnswer(_))
+        match &*self.kind {
+            Kind::Transport { .. } | Kind::BadAnswer(_) => true,
+            // A member without a leader (503): another member may have one.
+            Kind::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
     }
 
     /// True when etcd refused the token, not the request, so authenticating again and
@@ -102,15 +107,46 @@ impl EtcdError {
             _ => None,
         }
     }
+
+    /// What a refusal says about its scope: this request (too many operations, too
+    /// large: a smaller one may pass), or the cluster (out of space, too many requests,
+    /// no leader: any request would fail alike). None for anything else.
+    fn scope(&self) -> Option<Scope> {
+        // An old token is neither: the connection authenticates again.
+        if self.stale_token() {
+            return None;
+        }
+        match self.refusal()? {
+            (Code::InvalidArgument, _) => Some(Scope::Request),
+            // gRPC's own limit on a message's size; etcd's "too many requests" and
+            // "mvcc: database space exceeded" (the NOSPACE alarm) are the cluster's.
+            (Code::ResourceExhausted, m) if m.contains("larger than max") => Some(Scope::Request),
+            (Code::ResourceExhausted | Code::Unavailable, _) => Some(Scope::Cluster),
+            _ => None,
+        }
+    }
+}
+
+/// Whose problem a refusal is (see [`EtcdError::scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Request,
+    Cluster,
 }
 
 impl fmt::Display for EtcdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "etcd {}", self.op)?;
-        if !self.key.is_empty() {
-            write!(f, " of {}", self.key)?;
+        // A cluster-wide refusal is about no request in particular: told the same
+        // whichever request met it, it is logged once while it lasts.
+        if self.scope() == Some(Scope::Cluster) {
+            write!(f, "etcd at {} refuses requests: ", self.endpoint)?;
+        } else {
+            write!(f, "etcd {}", self.op)?;
+            if !self.key.is_empty() {
+                write!(f, " of {}", self.key)?;
+            }
+            write!(f, " at {}: ", self.endpoint)?;
         }
-        write!(f, " at {}: ", self.endpoint)?;
         match &*self.kind {
             Kind::Transport { error, tls } => f.write_str(&describe_transport(error, *tls)),
             Kind::BadAnswer(m) => write!(f, "not an etcd answer ({m})"),
@@ -118,7 +154,17 @@ impl fmt::Display for EtcdError {
                 status,
                 code,
                 message,
-            } => write!(f, "HTTP {status}, code {code}: {message}"),
+            } => {
+                write!(f, "HTTP {status}, code {code}: {message}")?;
+                if message.contains("database space exceeded") {
+                    f.write_str(
+                        " (its NOSPACE alarm: it takes no writes until space is freed \
+                         (etcdctl compact, etcdctl defrag) and the alarm disarmed \
+                         (etcdctl alarm disarm))",
+                    )?;
+                }
+                Ok(())
+            }
             Kind::PermissionDenied {
                 user,
                 prefix,
@@ -168,22 +214,15 @@ impl std::error::Error for EtcdError {
 }
 
 impl From<EtcdError> for StoreError {
-    /// etcd refuses a request for what it carries with InvalidArgument ("too many
-    /// operations in txn request", "request is too large") or ResourceExhausted (a gRPC
-    /// message over its limit): the store is fine, a smaller request may pass. A
-    /// permission error is told apart too: it concerns the key, not the store.
+    /// Sorted by scope: a request refused for what it carries (a smaller one may pass),
+    /// a cluster that takes no requests now (back off), a key outside the user's
+    /// permissions; anything else (no answer...) ends the pass as it is.
     fn from(e: EtcdError) -> Self {
-        let by_content = !e.stale_token()
-            && matches!(
-                e.refusal(),
-                Some((Code::InvalidArgument | Code::ResourceExhausted, _))
-            );
-        if by_content {
-            StoreError::refused(e)
-        } else if matches!(*e.kind, Kind::PermissionDenied { .. }) {
-            StoreError::denied(e)
-        } else {
-            StoreError::new(e)
+        match e.scope() {
+            Some(Scope::Request) => StoreError::refused(e),
+            Some(Scope::Cluster) => StoreError::cluster(e),
+            None if matches!(*e.kind, Kind::PermissionDenied { .. }) => StoreError::denied(e),
+            None => StoreError::new(e),
         }
     }
 }

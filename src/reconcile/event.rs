@@ -37,13 +37,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
     pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
-        let kind = crate::docker::classify(action);
-        let gone = kind == crate::docker::EventKind::Down;
-        // dockerd updates its list only after it logs these (and health changes); a
-        // start is listed before it is logged.
-        if gone || kind == crate::docker::EventKind::Health {
-            self.seen.touched.insert(id.to_string());
-        }
+        let gone = self.note_event(action, id);
         // Before the first pass there is nothing to compare with; without the lease the
         // keys need, the full pass must come first.
         if !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
@@ -76,6 +70,20 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         self.writer().apply_guess(&ops, &mut outcome)?;
         self.report_refused(outcome.problems, false);
         Ok(())
+    }
+}
+
+impl<S, K> Reconciler<S, K> {
+    /// Notes an event for the next full pass, which inspects a container that went down
+    /// or changed health: dockerd updates its list only after it logs these (a start is
+    /// listed before it is logged). Returns whether the container went down.
+    pub(super) fn note_event(&mut self, action: &str, id: &str) -> bool {
+        let kind = crate::docker::classify(action);
+        let gone = kind == crate::docker::EventKind::Down;
+        if gone || kind == crate::docker::EventKind::Health {
+            self.seen.touched.insert(id.to_string());
+        }
+        gone
     }
 }
 

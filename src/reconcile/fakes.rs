@@ -76,6 +76,10 @@ pub struct FakeEtcd {
     pub kept_by_twin: BTreeSet<i64>,
     /// Largest txn (bytes of keys and values) accepted, as etcd's `--max-request-bytes`.
     pub max_txn_bytes: usize,
+    /// Most requests in one txn, as etcd's `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// Out of space (etcd's NOSPACE alarm): every txn that puts is refused.
+    pub full: bool,
     /// Keys under this prefix are outside the user's role: permission denied.
     pub denied: Option<String>,
     /// How often each store method was called, and the calls in order.
@@ -94,6 +98,8 @@ impl Default for FakeEtcd {
             next_lease: 0,
             kept_by_twin: BTreeSet::new(),
             max_txn_bytes: 1536 * 1024,
+            max_txn_ops: MAX_TXN_OPS,
+            full: false,
             denied: None,
             calls: BTreeMap::new(),
             log: Vec::new(),
@@ -213,8 +219,11 @@ impl Store for FakeEtcd {
             Compare::Unchanged { prefix, .. } => prefix,
         });
         self.check_permission(keys.chain(compared))?;
-        if requests.len() > MAX_TXN_OPS || compares.len() > MAX_TXN_OPS {
+        if requests.len() > self.max_txn_ops || compares.len() > self.max_txn_ops {
             return Err(StoreError::refused("too many operations in txn request"));
+        }
+        if self.full && requests.iter().any(|r| matches!(r, Request::Put { .. })) {
+            return Err(StoreError::cluster("mvcc: database space exceeded"));
         }
         if bytes > self.max_txn_bytes {
             return Err(StoreError::refused("request is too large"));
@@ -250,6 +259,9 @@ impl Store for FakeEtcd {
     }
     fn grant(&mut self, ttl: u64) -> Result<i64, StoreError> {
         self.count("grant");
+        if self.full {
+            return Err(StoreError::cluster("mvcc: database space exceeded"));
+        }
         Ok(self.grant_lease(ttl))
     }
     fn keepalive(&mut self, id: i64) -> Result<Option<i64>, StoreError> {

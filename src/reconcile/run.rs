@@ -1,6 +1,6 @@
-//! The loop: a pass at start, on every wake-up and every interval, backing off while
-//! passes fail; and [`Wake`], what the event watcher, the keepalive thread and the
-//! signal thread send it.
+//! The loop: a pass at start, after events and at least once every interval, backing
+//! off while passes fail; and [`Wake`], what the event watcher, the keepalive thread
+//! and the signal thread send it.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -35,9 +35,12 @@ const CONTESTED_RETRY: Duration = Duration::from_secs(1);
 const EVENT_SETTLE: Duration = Duration::from_millis(100);
 
 impl<S: Source, K: Store> Reconciler<S, K> {
-    /// The loop: a pass at start, on every wake-up and every `interval`. Returns on
-    /// shutdown, or with the error when another live registrator holds this host's
-    /// identity. (The lease is kept alive by its own thread: see `keepalive.rs`.)
+    /// The loop: a pass at start, shortly after events and at least once every
+    /// `interval`, however many events arrive. While passes fail it backs off (jittered,
+    /// see `backoff.rs`): nothing brings the next pass forward, and events take no fast
+    /// path, only noted for that pass. Returns on shutdown, or with the error when
+    /// another live registrator holds this host's identity. (The lease is kept alive by
+    /// its own thread: see `keepalive.rs`.)
     pub fn run(
         &mut self,
         wake: &Receiver<Wake>,
@@ -77,18 +80,24 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 };
                 next_sync = Instant::now() + wait;
             }
+            let failing = backoff.is_failing();
             match wake.recv_timeout(next_sync.saturating_duration_since(Instant::now())) {
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Ok(Shutdown),
-                Ok(Wake::Changed) => next_sync = Instant::now(),
+                Ok(Wake::Changed) if !failing => next_sync = Instant::now(),
+                Ok(Wake::Changed) => {}
                 Ok(Wake::LeaseLost(id)) => {
                     self.lease_lost(id);
                     next_sync = Instant::now();
                 }
                 Ok(Wake::Event { action, id }) => {
-                    if self.on_events(action, id, wake).is_some() {
+                    // Fast paths until the pass is due (while passes fail, it is).
+                    let until = if failing { Instant::now() } else { next_sync };
+                    if self.on_events(action, id, wake, until).is_some() {
                         return Ok(Shutdown);
                     }
-                    next_sync = next_sync.min(Instant::now() + EVENT_SETTLE);
+                    if !failing {
+                        next_sync = next_sync.min(Instant::now() + EVENT_SETTLE);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -100,8 +109,18 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// inspect and one transaction, not one each. Wake-ups that arrive meanwhile are
     /// merged in, and a shutdown is seen between two fast paths, never behind a queue.
     /// The burst then coalesces into one full pass shortly after its last event.
-    /// Some on shutdown.
-    fn on_events(&mut self, action: String, id: String, wake: &Receiver<Wake>) -> Option<Shutdown> {
+    ///
+    /// At `until` (the full pass is due) or once etcd refuses requests cluster-wide,
+    /// the events left are only noted for the pass, which settles them all: a steady
+    /// stream of events never holds the pass off, and a cluster that asked to be left
+    /// alone gets no request per event. Some on shutdown.
+    fn on_events(
+        &mut self,
+        action: String,
+        id: String,
+        wake: &Receiver<Wake>,
+        mut until: Instant,
+    ) -> Option<Shutdown> {
         let mut pending = Pending::default();
         pending.add(action, id);
         loop {
@@ -115,8 +134,17 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 }
             }
             let (action, id) = pending.next()?;
-            if let Err(e) = self.on_event(&action, &id) {
-                log::debug!("event fast path for {id}: {e}");
+            if Instant::now() >= until {
+                self.note_event(&action, &id);
+                continue;
+            }
+            match self.on_event(&action, &id) {
+                Ok(()) => {}
+                Err(SyncError::Store(e)) if e.is_cluster() => {
+                    log::debug!("event fast path for {id}: {e}; the rest waits for the pass");
+                    until = Instant::now();
+                }
+                Err(e) => log::debug!("event fast path for {id}: {e}"),
             }
         }
     }
@@ -166,7 +194,7 @@ mod tests {
             panic!("an event first")
         };
         r.source.inspects = 0;
-        assert!(r.on_events(action, id, &rx).is_none());
+        assert!(r.on_events(action, id, &rx, later()).is_none());
         assert_eq!(r.source.inspects, 1, "four events, one fast path");
 
         for n in 0..50 {
@@ -178,8 +206,70 @@ mod tests {
             panic!("an event first")
         };
         r.source.inspects = 0;
-        assert!(r.on_events(action, id, &rx).is_some(), "shutdown seen");
+        assert!(
+            r.on_events(action, id, &rx, later()).is_some(),
+            "shutdown seen"
+        );
         assert_eq!(r.source.inspects, 0, "no fast path ran before the shutdown");
+    }
+
+    /// A time the tests never reach.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// The next event queued, as the loop receives it.
+    fn first(rx: &mpsc::Receiver<Wake>) -> (String, String) {
+        let Ok(Wake::Event { action, id }) = rx.recv() else {
+            panic!("an event first")
+        };
+        (action, id)
+    }
+
+    #[test]
+    fn once_the_pass_is_due_events_are_left_to_it() {
+        let docker = FakeDocker {
+            containers: (1..=3).map(|n| container(n, &[])).collect(),
+            ..Default::default()
+        };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (action, n) in [("die", 1), ("start", 4), ("health_status: healthy", 2)] {
+            let (action, id) = (action.to_string(), format!("id{n}"));
+            tx.send(Wake::Event { action, id }).unwrap();
+        }
+        r.source.containers.push(container(4, &[]));
+        r.source.dead.insert("id1".into());
+        let (txns, inspects) = (r.store.calls["txn"], r.source.inspects);
+        let (action, id) = first(&rx);
+        assert!(r.on_events(action, id, &rx, Instant::now()).is_none());
+        assert_eq!(
+            r.store.calls["txn"], txns,
+            "no fast path after the due time"
+        );
+        assert_eq!(r.source.inspects, inspects);
+        // The pass inspects what the events named (the list lags behind them).
+        let out = r.sync().unwrap();
+        assert_eq!(r.source.inspects - inspects, 2, "die and health_status");
+        assert_eq!(out.applied, 2, "container 1 deregistered, 4 registered");
+    }
+
+    #[test]
+    fn a_cluster_wide_refusal_leaves_the_rest_of_a_burst_to_the_pass() {
+        let mut r = reconciler(FakeDocker::default(), FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        r.store.full = true;
+        let (tx, rx) = mpsc::channel();
+        for n in 1..=5 {
+            r.source.containers.push(container(n, &[]));
+            let (action, id) = ("start".to_string(), format!("id{n}"));
+            tx.send(Wake::Event { action, id }).unwrap();
+        }
+        let txns = r.store.calls.get("txn").copied().unwrap_or(0);
+        let (action, id) = first(&rx);
+        assert!(r.on_events(action, id, &rx, later()).is_none());
+        assert_eq!(r.store.calls["txn"] - txns, 1, "one refusal, not five");
     }
 
     #[test]

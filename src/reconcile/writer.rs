@@ -2,9 +2,11 @@
 //! limit. The one place that honours `dry_run`: a dry run records the ops (and grants
 //! and revokes nothing) instead of writing.
 //!
-//! One service never blocks another: a batch etcd refuses is written again op by op,
-//! and an op refused alone becomes that service's problem. A service too big for one
-//! transaction is written in several, the fields a consumer routes on last.
+//! One service never blocks another: a batch etcd refuses for its size is split in
+//! halves, a contested one is written again op by op, and an op refused alone becomes
+//! that service's problem. A service too big for one transaction is written in several,
+//! the fields a consumer routes on last. A cluster-wide refusal (out of space, too many
+//! requests) is never retried piece by piece: it ends the pass, which backs off.
 
 use super::{Options, Outcome, Reconciler};
 use crate::plan::{ClaimOp, Op, OWNER_FIELD};
@@ -57,10 +59,9 @@ enum Written {
 }
 
 impl<K: Store> Writer<'_, K> {
-    /// Applies ops in as few transactions as etcd's op limit allows. A batch whose
-    /// guard fails, or that etcd refuses, is retried op by op, so one contested or
-    /// oversized service does not block others; an op too big for one transaction is
-    /// written in parts.
+    /// Applies ops in as few transactions as etcd's op limit allows (see
+    /// [`Writer::apply_batch`]), so one contested or oversized service does not block
+    /// others; an op too big for one transaction is written in parts.
     pub(super) fn apply(&mut self, ops: &[Op], outcome: &mut Outcome) -> Result<(), StoreError> {
         self.apply_ops(ops, outcome, Guard::Expected)
     }
@@ -85,43 +86,48 @@ impl<K: Store> Writer<'_, K> {
             return Ok(());
         }
         for batch in batches(ops, MAX_TXN_OPS) {
-            if let [op] = batch {
-                if op.size() > MAX_TXN_OPS {
-                    self.apply_in_parts(op, outcome, guard)?;
-                    continue;
+            self.apply_batch(batch, outcome, guard)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction. One that etcd refuses for its size is split in
+    /// halves, each written the same way (an etcd with a lower op or size limit costs a
+    /// few more transactions, not one per op); one whose guard failed is written op by op
+    /// to find the contested op; an op refused alone is that service's problem. Any
+    /// other failure (etcd out of space, overloaded, unreachable) ends the write at once:
+    /// every smaller request would fail alike.
+    fn apply_batch(
+        &mut self,
+        batch: &[Op],
+        outcome: &mut Outcome,
+        guard: Guard,
+    ) -> Result<(), StoreError> {
+        if let [op] = batch {
+            if op.size() > MAX_TXN_OPS {
+                return self.apply_in_parts(op, outcome, guard);
+            }
+        }
+        match self.write(batch)? {
+            Written::Applied => {
+                for op in batch {
+                    log::info!("{op}");
+                }
+                outcome.applied += batch.len();
+                crate::metrics::global().applied_ops(batch);
+            }
+            // One op alone: its outcome is final.
+            Written::Contested if batch.len() == 1 => contested(&batch[0], guard, outcome),
+            Written::Refused(e) if batch.len() == 1 => refused(&batch[0], &e, outcome),
+            Written::Contested => {
+                for op in batch {
+                    self.apply_batch(std::slice::from_ref(op), outcome, guard)?;
                 }
             }
-            match self.write(batch)? {
-                Written::Applied => {
-                    for op in batch {
-                        log::info!("{op}");
-                    }
-                    outcome.applied += batch.len();
-                    crate::metrics::global().applied_ops(batch);
-                    continue;
-                }
-                // One op alone: its outcome is final.
-                Written::Contested if batch.len() == 1 => {
-                    contested(&batch[0], guard, outcome);
-                    continue;
-                }
-                Written::Refused(e) if batch.len() == 1 => {
-                    refused(&batch[0], &e, outcome);
-                    continue;
-                }
-                // Some op in the batch: find it by writing them one at a time.
-                Written::Contested | Written::Refused(_) => {}
-            }
-            for op in batch {
-                match self.write(std::slice::from_ref(op))? {
-                    Written::Applied => {
-                        log::info!("{op}");
-                        outcome.applied += 1;
-                        crate::metrics::global().applied_ops(std::slice::from_ref(op));
-                    }
-                    Written::Contested => contested(op, guard, outcome),
-                    Written::Refused(e) => refused(op, &e, outcome),
-                }
+            Written::Refused(_) => {
+                let (first, second) = batch.split_at(batch.len() / 2);
+                self.apply_batch(first, outcome, guard)?;
+                self.apply_batch(second, outcome, guard)?;
             }
         }
         Ok(())
@@ -475,6 +481,7 @@ fn batches(ops: &[Op], max_ops: usize) -> Vec<&[Op]> {
 mod tests {
     use super::*;
     use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
+    use crate::reconcile::SyncError;
 
     fn opts(dry_run: bool) -> Options {
         Options {
@@ -735,6 +742,48 @@ mod tests {
         r.source.containers.retain(|c| c.id != "id2");
         r.sync().unwrap();
         assert!(r.refused.is_empty());
+    }
+
+    #[test]
+    fn a_batch_refused_for_its_size_is_halved_not_written_op_by_op() {
+        let mut r = reconciler(FakeDocker::default(), FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        // An etcd with --max-txn-ops 40; 20 services of 5 requests each.
+        r.store.max_txn_ops = 40;
+        r.source.containers = (1..=20).map(|n| container(n, &[])).collect();
+        let txns = r.store.calls.get("txn").copied().unwrap_or(0);
+        let out = r.sync().unwrap();
+        assert_eq!((out.applied, out.failed), (20, 0));
+        assert_eq!(r.store.counts(), (80, 20));
+        assert_eq!(
+            r.store.calls["txn"] - txns,
+            7,
+            "100 requests refused, 2 x 50 refused, 4 x 25 written (op by op: 21)"
+        );
+    }
+
+    #[test]
+    fn a_cluster_wide_refusal_ends_the_pass_after_one_write() {
+        let docker = FakeDocker {
+            containers: vec![container(1, &[])],
+            ..Default::default()
+        };
+        let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
+        r.sync().unwrap();
+        r.store.full = true;
+        r.source.containers = (1..=10).map(|n| container(n, &[])).collect();
+        let txns = r.store.calls.get("txn").copied().unwrap_or(0);
+        let Err(SyncError::Store(e)) = r.sync() else {
+            panic!("the pass must fail")
+        };
+        assert!(e.is_cluster(), "{e}");
+        assert_eq!(r.store.calls["txn"] - txns, 1, "no retry op by op");
+        assert!(r.refused.is_empty(), "no service blamed for it");
+        let Err(SyncError::Store(e)) = r.on_event("start", "id5") else {
+            panic!("the fast path fails too")
+        };
+        assert!(e.is_cluster(), "{e}");
+        assert_eq!(r.store.calls["txn"] - txns, 2);
     }
 
     #[test]

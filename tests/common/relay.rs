@@ -2,7 +2,7 @@
 //! in front of etcd or Docker (TCP or unix). It forwards request by request, counting
 //! them by kind and the bytes each way, and copies the answers back as they arrive, so
 //! Docker's `/events` stream keeps flowing; or, switched while it runs, it answers
-//! garbage, cuts the body short, stalls, or cuts etcd transactions.
+//! garbage, cuts the body short, stalls, slows every request, or cuts etcd transactions.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read, Write};
@@ -149,6 +149,8 @@ pub enum Mode {
     /// Forward everything except Docker's event stream, which ends at once (an empty
     /// 200), as a proxy in front of Docker that does not stream would.
     EndEvents,
+    /// Forward each request after holding it this long: a slow etcd.
+    Slow(Duration),
 }
 
 const GARBAGE: &[u8] = b"\x16\x03\x01garbage\x00\xff{{{ not HTTP at all\r\n\r\n\xfe\xfe";
@@ -368,7 +370,7 @@ impl Inner {
         match mode {
             Mode::Forward => self.forward(client, false),
             Mode::CutTxn => self.forward(client, true),
-            Mode::EndEvents => self.forward(client, false),
+            Mode::EndEvents | Mode::Slow(_) => self.forward(client, false),
             Mode::Garbage => answer(client, GARBAGE),
             Mode::CutBody => answer(client, CUT_BODY),
             Mode::Stall => self.stall(client),
@@ -424,6 +426,9 @@ impl Inner {
             };
             if cut_txn && head.first_line.starts_with(TXN) && writes(&body) {
                 break;
+            }
+            if let Mode::Slow(d) = *self.mode.lock().unwrap() {
+                std::thread::sleep(d);
             }
             for (kind, n) in classify.map(|c| c(&head, &body)).unwrap_or_default() {
                 self.counter.add(&kind, n);
