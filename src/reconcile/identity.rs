@@ -212,6 +212,32 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         })
     }
 
+    /// Between passes, while the identity is not settled: reads the watched leases
+    /// only (a request each); true when one is gone or was refreshed, so that a pass
+    /// settles it now.
+    pub fn settle_due(&mut self) -> Result<bool, StoreError> {
+        let watched: Vec<(i64, Reading)> = self
+            .identity
+            .watched
+            .iter()
+            .map(|(l, r)| (*l, *r))
+            .collect();
+        if watched.is_empty() {
+            return Ok(true);
+        }
+        for (l, first) in watched {
+            let sent = (self.clock)();
+            match self.store.time_to_live(l)? {
+                None => return Ok(true),
+                Some(ttl) if refreshed(first.ttl, sent.saturating_sub(first.at), ttl) => {
+                    return Ok(true)
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(false)
+    }
+
     /// Leaves alone what another live process may own (see [`set_aside`]), until this
     /// process holds the identity.
     pub(super) fn set_aside_others(&self, desired: &mut Desired, read: &mut Read) {
@@ -513,6 +539,22 @@ mod tests {
             "the live twin's keys as they were; ours gone"
         );
         assert_eq!(twin.store.kv[KEY].0, id);
+    }
+
+    #[test]
+    fn between_passes_one_read_per_watched_lease_tells_when_to_pass() {
+        let (etcd, _, lease) = predecessor();
+        let mut second = exclusive(containers(&[1, 2]), etcd);
+        second.sync().unwrap();
+        second.store.calls.clear();
+        pause(SETTLE_STEP);
+        assert!(!second.settle_due().unwrap(), "still counting down");
+        let calls: Vec<_> = second.store.calls.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(calls, [("time_to_live", 1)], "no pass");
+        second.store.keepalive(lease).unwrap();
+        pause(SETTLE_STEP);
+        assert!(second.settle_due().unwrap(), "refreshed: a pass refuses");
+        assert!(matches!(second.sync(), Err(SyncError::Twin(_))));
     }
 
     #[test]

@@ -54,7 +54,18 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         );
         // Ops that another writer contested are retried soon, then less and less often.
         let mut contested = Backoff::new(CONTESTED_RETRY, interval, log::Level::Debug);
+        // While another process's lease is waited out: when to read it again.
+        let mut next_check: Option<Instant> = None;
         loop {
+            if next_check.is_some_and(|c| Instant::now() >= c) {
+                // One read per watched lease, not a pass: a pass when it changed.
+                match self.settle_due() {
+                    Ok(true) => next_sync = Instant::now(),
+                    Ok(false) => {}
+                    Err(e) => log::debug!("reading the leases waited out: {e}"),
+                }
+                next_check = self.settling().map(|s| Instant::now() + s);
+            }
             if Instant::now() >= next_sync {
                 let started = Instant::now();
                 let result = self.sync();
@@ -69,8 +80,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                         } else {
                             contested.reset();
                         }
-                        // Sooner while another process's lease is waited out.
-                        self.settling().map_or(wait, |s| s.min(wait))
+                        wait
                     }
                     Err(e @ SyncError::Twin(_)) => return Err(e),
                     Err(e) => {
@@ -79,9 +89,11 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     }
                 };
                 next_sync = Instant::now() + wait;
+                next_check = self.settling().map(|s| Instant::now() + s);
             }
             let failing = backoff.is_failing();
-            match wake.recv_timeout(next_sync.saturating_duration_since(Instant::now())) {
+            let until = next_check.map_or(next_sync, |c| c.min(next_sync));
+            match wake.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Ok(Shutdown),
                 Ok(Wake::Changed) if !failing => next_sync = Instant::now(),
                 Ok(Wake::Changed) => {}
