@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::logging::LogFormat;
+
 /// What `main` should do.
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -122,6 +124,8 @@ pub struct Config {
     /// `--claim-grace`: how long a port claim outlives its last service; None: one
     /// `--interval`.
     pub claim_grace: Option<Duration>,
+    /// `--log-format`: text lines (the default) or JSON objects.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -183,6 +187,7 @@ Options:
   --etcd-key FILE        client key (also ?key=)
   --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
   --metrics-addr H:P     serve /metrics and /healthz there (off by default; loop only)
+  --log-format FORMAT    text (default: RFC 3339 UTC timestamps) or json (one object a line)
   -h, --help             this help
   -V, --version          version and git commit
 
@@ -210,6 +215,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "metrics-addr",
     "index-prefix",
     "claim-grace",
+    "log-format",
 ];
 /// Flags, by long name.
 const FLAGS: &[&str] = &[
@@ -316,6 +322,12 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
     let metrics_addr = text(&mut p, "--metrics-addr")?
         .map(|a| listen_addr("--metrics-addr", &a))
         .transpose()?;
+    let log_format = match text(&mut p, "--log-format")? {
+        None => LogFormat::Text,
+        Some(f) => f
+            .parse()
+            .map_err(|()| usage(format!("--log-format {f:?}: expected text or json")))?,
+    };
     let once = p.contains("--once");
     let internal = p.contains("--internal");
     let explicit = p.contains("--explicit");
@@ -384,6 +396,7 @@ pub fn parse(args: Vec<OsString>, docker_host: Option<&str>) -> Result<Command, 
         metrics_addr,
         index_prefix,
         claim_grace,
+        log_format,
     })))
 }
 
@@ -1019,6 +1032,9 @@ mod tests {
         let c = run(&["etcd:///a/b/s"]).unwrap();
         assert_eq!(c.index_prefix(), "/a/b/.registrator/s");
         assert_eq!(c.claim_grace, None, "one --interval, decided at start");
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = run(&["--log-format", "json", "etcd:///s"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
         let c = run(&[
             "--index-prefix",
             "/idx/s",
@@ -1054,6 +1070,10 @@ mod tests {
                 "must start with '/'",
             ),
             (vec!["--claim-grace", "-1", "etcd:///s"], "--claim-grace"),
+            (
+                vec!["--log-format", "xml", "etcd:///s"],
+                "--log-format \"xml\": expected text or json",
+            ),
         ] {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");

@@ -279,12 +279,14 @@ impl Docker {
             let name = ins.name.trim_start_matches('/');
             if self.podman {
                 log::warn!(
+                    container = name;
                     "container {name} uses the host network and Podman reports no port for \
                      it (it drops --expose there): nothing to register; EXPOSE the port in \
                      the image instead"
                 );
             } else {
                 log::info!(
+                    container = name;
                     "container {name} uses the host network and exposes no port: nothing to \
                      register"
                 );

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use etcd_registrator::cli::{self, Command};
+use etcd_registrator::logging::{self, LogFormat};
 use etcd_registrator::{app, health, setup::Setup};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,8 +39,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Ls(ls)) => {
             // Warnings only: the listing is the output.
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            logging::init(LogFormat::Text, "warn", None);
             return match app::ls(*ls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -60,7 +60,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init(
+        config.log_format,
+        "info",
+        Some(config.registry.prefix.clone()),
+    );
     match Setup::new(config).and_then(app::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
