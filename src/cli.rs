@@ -88,6 +88,12 @@ pub enum DockerHost {
     Unix(PathBuf),
     /// `host:port`, plain HTTP.
     Tcp(String),
+    /// `host:port` over TLS (`DOCKER_TLS_VERIFY`): the daemon's certificate is checked
+    /// against `certs/ca.pem`; `certs/cert.pem` and `key.pem`, if there, are ours.
+    Tls {
+        addr: String,
+        certs: PathBuf,
+    },
 }
 
 impl fmt::Display for DockerHost {
@@ -95,6 +101,7 @@ impl fmt::Display for DockerHost {
         match self {
             DockerHost::Unix(p) => write!(f, "unix://{}", p.display()),
             DockerHost::Tcp(a) => write!(f, "tcp://{a}"),
+            DockerHost::Tls { addr, .. } => write!(f, "tcp://{addr} (TLS)"),
         }
     }
 }
@@ -187,11 +194,11 @@ Options:
   --etcd-key FILE        client key (also ?key=)
   --etcd-password-file F etcd password (or ETCD_USERNAME / ETCD_PASSWORD)
   --metrics-addr H:P     serve /metrics and /healthz there (off by default; loop only)
-  --log-format FORMAT    text (default: RFC 3339 UTC timestamps) or json (one object a line)
+  --log-format FORMAT    text (default; RFC 3339 UTC times) or json (an object a line)
   -h, --help             this help
   -V, --version          version and git commit
 
-Environment: DOCKER_HOST (default unix:///var/run/docker.sock), RUST_LOG (default info).
+Environment: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH (as docker), RUST_LOG (info).
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 
 Example:
@@ -932,6 +939,43 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
     )))
 }
 
+/// Docker's TLS variables, read through `env` as Docker's own client reads them: with
+/// a `tcp://` DOCKER_HOST, a non-empty `DOCKER_TLS_VERIFY` means TLS, verified against
+/// the certificates in `DOCKER_CERT_PATH` (default `~/.docker`). TLS without verifying
+/// the daemon (`DOCKER_TLS`, or `DOCKER_CERT_PATH` alone) is refused; a unix socket
+/// takes no TLS.
+pub fn docker_tls(
+    host: DockerHost,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<DockerHost, UsageError> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let DockerHost::Tcp(addr) = host else {
+        return Ok(host);
+    };
+    let cert_path = set("DOCKER_CERT_PATH");
+    if set("DOCKER_TLS_VERIFY").is_none() {
+        if set("DOCKER_TLS").is_some() || cert_path.is_some() {
+            return Err(usage(
+                "DOCKER_TLS or DOCKER_CERT_PATH without DOCKER_TLS_VERIFY means TLS without \
+                 checking the daemon's certificate, which registrator does not do: set \
+                 DOCKER_TLS_VERIFY=1",
+            ));
+        }
+        return Ok(DockerHost::Tcp(addr));
+    }
+    let certs = match (cert_path, set("HOME")) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(home)) => PathBuf::from(home).join(".docker"),
+        (None, None) => {
+            return Err(usage(
+                "DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH is not (nor HOME, for \
+                 ~/.docker): the directory of ca.pem, cert.pem and key.pem",
+            ))
+        }
+    };
+    Ok(DockerHost::Tls { addr, certs })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1398,6 +1442,68 @@ mod tests {
         );
         for bad in ["unix://rel.sock", "tcp://host", "ssh://x", "tcp://u@h:2375"] {
             assert!(parse_docker_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_tls_variables() {
+        let tcp = || DockerHost::Tcp("h:2376".into());
+        let tls = |certs: &str| DockerHost::Tls {
+            addr: "h:2376".into(),
+            certs: certs.into(),
+        };
+        let unix = DockerHost::Unix("/d.sock".into());
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let ok: [(DockerHost, Vars, DockerHost); 6] = [
+            (tcp(), &[], tcp()),
+            (tcp(), &[("DOCKER_TLS_VERIFY", "")], tcp()),
+            (
+                tcp(),
+                &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", "/c")],
+                tls("/c"),
+            ),
+            // Any value turns it on, as with docker.
+            (
+                tcp(),
+                &[("DOCKER_TLS_VERIFY", "0"), ("HOME", "/root")],
+                tls("/root/.docker"),
+            ),
+            (
+                unix.clone(),
+                &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", "/c")],
+                unix.clone(),
+            ),
+            (
+                tcp(),
+                &[
+                    ("DOCKER_TLS_VERIFY", "1"),
+                    ("DOCKER_CERT_PATH", ""),
+                    ("HOME", "/h"),
+                ],
+                tls("/h/.docker"),
+            ),
+        ];
+        for (host, vars, want) in ok {
+            let env = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            assert_eq!(docker_tls(host, env), Ok(want), "{vars:?}");
+        }
+        let bad: [(Vars, &str); 3] = [
+            (&[("DOCKER_CERT_PATH", "/c")], "set DOCKER_TLS_VERIFY=1"),
+            (&[("DOCKER_TLS", "1")], "set DOCKER_TLS_VERIFY=1"),
+            (&[("DOCKER_TLS_VERIFY", "1")], "DOCKER_CERT_PATH is not"),
+        ];
+        for (vars, want) in bad {
+            let env = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let e = docker_tls(tcp(), env).unwrap_err().0;
+            assert!(e.contains(want), "{vars:?}: {e}");
         }
     }
 }

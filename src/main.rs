@@ -15,7 +15,7 @@ const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let docker_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-    let config = match cli::parse(args, docker_host.as_deref()) {
+    let mut config = match cli::parse(args, docker_host.as_deref()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
@@ -60,6 +60,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli::docker_tls(config.docker.clone(), |name| std::env::var(name).ok()) {
+        Ok(docker) => config.docker = docker,
+        Err(e) => {
+            eprintln!("registrator: {e}");
+            return ExitCode::from(2);
+        }
+    }
     logging::init(
         config.log_format,
         "info",
