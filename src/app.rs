@@ -138,7 +138,7 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
             }
         },
     )?;
-    events::spawn(config.docker.clone(), tx.clone())?;
+    events::spawn(&config.docker, tx.clone())?;
     if ttl > 0 {
         // A keepalive is tiny: a short timeout moves on to the next endpoint in time
         // (a follower can hold a request through an election for longer than the TTL).

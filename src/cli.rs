@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::cli_args::{Args, Given};
 use crate::cli_compat::{self, Retry};
+use crate::logging::LogFormat;
 
 /// What `main` should do.
 #[derive(Debug, PartialEq)]
@@ -89,6 +90,12 @@ pub enum DockerHost {
     Unix(PathBuf),
     /// `host:port`, plain HTTP.
     Tcp(String),
+    /// `host:port` over TLS (`DOCKER_TLS_VERIFY`): the daemon's certificate is checked
+    /// against `certs/ca.pem`; `certs/cert.pem` and `key.pem`, if there, are ours.
+    Tls {
+        addr: String,
+        certs: PathBuf,
+    },
 }
 
 impl fmt::Display for DockerHost {
@@ -96,6 +103,7 @@ impl fmt::Display for DockerHost {
         match self {
             DockerHost::Unix(p) => write!(f, "unix://{}", p.display()),
             DockerHost::Tcp(a) => write!(f, "tcp://{a}"),
+            DockerHost::Tls { addr, .. } => write!(f, "tcp://{addr} (TLS)"),
         }
     }
 }
@@ -134,6 +142,8 @@ pub struct Config {
     pub retry: Option<Retry>,
     /// Options accepted but not followed (gliderlabs's `-tags`, ...): one line each.
     pub warnings: Vec<String>,
+    /// `--log-format`: text lines (the default) or JSON objects.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -199,12 +209,14 @@ Options:
   --metrics-addr H:P     serve /metrics and /healthz there (off by default; loop only)
   --retry-attempts N     at start, give up on etcd after N retries (default -1: never)
   --retry-interval MS    the wait between those retries (default 2000)
+  --log-format FORMAT    text (default; RFC 3339 UTC times) or json (an object a line)
   -h, --help             this help
   -V, --version          version and git commit
 
 Environment: each option as REGISTRATOR_<OPTION>, the command line winning
   (REGISTRATOR_TTL=60, REGISTRATOR_DRY_RUN=1, REGISTRATOR_REGISTRY=<registry-uri>);
-  DOCKER_HOST (default unix:///var/run/docker.sock), RUST_LOG (default info).
+  DOCKER_HOST (default unix:///var/run/docker.sock), DOCKER_TLS_VERIFY,
+  DOCKER_CERT_PATH (as docker), RUST_LOG (default info).
 gliderlabs/registrator's options (-resync, -cleanup, -tags, ...) work too: see README.
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 
@@ -305,6 +317,13 @@ pub fn parse(
         .value("--metrics-addr")?
         .map(|g| listen_addr(&g.to_string(), &g.value))
         .transpose()?;
+    let log_format = match a.value("--log-format")? {
+        None => LogFormat::Text,
+        Some(f) => f
+            .value
+            .parse()
+            .map_err(|()| usage(format!("{f}: expected text or json")))?,
+    };
     let once = a.flag("--once")?;
     let internal = a.flag("--internal")?;
     let explicit = a.flag("--explicit")?;
@@ -371,6 +390,7 @@ pub fn parse(
         ip_label,
         retry: compat.retry,
         warnings: compat.warnings,
+        log_format,
     })))
 }
 
@@ -908,6 +928,43 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, UsageError> {
     )))
 }
 
+/// Docker's TLS variables, read through `env` as Docker's own client reads them: with
+/// a `tcp://` DOCKER_HOST, a non-empty `DOCKER_TLS_VERIFY` means TLS, verified against
+/// the certificates in `DOCKER_CERT_PATH` (default `~/.docker`). TLS without verifying
+/// the daemon (`DOCKER_TLS`, or `DOCKER_CERT_PATH` alone) is refused; a unix socket
+/// takes no TLS.
+pub fn docker_tls(
+    host: DockerHost,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<DockerHost, UsageError> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let DockerHost::Tcp(addr) = host else {
+        return Ok(host);
+    };
+    let cert_path = set("DOCKER_CERT_PATH");
+    if set("DOCKER_TLS_VERIFY").is_none() {
+        if set("DOCKER_TLS").is_some() || cert_path.is_some() {
+            return Err(usage(
+                "DOCKER_TLS or DOCKER_CERT_PATH without DOCKER_TLS_VERIFY means TLS without \
+                 checking the daemon's certificate, which registrator does not do: set \
+                 DOCKER_TLS_VERIFY=1",
+            ));
+        }
+        return Ok(DockerHost::Tcp(addr));
+    }
+    let certs = match (cert_path, set("HOME")) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(home)) => PathBuf::from(home).join(".docker"),
+        (None, None) => {
+            return Err(usage(
+                "DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH is not (nor HOME, for \
+                 ~/.docker): the directory of ca.pem, cert.pem and key.pem",
+            ))
+        }
+    };
+    Ok(DockerHost::Tls { addr, certs })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1008,6 +1065,9 @@ mod tests {
         let c = run(&["etcd:///a/b/s"]).unwrap();
         assert_eq!(c.index_prefix(), "/a/b/.registrator/s");
         assert_eq!(c.claim_grace, None, "one --interval, decided at start");
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = run(&["--log-format", "json", "etcd:///s"]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
         let c = run(&[
             "--index-prefix",
             "/idx/s",
@@ -1043,6 +1103,10 @@ mod tests {
                 "must start with '/'",
             ),
             (vec!["--claim-grace", "-1", "etcd:///s"], "--claim-grace"),
+            (
+                vec!["--log-format", "xml", "etcd:///s"],
+                "--log-format \"xml\": expected text or json",
+            ),
         ] {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");
@@ -1493,6 +1557,68 @@ mod tests {
         );
         for bad in ["unix://rel.sock", "tcp://host", "ssh://x", "tcp://u@h:2375"] {
             assert!(parse_docker_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn docker_tls_variables() {
+        let tcp = || DockerHost::Tcp("h:2376".into());
+        let tls = |certs: &str| DockerHost::Tls {
+            addr: "h:2376".into(),
+            certs: certs.into(),
+        };
+        let unix = DockerHost::Unix("/d.sock".into());
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let ok: [(DockerHost, Vars, DockerHost); 6] = [
+            (tcp(), &[], tcp()),
+            (tcp(), &[("DOCKER_TLS_VERIFY", "")], tcp()),
+            (
+                tcp(),
+                &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", "/c")],
+                tls("/c"),
+            ),
+            // Any value turns it on, as with docker.
+            (
+                tcp(),
+                &[("DOCKER_TLS_VERIFY", "0"), ("HOME", "/root")],
+                tls("/root/.docker"),
+            ),
+            (
+                unix.clone(),
+                &[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", "/c")],
+                unix.clone(),
+            ),
+            (
+                tcp(),
+                &[
+                    ("DOCKER_TLS_VERIFY", "1"),
+                    ("DOCKER_CERT_PATH", ""),
+                    ("HOME", "/h"),
+                ],
+                tls("/h/.docker"),
+            ),
+        ];
+        for (host, vars, want) in ok {
+            let env = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            assert_eq!(docker_tls(host, env), Ok(want), "{vars:?}");
+        }
+        let bad: [(Vars, &str); 3] = [
+            (&[("DOCKER_CERT_PATH", "/c")], "set DOCKER_TLS_VERIFY=1"),
+            (&[("DOCKER_TLS", "1")], "set DOCKER_TLS_VERIFY=1"),
+            (&[("DOCKER_TLS_VERIFY", "1")], "DOCKER_CERT_PATH is not"),
+        ];
+        for (vars, want) in bad {
+            let env = |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let e = docker_tls(tcp(), env).unwrap_err().0;
+            assert!(e.contains(want), "{vars:?}: {e}");
         }
     }
 }

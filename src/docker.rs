@@ -14,10 +14,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use ureq::config::ConfigBuilder;
+use ureq::tls::TlsConfig;
+use ureq::typestate::AgentScope;
 use ureq::Agent;
 
 use crate::cli::DockerHost;
@@ -49,6 +53,8 @@ enum Kind {
     Transport(ureq::Error),
     Status(u16, String),
     Decode(serde_json::Error, String),
+    /// The TLS files in DOCKER_CERT_PATH could not be used.
+    Tls(String),
 }
 
 impl DockerError {
@@ -72,8 +78,9 @@ impl fmt::Display for DockerError {
                     n >> 20
                 )
             }
-            Kind::Transport(e) => write!(f, "{e}"),
+            Kind::Transport(e) => write!(f, "{e}{}", tls_hint(&e.to_string())),
             Kind::Status(s, body) => write!(f, "HTTP {s}: {}", snippet(body)),
+            Kind::Tls(why) => f.write_str(why),
             Kind::Decode(e, body) => write!(f, "cannot parse response ({e}): {}", snippet(body)),
         }
     }
@@ -84,8 +91,27 @@ impl std::error::Error for DockerError {
         match &self.kind {
             Kind::Transport(e) => Some(e),
             Kind::Decode(e, _) => Some(e),
-            Kind::Status(..) => None,
+            Kind::Status(..) | Kind::Tls(_) => None,
         }
+    }
+}
+
+/// What a TLS failure means for DOCKER_CERT_PATH (rustls says it in its own words).
+fn tls_hint(text: &str) -> &'static str {
+    if text.contains("UnknownIssuer") {
+        " (the daemon's certificate is not signed by the CA in DOCKER_CERT_PATH's ca.pem)"
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        " (the daemon's certificate does not name the host in DOCKER_HOST)"
+    } else if text.contains("Expired") || text.contains("expired") {
+        " (the daemon's certificate has expired, or this machine's clock is wrong)"
+    } else if ["CertificateRequired", "BadCertificate", "UnknownCA"]
+        .iter()
+        .any(|t| text.contains(t))
+    {
+        " (the daemon wants a client certificate it trusts: cert.pem and key.pem in \
+         DOCKER_CERT_PATH)"
+    } else {
+        ""
     }
 }
 
@@ -148,12 +174,20 @@ pub struct Docker {
     said_health_from_inspect: bool,
     cache: HashMap<String, Static>,
     timeout: Duration,
+    /// The TLS settings of a [`DockerHost::Tls`], read once.
+    tls: Option<TlsConfig>,
 }
 
-fn agent_for(host: &DockerHost, config: ureq::config::Config) -> Agent {
-    match host {
-        DockerHost::Unix(path) => transport::unix_agent(path.clone(), config),
-        DockerHost::Tcp(_) => config.new_agent(),
+/// An agent for `host` from `config`, with `tls` for a TLS host.
+fn agent_for(
+    host: &DockerHost,
+    tls: Option<&TlsConfig>,
+    config: ConfigBuilder<AgentScope>,
+) -> Agent {
+    match (host, tls) {
+        (DockerHost::Unix(path), _) => transport::unix_agent(path.clone(), config.build()),
+        (_, Some(tls)) => config.tls_config(tls.clone()).build().new_agent(),
+        (_, None) => config.build().new_agent(),
     }
 }
 
@@ -161,19 +195,37 @@ fn base_for(host: &DockerHost) -> String {
     match host {
         DockerHost::Unix(_) => format!("http://{}", transport::UNIX_HOST),
         DockerHost::Tcp(addr) => format!("http://{addr}"),
+        DockerHost::Tls { addr, .. } => format!("https://{addr}"),
     }
 }
 
+/// Docker's TLS files, as its client finds them: the CA in `ca.pem`, and our
+/// certificate in `cert.pem` and `key.pem` when both are there.
+fn tls_config(certs: &Path) -> Result<TlsConfig, String> {
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let client = (cert.exists() && key.exists()).then_some((cert.as_path(), key.as_path()));
+    transport::tls_files(Some(&certs.join("ca.pem")), client)
+        .map_err(|e| format!("{e} (DOCKER_CERT_PATH={})", certs.display()))
+}
+
 impl Docker {
-    /// A client with `timeout` for connecting and for each whole request.
-    pub fn new(host: &DockerHost, timeout: Duration) -> Docker {
+    /// A client with `timeout` for connecting and for each whole request. Reads the
+    /// TLS files of a TLS host now, so a missing one is an error at start.
+    pub fn new(host: &DockerHost, timeout: Duration) -> Result<Docker, DockerError> {
+        let tls = match host {
+            DockerHost::Tls { certs, .. } => Some(tls_config(certs).map_err(|e| DockerError {
+                op: "TLS setup".into(),
+                endpoint: host.to_string(),
+                kind: Kind::Tls(e),
+            })?),
+            _ => None,
+        };
         let config = transport::agent_config()
             .timeout_connect(Some(timeout))
             .timeout_global(Some(timeout))
-            .max_idle_age(Duration::from_secs(50))
-            .build();
-        Docker {
-            agent: agent_for(host, config),
+            .max_idle_age(Duration::from_secs(50));
+        Ok(Docker {
+            agent: agent_for(host, tls.as_ref(), config),
             host: host.clone(),
             base: base_for(host),
             version: None,
@@ -181,7 +233,8 @@ impl Docker {
             said_health_from_inspect: false,
             cache: HashMap::new(),
             timeout,
-        }
+            tls,
+        })
     }
 
     /// A handle whose `shutdown()` interrupts requests blocked in another thread.
@@ -246,7 +299,13 @@ impl Docker {
             .map_err(|e| self.err("ping", Kind::Transport(e)))?;
         let status = resp.status().as_u16();
         if status != 200 {
-            let why = "no Docker API here (GET /_ping did not answer OK): check DOCKER_HOST";
+            let why = match self.host {
+                // What dockerd answers plain HTTP on its TLS port.
+                DockerHost::Tcp(_) if status == 400 => {
+                    "GET /_ping refused: a TLS port? set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"
+                }
+                _ => "no Docker API here (GET /_ping did not answer OK): check DOCKER_HOST",
+            };
             return Err(self.err("ping", Kind::Status(status, why.into())));
         }
         let server = resp
@@ -281,12 +340,14 @@ impl Docker {
             let name = ins.name.trim_start_matches('/');
             if self.podman {
                 log::warn!(
+                    container = name;
                     "container {name} uses the host network and Podman reports no port for \
                      it (it drops --expose there): nothing to register; EXPOSE the port in \
                      the image instead"
                 );
             } else {
                 log::info!(
+                    container = name;
                     "container {name} uses the host network and exposes no port: nothing to \
                      register"
                 );
@@ -320,9 +381,8 @@ impl Docker {
         let config = transport::agent_config()
             .timeout_connect(Some(self.timeout))
             .timeout_recv_response(Some(self.timeout))
-            .timeout_per_read(Some(idle))
-            .build();
-        let agent = agent_for(&self.host, config);
+            .timeout_per_read(Some(idle));
+        let agent = agent_for(&self.host, self.tls.as_ref(), config);
         let filters = r#"{"type":["container"]}"#;
         let version = self.version()?;
         let url = format!(

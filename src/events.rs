@@ -5,6 +5,7 @@
 //! fails, it reconnects with backoff (growing until a stream has stayed up for
 //! [`STABLE`]) and wakes the loop for one full sync per reconnect.
 
+use std::error::Error;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,13 @@ pub fn relevant(action: &str) -> bool {
     crate::docker::classify(action) != crate::docker::EventKind::Other
 }
 
-/// Spawns the watcher thread. It ends when the loop's receiver is gone.
-pub fn spawn(host: DockerHost, tx: SyncSender<Wake>) -> std::io::Result<()> {
+/// Spawns the watcher thread, with a client of its own. It ends when the loop's
+/// receiver is gone.
+pub fn spawn(host: &DockerHost, tx: SyncSender<Wake>) -> Result<(), Box<dyn Error>> {
+    let docker = Docker::new(host, Duration::from_secs(10))?;
     std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || watch(host, tx))?;
+        .spawn(move || watch(docker, tx))?;
     Ok(())
 }
 
@@ -36,8 +39,7 @@ struct Closed;
 /// not turn into a hot loop of reconnects and full passes.
 const STABLE: Duration = Duration::from_secs(30);
 
-fn watch(host: DockerHost, tx: SyncSender<Wake>) {
-    let mut docker = Docker::new(&host, Duration::from_secs(10));
+fn watch(mut docker: Docker, tx: SyncSender<Wake>) {
     let mut backoff = Backoff::new(
         Duration::from_millis(200),
         Duration::from_secs(5),

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use etcd_registrator::cli::{self, Command};
+use etcd_registrator::logging::{self, LogFormat};
 use etcd_registrator::{app, health, setup::Setup};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -13,7 +14,7 @@ const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let config = match cli::parse(args, &|name| std::env::var(name).ok()) {
+    let mut config = match cli::parse(args, &|name| std::env::var(name).ok()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
@@ -37,8 +38,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Ls(ls)) => {
             // Warnings only: the listing is the output.
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
+            logging::init(LogFormat::Text, "warn", None);
             return match app::ls(*ls) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -59,7 +59,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli::docker_tls(config.docker.clone(), |name| std::env::var(name).ok()) {
+        Ok(docker) => config.docker = docker,
+        Err(e) => {
+            eprintln!("registrator: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    logging::init(
+        config.log_format,
+        "info",
+        Some(config.registry.prefix.clone()),
+    );
     match Setup::new(config).and_then(app::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -45,7 +45,7 @@ impl Setup {
         let (settings, opts) = options(&config, &hostname, ttl);
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?
             .with_index_prefix(&opts.index_prefix);
-        let docker = Docker::new(&config.docker, Duration::from_secs(10));
+        let docker = Docker::new(&config.docker, Duration::from_secs(10))?;
         let agents = [docker.agent(), etcd.agent()];
         let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
         Ok(Setup {

@@ -1,4 +1,5 @@
-//! HTTP agents: the unix-socket transport for the Docker API, and TCP/TLS agents.
+//! HTTP agents: the unix-socket transport for the Docker API, TCP/TLS agents, and TLS
+//! settings read from PEM files (etcd's and Docker's).
 //!
 //! This is the only file that touches ureq's `unversioned::transport` API, which may
 //! change in a minor release (Cargo.toml pins the minor version). ureq's own `tcp.rs`
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use ureq::config::Config;
 use ureq::http::Uri;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
@@ -36,6 +38,49 @@ pub fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope
         .proxy(None)
         .input_buffer_size(BUFFER)
         .output_buffer_size(BUFFER)
+}
+
+/// TLS settings from PEM files: the CA bundle to trust (None: the Mozilla roots built
+/// in) and a client certificate with its key. Errors name the file and what it is.
+pub fn tls_files(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<TlsConfig, String> {
+    let mut tls = TlsConfig::builder();
+    if let Some(ca) = ca {
+        let certs = pem_certs(&read_file("CA bundle", ca)?);
+        if certs.is_empty() {
+            return Err(format!(
+                "CA bundle {} holds no PEM certificate",
+                ca.display()
+            ));
+        }
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    if let Some((cert, key)) = client {
+        let chain = pem_certs(&read_file("client certificate", cert)?);
+        if chain.is_empty() {
+            return Err(format!(
+                "client certificate {} holds no PEM certificate",
+                cert.display()
+            ));
+        }
+        let key_pem = read_file("client key", key)?;
+        let key = PrivateKey::from_pem(&key_pem)
+            .map_err(|e| format!("client key {}: {e}", key.display()))?;
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    Ok(tls.build())
+}
+
+fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Connect timeout for the unix socket when the agent's configuration sets none.

@@ -77,7 +77,7 @@ fn a_runtime_error_never_prints_the_password() {
 fn an_oversized_event_line_does_not_break_the_stream() {
     let path = docker_host();
     let host = DockerHost::Unix(path.trim_start_matches("unix://").into());
-    let mut docker = Docker::new(&host, Duration::from_secs(10));
+    let mut docker = Docker::new(&host, Duration::from_secs(10)).unwrap();
     let mut events = docker.events(Duration::from_millis(500)).unwrap();
     let label = format!("big={}", "x".repeat(80 * 1024));
     assert!(label.len() > EVENT_LINE_LIMIT);
@@ -190,6 +190,7 @@ fn answers_over_their_cap_are_refused_with_one_clear_line() {
     let dir = TempDir::new("bigbody");
     let host = fake_docker(&dir, Some(65 * 1024 * 1024), 0);
     let e = Docker::new(&host, Duration::from_secs(20))
+        .unwrap()
         .containers()
         .unwrap_err()
         .to_string();
@@ -201,6 +202,7 @@ fn answers_over_their_cap_are_refused_with_one_clear_line() {
     let dir = TempDir::new("biginspect");
     let host = fake_docker(&dir, None, 5 * 1024 * 1024);
     let e = Docker::new(&host, Duration::from_secs(20))
+        .unwrap()
         .containers()
         .unwrap_err()
         .to_string();

@@ -5,12 +5,10 @@
 //! Every request has a connect and a whole-request timeout; a failing endpoint is
 //! skipped for the next.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::TlsConfig;
 use ureq::Agent;
 
 use super::codes::Code;
@@ -340,19 +338,6 @@ fn gateway_prefix(cluster: &str) -> &'static str {
     }
 }
 
-fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
-}
-
-fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
-    ureq::tls::parse_pem(pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The TLS settings the registry asks for: its CA bundle, its client certificate.
 fn tls_config(registry: &Registry) -> Result<TlsConfig, String> {
     if !registry.tls && (registry.cacert.is_some() || registry.cert.is_some()) {
@@ -364,31 +349,8 @@ fn tls_config(registry: &Registry) -> Result<TlsConfig, String> {
                 .into(),
         );
     }
-    let mut tls = TlsConfig::builder();
-    if let Some(ca) = &registry.cacert {
-        let certs = pem_certs(&read_file("CA bundle", ca)?);
-        if certs.is_empty() {
-            return Err(format!(
-                "CA bundle {} holds no PEM certificate",
-                ca.display()
-            ));
-        }
-        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
-    }
-    if let (Some(cert), Some(key)) = (&registry.cert, &registry.key) {
-        let chain = pem_certs(&read_file("client certificate", cert)?);
-        if chain.is_empty() {
-            return Err(format!(
-                "client certificate {} holds no PEM certificate",
-                cert.display()
-            ));
-        }
-        let key_pem = read_file("client key", key)?;
-        let key = PrivateKey::from_pem(&key_pem)
-            .map_err(|e| format!("client key {}: {e}", key.display()))?;
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-    }
-    Ok(tls.build())
+    let client = registry.cert.as_deref().zip(registry.key.as_deref());
+    transport::tls_files(registry.cacert.as_deref(), client)
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ impl<S, K> Reconciler<S, K> {
     fn report(&mut self, problems: Vec<Problem>) {
         let now: BTreeSet<Problem> = problems.into_iter().collect();
         for p in now.difference(&self.reported) {
-            log::error!("{p}");
+            log::error!(container = p.container.as_str(); "{p}");
         }
         self.reported = now;
         crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
@@ -228,7 +228,7 @@ impl<S, K> Reconciler<S, K> {
         }
         for p in problems {
             if !self.refused.contains(&p) {
-                log::error!("{p}");
+                log::error!(container = p.container.as_str(); "{p}");
                 self.refused.insert(p);
             }
         }
@@ -237,7 +237,7 @@ impl<S, K> Reconciler<S, K> {
     /// Logs a problem found between passes (unless already logged) and keeps it.
     fn report_one(&mut self, problem: Problem) {
         if self.reported.insert(problem.clone()) {
-            log::error!("{problem}");
+            log::error!(container = problem.container.as_str(); "{problem}");
         }
         crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }

@@ -111,7 +111,7 @@ impl<K: Store> Writer<'_, K> {
         match self.write(batch)? {
             Written::Applied => {
                 for op in batch {
-                    log::info!("{op}");
+                    log::info!(service = op.dir(), container = op.container(); "{op}");
                 }
                 outcome.applied += batch.len();
                 crate::metrics::global().applied_ops(batch);
@@ -185,7 +185,7 @@ impl<K: Store> Writer<'_, K> {
                 }
             }
         }
-        log::info!("{op} (in {n} transactions)");
+        log::info!(service = op.dir(), container = op.container(); "{op} (in {n} transactions)");
         outcome.applied += 1;
         crate::metrics::global().applied_ops(std::slice::from_ref(op));
         Ok(())
@@ -224,7 +224,7 @@ impl<K: Store> Writer<'_, K> {
         }
         log::info!("{hold}");
         for op in ops {
-            log::info!("{op}");
+            log::info!(service = op.dir(), container = op.container(); "{op}");
         }
         outcome.applied += ops.len();
         crate::metrics::global().applied_ops(ops);
@@ -303,6 +303,7 @@ fn contested(op: &Op, guard: Guard, outcome: &mut Outcome) {
         ),
         Guard::Expected => {
             log::warn!(
+                service = op.dir(), container = op.container();
                 "{} changed under us (another host, or our own write whose answer was lost); \
                  checking again on the next pass",
                 op.dir()

@@ -369,8 +369,22 @@ impl Container {
     }
 
     /// `stop -t 1`.
+    ///
+    /// Then waits (at most 5 s) until the engine's container list no longer shows it:
+    /// dockerd 26 can answer the stop before its list says so (3 of 30 stops, seen
+    /// here), and a `--once` run reads that list.
     pub fn stop(&self) {
         self.cli(&["stop", "-t", "1", &self.name]);
+        let listed = || {
+            !self
+                .cli(&["ps", "-q", "--filter", &format!("id={}", self.id)])
+                .trim()
+                .is_empty()
+        };
+        let start = std::time::Instant::now();
+        while listed() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
