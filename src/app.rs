@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{Config, LsConfig};
@@ -11,9 +12,10 @@ use crate::cli_compat::Retry;
 use crate::etcd::codec::prefix_end;
 use crate::etcd::Etcd;
 use crate::ls::{self, Filter};
+use crate::metrics::Metrics;
 use crate::setup::{self, Setup};
 use crate::store::StoreError;
-use crate::{events, http, keepalive, metrics, signals};
+use crate::{events, http, keepalive, signals};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -115,11 +117,16 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
         ttl,
         mut reconciler,
         agents,
+        metrics,
     } = setup;
     signals::block()?;
-    operator_listener(&config, ttl)?;
+    operator_listener(&config, ttl, &metrics)?;
     let mut exit_store = if config.deregister_on_exit {
-        Some(Etcd::new(&config.registry, EXIT_TIMEOUT)?.with_index_prefix(&config.index_prefix()))
+        let etcd = Etcd::new(&config.registry, EXIT_TIMEOUT)?;
+        Some(
+            etcd.with_index_prefix(&config.index_prefix())
+                .with_metrics(Arc::clone(&metrics)),
+        )
     } else {
         None
     };
@@ -138,16 +145,17 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
             }
         },
     )?;
-    events::spawn(&config.docker, tx.clone())?;
+    events::spawn(&config.docker, tx.clone(), Arc::clone(&metrics))?;
     if ttl > 0 {
         // A keepalive is tiny: a short timeout moves on to the next endpoint in time
         // (a follower can hold a request through an election for longer than the TTL).
         let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
         keepalive::spawn(
-            Etcd::new(&config.registry, timeout)?,
+            Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)),
             reconciler.lease_cell(),
             ttl,
             tx,
+            Arc::clone(&metrics),
         )?;
     }
     log::info!(
@@ -187,10 +195,10 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
 /// The loop's metrics (configured whether or not they are served), and with
 /// `--metrics-addr` the listener of `/metrics` and `/healthz`. Called after the signals
 /// are blocked, so its threads leave SIGTERM to the signal thread.
-fn operator_listener(config: &Config, ttl: u64) -> Result<(), String> {
-    metrics::global().configure(config.interval, ttl);
+fn operator_listener(config: &Config, ttl: u64, metrics: &Arc<Metrics>) -> Result<(), String> {
+    metrics.configure(config.interval, ttl);
     if let Some(addr) = &config.metrics_addr {
-        let bound = http::spawn(addr.as_str(), metrics::global())
+        let bound = http::spawn(addr.as_str(), Arc::clone(metrics))
             .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
         log::info!("serving /metrics and /healthz on http://{bound}");
     }

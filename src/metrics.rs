@@ -2,6 +2,11 @@
 //! the etcd client and the watcher threads bump, rendered on demand in Prometheus'
 //! text exposition format (version 0.0.4).
 //!
+//! One [`Metrics`] is made at start and handed (an `Arc`) to each part that records:
+//! no global, so a part's dependencies show in its signature, and tests read the
+//! figures of the reconciler they drive. Labels are this module's own enums; it knows
+//! nothing of the reconciler or the plan, which map their outcomes onto them.
+//!
 //! Recording is a relaxed atomic add (or, the first time an etcd endpoint is seen, one
 //! small allocation): it never blocks and never takes a lock, so it costs nothing
 //! measurable whether or not `--metrics-addr` serves it. Every label has a bounded set
@@ -14,8 +19,6 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::health::{self, HealthState};
-use crate::plan::{Actual, Desired, Op};
-use crate::reconcile::{Outcome, SyncError};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
@@ -54,18 +57,6 @@ impl PassOutcome {
         }
     }
 
-    /// How the loop's pass ended: some op left unwritten (its guard failed) is a
-    /// conflict; an error is Docker's or etcd's.
-    pub fn of(result: &Result<Outcome, SyncError>) -> PassOutcome {
-        match result {
-            Ok(o) if o.failed > 0 => PassOutcome::Conflict,
-            Ok(_) => PassOutcome::Ok,
-            Err(SyncError::Docker(_)) => PassOutcome::DockerError,
-            Err(SyncError::Store(_)) => PassOutcome::EtcdError,
-            Err(SyncError::Twin(_)) => PassOutcome::Twin,
-        }
-    }
-
     /// Whether the loop did its job: both ends answered (for the health check).
     fn succeeded(self) -> bool {
         matches!(self, PassOutcome::Ok | PassOutcome::Conflict)
@@ -78,19 +69,6 @@ pub enum Change {
     Register,
     Update,
     Deregister,
-}
-
-impl Change {
-    /// The kind of change an op makes.
-    pub fn of(op: &Op) -> Change {
-        match op {
-            Op::Register { .. } => Change::Register,
-            Op::Update { .. } => Change::Update,
-            Op::Deregister { .. } => Change::Deregister,
-            // Only a stale index entry goes: a repair of this host's own records.
-            Op::Unindex { .. } => Change::Update,
-        }
-    }
 }
 
 /// Why a service was refused (the bounded label of `registrator_refused_services`).
@@ -193,7 +171,7 @@ impl Counter {
     }
 }
 
-/// Every metric of the process. One lives in [`global`]; tests make their own.
+/// Every metric of the process: one per process, shared by the parts that record.
 #[derive(Debug)]
 pub struct Metrics {
     passes: [Counter; PassOutcome::ALL.len()],
@@ -220,12 +198,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// The process's metrics, which every module records into.
-pub fn global() -> &'static Metrics {
-    static GLOBAL: Metrics = Metrics::new();
-    &GLOBAL
 }
 
 impl Metrics {
@@ -269,33 +241,6 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         if outcome.succeeded() {
             self.health.pass_succeeded();
-        }
-    }
-
-    /// A pass of the loop ended after `took` with `result`.
-    pub fn pass_result(&self, result: &Result<Outcome, SyncError>, took: Duration) {
-        self.pass(PassOutcome::of(result), took);
-    }
-
-    /// After a pass's plan and claim check: the services of `desired` that end up
-    /// registered, i.e. all but those whose directory another host owns in `actual` and
-    /// the `held` ones whose port claim another service holds.
-    pub fn planned(&self, desired: &Desired, actual: &Actual, hostname: &str, held: usize) {
-        let elsewhere = desired
-            .keys()
-            .filter(|dir| {
-                actual
-                    .get(*dir)
-                    .is_some_and(|stored| stored.owner() != Some(hostname))
-            })
-            .count();
-        self.set_services(desired.len().saturating_sub(elsewhere + held));
-    }
-
-    /// The ops of a transaction that etcd applied.
-    pub fn applied_ops(&self, ops: &[Op]) {
-        for op in ops {
-            self.applied(Change::of(op));
         }
     }
 
@@ -1001,80 +946,5 @@ mod tests {
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(f64::INFINITY), "+Inf");
         assert_eq!(number(f64::NAN), "NaN");
-    }
-
-    #[test]
-    fn pass_results_and_ops_map_to_labels() {
-        let outcome = |failed| {
-            Ok(Outcome {
-                failed,
-                ..Outcome::default()
-            })
-        };
-        assert_eq!(PassOutcome::of(&outcome(0)), PassOutcome::Ok);
-        assert_eq!(PassOutcome::of(&outcome(2)), PassOutcome::Conflict);
-        let etcd = Err(SyncError::Store(crate::store::StoreError::new("down")));
-        assert_eq!(PassOutcome::of(&etcd), PassOutcome::EtcdError);
-        let m = Metrics::new();
-        m.pass_result(&etcd, Duration::from_millis(1));
-        m.pass_result(&outcome(1), Duration::from_millis(1));
-        m.applied_ops(&[
-            Op::Deregister { dir: "a/b".into() },
-            Op::Deregister { dir: "a/c".into() },
-            Op::Update {
-                dir: "a/d".into(),
-                put: Default::default(),
-                delete: vec![],
-                container: "c".into(),
-            },
-        ]);
-        let t = m.render();
-        for (series, want) in [
-            (r#"registrator_passes_total{outcome="etcd_error"}"#, "1"),
-            (r#"registrator_passes_total{outcome="conflict"}"#, "1"),
-            ("registrator_deregistrations_total", "2"),
-            ("registrator_updates_total", "1"),
-            ("registrator_registrations_total", "0"),
-        ] {
-            assert_eq!(value(&t, series).as_deref(), Some(want), "{series}");
-        }
-    }
-
-    #[test]
-    fn planned_services_leave_out_the_refused() {
-        use crate::plan::{Stored, Want, OWNER_FIELD};
-        let want = || Want {
-            fields: Default::default(),
-            claim: None,
-            container: "c".into(),
-        };
-        let owned = |host: &str| {
-            let mut s = Stored::default();
-            s.fields.insert(OWNER_FIELD.into(), host.into());
-            s
-        };
-        let desired: Desired = ["a/1", "b/1", "c/1", "d/1"]
-            .map(|d| (d.to_string(), want()))
-            .into();
-        let actual: Actual = [("a/1", owned("h")), ("b/1", owned("other"))]
-            .map(|(d, s)| (d.to_string(), s))
-            .into();
-        let m = Metrics::new();
-        // a: ours already; b: another host's; c, d: new, one of them with a held claim.
-        m.planned(&desired, &actual, "h", 1);
-        assert_eq!(
-            value(&m.render(), "registrator_services").as_deref(),
-            Some("2")
-        );
-        m.planned(&Desired::new(), &actual, "h", 3);
-        assert_eq!(
-            value(&m.render(), "registrator_services").as_deref(),
-            Some("0")
-        );
-    }
-
-    #[test]
-    fn global_is_one_instance() {
-        assert!(std::ptr::eq(global(), global()));
     }
 }

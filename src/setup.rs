@@ -5,12 +5,14 @@
 
 use std::error::Error;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{self, Config, Registry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
 use crate::hostaddr;
+use crate::metrics::Metrics;
 use crate::reconcile::{Options, Reconciler};
 use crate::service::Settings;
 
@@ -25,6 +27,8 @@ pub struct Setup {
     /// The reconciler's HTTP agents: shutting them down interrupts requests blocked in
     /// the loop's thread.
     pub agents: [ureq::Agent; 2],
+    /// What the reconciler, its etcd client and the loop's threads record.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Setup {
@@ -43,17 +47,21 @@ impl Setup {
         }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
+        let metrics = Arc::new(Metrics::new());
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?
-            .with_index_prefix(&opts.index_prefix);
+            .with_index_prefix(&opts.index_prefix)
+            .with_metrics(Arc::clone(&metrics));
         let docker = Docker::new(&config.docker, Duration::from_secs(10))?;
         let agents = [docker.agent(), etcd.agent()];
-        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
+        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address)
+            .with_metrics(Arc::clone(&metrics));
         Ok(Setup {
             config,
             hostname,
             ttl,
             reconciler,
             agents,
+            metrics,
         })
     }
 }

@@ -15,7 +15,7 @@ impl<S, K> Reconciler<S, K> {
     pub fn deregister_all<T: Store>(&mut self, store: &mut T) -> Result<usize, SyncError> {
         let lease = self.lease();
         if lease != 0 {
-            if Writer::new(store, &self.opts, lease).revoke(lease)? {
+            if Writer::new(store, &self.opts, lease, &self.metrics).revoke(lease)? {
                 log::info!("revoked lease {lease:x}: this host's services are deregistered");
                 self.set_lease(0);
             }
@@ -44,7 +44,7 @@ impl<S, K> Reconciler<S, K> {
             })
             .collect();
         let mut outcome = Outcome::default();
-        let mut writer = Writer::new(store, &self.opts, 0);
+        let mut writer = Writer::new(store, &self.opts, 0, &self.metrics);
         writer.apply(&ops, &mut outcome)?;
         writer.apply_claims(&releases, &mut outcome)?;
         Ok(ops

@@ -53,7 +53,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let before = problems.len();
         let (free, withdrawn) = self.check_claims(groups, &desired, &mut problems)?;
         let held = problems.len() - before;
-        crate::metrics::global().planned(&desired, &read.actual, &self.opts.hostname, held);
+        self.metrics.set_services(registered(
+            &desired,
+            &read.actual,
+            &self.opts.hostname,
+            held,
+        ));
         self.report(problems);
 
         self.writer().apply(&ops, &mut outcome)?;
@@ -174,7 +179,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         }
         let keys = self.store.lease_keys(self.lease())?;
         if keys.is_none() {
-            crate::metrics::global().lease_lost(self.lease());
+            self.metrics.lease_lost(self.lease());
             log::warn!(
                 "lease {:x} is gone (expired or revoked); granting a new one and registering \
                  again",
@@ -316,6 +321,21 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         outcome.failed += ops.len().max(1);
         Ok(())
     }
+}
+
+/// The services of `desired` that end up registered after a pass: all but those whose
+/// directory another host owns in `actual` and the `held` ones whose port claim another
+/// service holds.
+fn registered(desired: &Desired, actual: &Actual, hostname: &str, held: usize) -> usize {
+    let elsewhere = desired
+        .keys()
+        .filter(|dir| {
+            actual
+                .get(*dir)
+                .is_some_and(|s| s.owner() != Some(hostname))
+        })
+        .count();
+    desired.len().saturating_sub(elsewhere + held)
 }
 
 #[cfg(test)]
@@ -687,5 +707,52 @@ mod tests {
             "the old registration is gone: {:?}",
             keys_under(&a.store, "/s/")
         );
+    }
+
+    /// The value of a series in the exposition text.
+    fn series(text: &str, name: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+    }
+
+    #[test]
+    fn what_a_pass_records() {
+        use crate::metrics::Metrics;
+        use std::sync::Arc;
+        let m = Arc::new(Metrics::new());
+        let mut etcd = FakeEtcd::default();
+        etcd.kv.insert(
+            "/s.index/claims/external_port/8080/b".into(),
+            ("beta".into(), 0, 1),
+        );
+        etcd.rev = 1;
+        let mut d = docker(2);
+        d.containers.push(claiming(3, "alpha"));
+        let mut r = reconciler(d, etcd, "h", 30).with_metrics(Arc::clone(&m));
+        r.sync().unwrap();
+        let t = m.render();
+        for (name, want) in [
+            ("registrator_registrations_total", "2"),
+            ("registrator_services", "2"),
+            ("registrator_lease_grants_total", "1"),
+            (r#"registrator_refused_services{reason="port_taken"}"#, "1"),
+            (
+                r#"registrator_refused_services{reason="invalid_config"}"#,
+                "0",
+            ),
+        ] {
+            assert_eq!(series(&t, name).as_deref(), Some(want), "{name}\n{t}");
+        }
+        // The holder goes: the claim is taken, the refusal cleared.
+        r.store.kv.remove("/s.index/claims/external_port/8080/b");
+        r.sync().unwrap();
+        let t = m.render();
+        for (name, want) in [
+            ("registrator_registrations_total", "3"),
+            ("registrator_services", "3"),
+            (r#"registrator_refused_services{reason="port_taken"}"#, "0"),
+        ] {
+            assert_eq!(series(&t, name).as_deref(), Some(want), "{name}");
+        }
     }
 }
