@@ -2,6 +2,7 @@
 //! own (the loop's may have been interrupted by the signal), reading only this host's
 //! index and directories, so it takes the same few requests on any fleet.
 
+use super::index;
 use super::writer::Writer;
 use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Actual, ClaimOp, Desired};
@@ -22,7 +23,7 @@ impl<S, K> Reconciler<S, K> {
             return Ok(self.seen.desired.len());
         }
         let keys = self.opts.keys();
-        let index = keys.host_index(&store.range_prefixes(&[keys.host()])?);
+        let index = index::host_index(keys, &store.range_prefixes(&[keys.host()])?);
         let dirs: Vec<String> = index.services.keys().map(|d| keys.dir(d)).collect();
         let kvs = if dirs.is_empty() {
             Vec::new()

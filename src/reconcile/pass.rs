@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::claims::{self, Group};
-use super::index::HostIndex;
+use super::index::{self, HostIndex};
 use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Actual, ClaimOp, Desired, Op};
 use crate::service::{self, Claim, Container, Problem};
@@ -124,7 +124,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         // index itself is read only for the values of its claims, if it has any.
         let on_lease = lease_keys
             .as_ref()
-            .map(|k| keys.index_on_lease(k, self.lease(), desired));
+            .map(|k| index::index_on_lease(keys, k, self.lease(), desired));
         let mut prefixes = match &on_lease {
             Some(index) if index.claims.is_empty() => vec![],
             Some(_) => vec![keys.own_claims()],
@@ -145,7 +145,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let keys = self.opts.keys();
         let (index_kvs, kvs): (Vec<Kv>, Vec<Kv>) =
             all.into_iter().partition(|kv| keys.is_host_key(&kv.key));
-        let read = keys.host_index(&index_kvs);
+        let read = index::host_index(keys, &index_kvs);
         let index = match on_lease {
             Some(mut index) => {
                 index.claims.retain(|c, _| read.claims.contains_key(c));
@@ -195,7 +195,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if let Some(dir) = key.strip_prefix(&self.opts.keys().service("")) {
             return Some(dir.to_string()).filter(|d| d.contains('/'));
         }
-        plan::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
+        crate::keys::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
     }
 
     pub(super) fn group(&self, kvs: Vec<Kv>) -> Actual {
@@ -268,7 +268,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     ) -> Result<(Option<String>, i64), StoreError> {
         let keys = self.opts.keys();
         let (kvs, revision) = self.store.range_prefix(&keys.claimants(claim))?;
-        let claimants = keys.claimants_of(claim, &kvs);
+        let claimants = index::claimants_of(keys, claim, &kvs);
         let holder = claims::holder(&claimants, &self.opts.hostname, name, self.expired(claim));
         Ok((holder, revision))
     }

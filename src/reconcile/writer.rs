@@ -9,8 +9,9 @@
 //! requests) is never retried piece by piece: it ends the pass, which backs off.
 
 use super::{Options, Outcome, Reconciler};
+use crate::keys::OWNER_FIELD;
 use crate::metrics::{Change, Metrics};
-use crate::plan::{ClaimOp, Op, OWNER_FIELD};
+use crate::plan::{ClaimOp, Op};
 use crate::service::Problem;
 use crate::store::{Compare, Request, Store, StoreError, MAX_TXN_OPS};
 
@@ -181,7 +182,7 @@ impl<K: Store> Writer<'_, K> {
     ) -> Result<(), StoreError> {
         let (mut compares, mut requests) = (Vec::new(), Vec::new());
         self.txn_parts(op, &mut compares, &mut requests);
-        let owner = format!("{}/{}/{OWNER_FIELD}", self.opts.prefix, op.dir());
+        let owner = self.opts.keys().field(op.dir(), OWNER_FIELD);
         let ours = Compare::ValueEquals(owner, self.opts.hostname.clone());
         let index = self.opts.keys().service(op.dir());
         let parts = parts(compares, requests, ours, &index, MAX_TXN_OPS);
@@ -415,7 +416,8 @@ fn txn_parts(
     compares: &mut Vec<Compare>,
     requests: &mut Vec<Request>,
 ) {
-    let key = |dir: &str, field: &str| format!("{}/{dir}/{field}", opts.prefix);
+    let keys = opts.keys();
+    let key = |dir: &str, field: &str| keys.field(dir, field);
     let owner_key = key(op.dir(), OWNER_FIELD);
     let ours = || Compare::ValueEquals(owner_key.clone(), opts.hostname.clone());
     let index_key = opts.keys().service(op.dir());
@@ -456,7 +458,7 @@ fn txn_parts(
         Op::Deregister { dir } => {
             compares.push(ours());
             requests.push(Request::DeletePrefix {
-                prefix: format!("{}/{dir}/", opts.prefix),
+                prefix: keys.dir(dir),
             });
             requests.push(Request::Delete {
                 key: index_key.clone(),
