@@ -11,6 +11,16 @@ use crate::health;
 
 /// Writes every series of `m` (the `process_*` ones come from `process.rs`).
 pub(super) fn series(m: &Metrics, o: &mut Out) {
+    build(o);
+    passes(m, o);
+    health(m, o);
+    writes(m, o);
+    etcd(m, o);
+    leases_and_events(m, o);
+}
+
+/// The build.
+fn build(o: &mut Out) {
     o.head(
         "registrator_build_info",
         "gauge",
@@ -24,7 +34,10 @@ pub(super) fn series(m: &Metrics, o: &mut Out) {
         ],
         1.0,
     );
+}
 
+/// Passes: their outcomes and durations.
+fn passes(m: &Metrics, o: &mut Out) {
     o.head(
         "registrator_passes_total",
         "counter",
@@ -64,7 +77,10 @@ pub(super) fn series(m: &Metrics, o: &mut Out) {
         m.pass_nanos.get() as f64 / 1e9,
     );
     o.sample("registrator_pass_duration_seconds_count", &[], count as f64);
+}
 
+/// The health verdict and what it rests on.
+fn health(m: &Metrics, o: &mut Out) {
     let h = m.health.snapshot();
     o.head(
         "registrator_last_success_age_seconds",
@@ -108,7 +124,10 @@ pub(super) fn series(m: &Metrics, o: &mut Out) {
         "The lease TTL of this host's keys (--ttl; 0: no lease).",
     );
     o.sample("registrator_lease_ttl_seconds", &[], h.ttl.as_secs_f64());
+}
 
+/// Services, writes and refusals.
+fn writes(m: &Metrics, o: &mut Out) {
     o.head(
         "registrator_services",
         "gauge",
@@ -156,7 +175,10 @@ pub(super) fn series(m: &Metrics, o: &mut Out) {
             m.refused[r as usize].load(Ordering::Relaxed) as f64,
         );
     }
+}
 
+/// Requests per etcd endpoint and failovers.
+fn etcd(m: &Metrics, o: &mut Out) {
     let slots: Vec<&EndpointSlot> = m
         .endpoints
         .iter()
@@ -192,6 +214,10 @@ pub(super) fn series(m: &Metrics, o: &mut Out) {
         "Times the etcd client moved on to another endpoint.",
         m.failovers.get(),
     );
+}
+
+/// The lease and Docker's event stream.
+fn leases_and_events(m: &Metrics, o: &mut Out) {
     o.counter(
         "registrator_lease_grants_total",
         "Leases granted.",
