@@ -60,7 +60,7 @@ impl PassOutcome {
         match result {
             Ok(o) if o.failed > 0 => PassOutcome::Conflict,
             Ok(_) => PassOutcome::Ok,
-            Err(SyncError::Docker(_)) => PassOutcome::DockerError,
+            Err(SyncError::Source(_)) => PassOutcome::DockerError,
             Err(SyncError::Store(_)) => PassOutcome::EtcdError,
             Err(SyncError::Twin(_)) => PassOutcome::Twin,
         }
