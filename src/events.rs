@@ -1,4 +1,5 @@
-//! Follows Docker's container event stream on its own thread and wakes the loop.
+//! Follows Docker's container event stream on its own thread and wakes the loop with
+//! each change it reports (the stream and its vocabulary are in `docker/events.rs`).
 //!
 //! Events only trigger passes; each pass is a full level-triggered sync, so a missed
 //! or coalesced event loses nothing. When the stream ends (dockerd restarted) or
@@ -15,12 +16,6 @@ use crate::cli::DockerHost;
 use crate::docker::{Docker, Events};
 use crate::metrics::Metrics;
 use crate::reconcile::Wake;
-
-/// Actions that can change what should be registered, in dockerd's or Podman's words
-/// ([`crate::docker::classify`] knows both).
-pub fn relevant(action: &str) -> bool {
-    crate::docker::classify(action) != crate::docker::EventKind::Other
-}
 
 /// Spawns the watcher thread, with a client of its own; events and reconnects are
 /// counted in `metrics`. It ends when the loop's receiver is gone.
@@ -88,24 +83,15 @@ fn watch(mut docker: Docker, tx: SyncSender<Wake>, metrics: &Metrics) {
     }
 }
 
-/// Sends the stream's relevant events to the loop until the stream breaks; returns why.
+/// Sends the stream's events to the loop until the stream breaks; returns why.
 fn forward(mut stream: Events, tx: &SyncSender<Wake>, metrics: &Metrics) -> Result<String, Closed> {
     loop {
         match stream.next_event() {
-            Ok(Some(ev)) if relevant(&ev.action) => {
+            Ok(Some(event)) => {
                 metrics.docker_event();
-                log::debug!(
-                    "docker event {} {}",
-                    ev.action,
-                    ev.id.get(..12).unwrap_or(&ev.id)
-                );
-                let wake = Wake::Event {
-                    action: ev.action,
-                    id: ev.id,
-                };
-                tx.send(wake).map_err(|_| Closed)?;
+                tx.send(Wake::Event(event)).map_err(|_| Closed)?;
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => return Ok(e.to_string()),
         }
     }

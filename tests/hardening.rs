@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use etcd_registrator::cli::DockerHost;
 use etcd_registrator::docker::{Docker, EVENT_LINE_LIMIT};
-use etcd_registrator::source::Source;
+use etcd_registrator::source::{Change, Source};
 
 /// Every password below starts with `Pw9` and holds `cret`.
 fn leaks(text: &str) -> bool {
@@ -85,14 +85,17 @@ fn an_oversized_event_line_does_not_break_the_stream() {
     let small = Container::run(&unique("small"), &[], &["sleep", "60"]);
     let mut seen = Vec::new();
     let start = Instant::now();
-    while !seen.iter().any(|(a, id)| a == "start" && *id == small.id) {
+    while !seen
+        .iter()
+        .any(|(c, id)| *c == Change::Up && *id == small.id)
+    {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no start of {} in {seen:?}",
             small.name
         );
         if let Some(ev) = events.next_event().expect("the stream stays usable") {
-            seen.push((ev.action, ev.id));
+            seen.push((ev.change, ev.id));
         }
     }
     assert!(

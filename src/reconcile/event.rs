@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Desired};
 use crate::service::{self, Container};
-use crate::source::Source;
+use crate::source::{Change, Source};
 use crate::store::Store;
 
 /// What the fast path knows between passes. Only it uses this picture (to know what a
@@ -36,18 +36,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// in milliseconds. It reuses the last pass's container list for host-level
     /// conflicts and leaves anything subtle (cluster-wide port claims, changed
     /// services) to the full pass that always follows.
-    pub fn on_event(&mut self, action: &str, id: &str) -> Result<(), SyncError> {
-        let gone = self.note_event(action, id);
+    pub fn on_event(&mut self, change: Change, id: &str) -> Result<(), SyncError> {
+        let gone = self.note_event(change, id);
         // Before the first pass there is nothing to compare with; without the lease the
         // keys need, the full pass must come first.
         if !self.started || (self.opts.ttl > 0 && self.lease() == 0) {
             return Ok(());
         }
-        let fresh = if gone {
-            None
-        } else {
-            self.source.inspect(id).map_err(SyncError::Docker)?
-        };
+        let fresh = if gone { None } else { self.source.inspect(id)? };
         let seen = &mut self.seen;
         let Some(name) = fresh
             .as_ref()
@@ -77,10 +73,9 @@ impl<S, K> Reconciler<S, K> {
     /// Notes an event for the next full pass, which inspects a container that went down
     /// or changed health: dockerd updates its list only after it logs these (a start is
     /// listed before it is logged). Returns whether the container went down.
-    pub(super) fn note_event(&mut self, action: &str, id: &str) -> bool {
-        let kind = crate::docker::classify(action);
-        let gone = kind == crate::docker::EventKind::Down;
-        if gone || kind == crate::docker::EventKind::Health {
+    pub(super) fn note_event(&mut self, change: Change, id: &str) -> bool {
+        let gone = change == Change::Down;
+        if gone || change == Change::Health {
             self.seen.touched.insert(id.to_string());
         }
         gone
@@ -90,6 +85,7 @@ impl<S, K> Reconciler<S, K> {
 #[cfg(test)]
 mod tests {
     use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
+    use crate::source::Change;
 
     #[test]
     fn a_pass_after_die_trusts_inspect_over_the_lagging_list() {
@@ -103,7 +99,7 @@ mod tests {
         // Container 1 died: inspect knows, the list still says running (as dockerd's
         // does until its cleanup finishes).
         r.source.dead.insert("id1".into());
-        r.on_event("die", "id1").unwrap();
+        r.on_event(Change::Down, "id1").unwrap();
         assert_eq!(
             r.store.counts(),
             (4, 1),
@@ -129,12 +125,12 @@ mod tests {
     fn a_start_registers_at_once_and_nothing_before_the_first_pass() {
         let mut r = reconciler(FakeDocker::default(), FakeEtcd::default(), "h", 30);
         r.source.containers.push(container(1, &[]));
-        r.on_event("start", "id1").unwrap();
+        r.on_event(Change::Up, "id1").unwrap();
         assert!(r.store.kv.is_empty(), "no pass yet: the fast path waits");
         r.sync().unwrap();
         assert_eq!(r.store.counts(), (4, 1));
         r.source.containers.push(container(2, &[]));
-        r.on_event("start", "id2").unwrap();
+        r.on_event(Change::Up, "id2").unwrap();
         assert_eq!(
             r.store.counts(),
             (8, 2),

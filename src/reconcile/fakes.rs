@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Options, Reconciler};
-use crate::docker::DockerError;
 use crate::service::{Binding, Container, Health, Port, Proto, Settings};
-use crate::source::Source;
+use crate::source::{Source, SourceError};
 use crate::store::{Compare, Kv, LeaseTtl, Request, Store, StoreError, MAX_TXN_OPS};
 
 #[derive(Default)]
@@ -24,14 +23,16 @@ pub struct FakeDocker {
 }
 
 impl Source for FakeDocker {
-    fn containers(&mut self) -> Result<Vec<Container>, DockerError> {
+    fn containers(&mut self) -> Result<Vec<Container>, SourceError> {
         self.lists += 1;
         if self.down {
-            return Err(crate::docker::test_error());
+            return Err(SourceError::new(
+                "list containers at unix:///nonexistent: refused",
+            ));
         }
         Ok(self.containers.clone())
     }
-    fn inspect(&mut self, id: &str) -> Result<Option<Container>, DockerError> {
+    fn inspect(&mut self, id: &str) -> Result<Option<Container>, SourceError> {
         self.inspects += 1;
         let mut c = self.containers.iter().find(|c| c.id == id).cloned();
         if let Some(c) = c.as_mut() {

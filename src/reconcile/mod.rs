@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::docker::DockerError;
 use crate::metrics::Metrics;
 use crate::plan::{ClaimOp, Op};
 use crate::service::{Claim, Problem, Settings};
+use crate::source::SourceError;
 use crate::store::StoreError;
 
 mod claims;
@@ -34,8 +34,9 @@ pub use run::{Shutdown, Wake};
 /// Why a pass changed nothing.
 #[derive(Debug)]
 pub enum SyncError {
-    /// Docker could not be read: the desired set is unknown, so nothing is touched.
-    Docker(DockerError),
+    /// The containers could not be read: the desired set is unknown, so nothing is
+    /// touched.
+    Source(SourceError),
     Store(StoreError),
     /// Another live registrator holds this host's identity: this one must stop.
     Twin(Twin),
@@ -55,7 +56,7 @@ pub struct Twin {
 impl fmt::Display for SyncError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SyncError::Docker(e) => write!(f, "{e} (etcd left unchanged)"),
+            SyncError::Source(e) => write!(f, "{e} (etcd left unchanged)"),
             SyncError::Store(e) => write!(f, "{e}"),
             SyncError::Twin(t) => write!(
                 f,
@@ -71,10 +72,16 @@ impl fmt::Display for SyncError {
 impl std::error::Error for SyncError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SyncError::Docker(e) => Some(e),
+            SyncError::Source(e) => Some(e),
             SyncError::Store(e) => Some(e),
             SyncError::Twin(_) => None,
         }
+    }
+}
+
+impl From<SourceError> for SyncError {
+    fn from(e: SourceError) -> Self {
+        SyncError::Source(e)
     }
 }
 

@@ -80,12 +80,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Docker's list lags behind its events (after `die` it shows the container running
     /// until its cleanup finishes).
     fn read_containers(&mut self) -> Result<Vec<Container>, SyncError> {
-        let mut containers = self.source.containers().map_err(SyncError::Docker)?;
+        let mut containers = self.source.containers()?;
         for c in containers
             .iter_mut()
             .filter(|c| self.seen.touched.contains(&c.id))
         {
-            match self.source.inspect(&c.id).map_err(SyncError::Docker)? {
+            match self.source.inspect(&c.id)? {
                 Some(live) => *c = live,
                 None => c.running = false,
             }
@@ -431,7 +431,7 @@ mod tests {
         let before = r.store.kv.clone();
         r.source.down = true;
         r.store.calls.clear();
-        assert!(matches!(r.sync(), Err(SyncError::Docker(_))));
+        assert!(matches!(r.sync(), Err(SyncError::Source(_))));
         assert!(r.store.calls.is_empty(), "{:?}", r.store.calls);
         assert_eq!(r.store.kv, before);
     }

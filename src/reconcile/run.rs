@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use super::{Outcome, Reconciler, SyncError};
 use crate::backoff::Backoff;
 use crate::metrics::PassOutcome;
-use crate::source::Source;
+use crate::source::{Event, Source};
 use crate::store::Store;
 
 /// Why the loop wakes up before its interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
-    /// Docker reported a change to this container.
-    Event { action: String, id: String },
+    /// The source reported a change to this container.
+    Event(Event),
     /// Something may have changed (the event stream reconnected): run a full pass.
     Changed,
     /// The keepalive thread found this lease gone.
@@ -102,10 +102,10 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                     self.lease_lost(id);
                     next_sync = Instant::now();
                 }
-                Ok(Wake::Event { action, id }) => {
+                Ok(Wake::Event(event)) => {
                     // Fast paths until the pass is due (while passes fail, it is).
                     let until = if failing { Instant::now() } else { next_sync };
-                    if self.on_events(action, id, wake, until).is_some() {
+                    if self.on_events(event, wake, until).is_some() {
                         return Ok(Shutdown);
                     }
                     if !failing {
@@ -118,7 +118,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// Each container named by events takes the fast path once, with its latest
-    /// action: a burst of events for one container (die, stop, destroy) costs one
+    /// change: a burst of events for one container (die, stop, destroy) costs one
     /// inspect and one transaction, not one each. Wake-ups that arrive meanwhile are
     /// merged in, and a shutdown is seen between two fast paths, never behind a queue.
     /// The burst then coalesces into one full pass shortly after its last event.
@@ -129,29 +129,28 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// alone gets no request per event. Some on shutdown.
     fn on_events(
         &mut self,
-        action: String,
-        id: String,
+        first: Event,
         wake: &Receiver<Wake>,
         mut until: Instant,
     ) -> Option<Shutdown> {
         let mut pending = Pending::default();
-        pending.add(action, id);
+        pending.add(first);
         loop {
             loop {
                 match wake.try_recv() {
                     Ok(Wake::Shutdown) => return Some(Shutdown),
-                    Ok(Wake::Event { action, id }) => pending.add(action, id),
+                    Ok(Wake::Event(event)) => pending.add(event),
                     Ok(Wake::LeaseLost(id)) => self.lease_lost(id),
                     Ok(Wake::Changed) => {}
                     Err(_) => break,
                 }
             }
-            let (action, id) = pending.next()?;
+            let Event { change, id } = pending.next()?;
             if Instant::now() >= until {
-                self.note_event(&action, &id);
+                self.note_event(change, &id);
                 continue;
             }
-            match self.on_event(&action, &id) {
+            match self.on_event(change, &id) {
                 Ok(()) => {}
                 Err(SyncError::Store(e)) if e.is_cluster() => {
                     log::debug!("event fast path for {id}: {e}; the rest waits for the pass");
@@ -169,29 +168,29 @@ fn pass_outcome(result: &Result<Outcome, SyncError>) -> PassOutcome {
     match result {
         Ok(o) if o.failed > 0 => PassOutcome::Conflict,
         Ok(_) => PassOutcome::Ok,
-        Err(SyncError::Docker(_)) => PassOutcome::DockerError,
+        Err(SyncError::Source(_)) => PassOutcome::DockerError,
         Err(SyncError::Store(_)) => PassOutcome::EtcdError,
         Err(SyncError::Twin(_)) => PassOutcome::Twin,
     }
 }
 
 /// Events waiting for the fast path, merged per container: one entry per container in
-/// the order first seen, with its latest action (the one that says what the container
+/// the order first seen, with its latest change (the one that says what the container
 /// is now; the fast path inspects it anyway unless it is gone).
 #[derive(Debug, Default)]
 struct Pending {
-    queue: std::collections::VecDeque<(String, String)>,
+    queue: std::collections::VecDeque<Event>,
 }
 
 impl Pending {
-    fn add(&mut self, action: String, id: String) {
-        match self.queue.iter_mut().find(|(_, i)| *i == id) {
-            Some(entry) => entry.0 = action,
-            None => self.queue.push_back((action, id)),
+    fn add(&mut self, event: Event) {
+        match self.queue.iter_mut().find(|e| e.id == event.id) {
+            Some(entry) => entry.change = event.change,
+            None => self.queue.push_back(event),
         }
     }
 
-    fn next(&mut self) -> Option<(String, String)> {
+    fn next(&mut self) -> Option<Event> {
         self.queue.pop_front()
     }
 }
@@ -200,7 +199,13 @@ impl Pending {
 mod tests {
     use super::*;
     use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
+    use crate::source::Change::{self, Down, Health, Up};
     use std::sync::mpsc;
+
+    fn event(change: Change, id: &str) -> Event {
+        let id = id.to_string();
+        Event { change, id }
+    }
 
     #[test]
     fn a_burst_for_one_container_costs_one_inspect_and_shutdown_is_not_queued_behind() {
@@ -211,28 +216,20 @@ mod tests {
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         r.sync().unwrap();
         let (tx, rx) = mpsc::channel();
-        for action in ["start", "health_status: healthy", "unpause", "start"] {
-            let (action, id) = (action.to_string(), "id1".to_string());
-            tx.send(Wake::Event { action, id }).unwrap();
+        for change in [Up, Health, Up, Up] {
+            tx.send(Wake::Event(event(change, "id1"))).unwrap();
         }
-        let Ok(Wake::Event { action, id }) = rx.recv() else {
-            panic!("an event first")
-        };
         r.source.inspects = 0;
-        assert!(r.on_events(action, id, &rx, later()).is_none());
+        assert!(r.on_events(first(&rx), &rx, later()).is_none());
         assert_eq!(r.source.inspects, 1, "four events, one fast path");
 
         for n in 0..50 {
-            let (action, id) = ("start".to_string(), format!("id{n}"));
-            tx.send(Wake::Event { action, id }).unwrap();
+            tx.send(Wake::Event(event(Up, &format!("id{n}")))).unwrap();
         }
         tx.send(Wake::Shutdown).unwrap();
-        let Ok(Wake::Event { action, id }) = rx.recv() else {
-            panic!("an event first")
-        };
         r.source.inspects = 0;
         assert!(
-            r.on_events(action, id, &rx, later()).is_some(),
+            r.on_events(first(&rx), &rx, later()).is_some(),
             "shutdown seen"
         );
         assert_eq!(r.source.inspects, 0, "no fast path ran before the shutdown");
@@ -244,11 +241,11 @@ mod tests {
     }
 
     /// The next event queued, as the loop receives it.
-    fn first(rx: &mpsc::Receiver<Wake>) -> (String, String) {
-        let Ok(Wake::Event { action, id }) = rx.recv() else {
+    fn first(rx: &mpsc::Receiver<Wake>) -> Event {
+        let Ok(Wake::Event(event)) = rx.recv() else {
             panic!("an event first")
         };
-        (action, id)
+        event
     }
 
     #[test]
@@ -260,15 +257,13 @@ mod tests {
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         r.sync().unwrap();
         let (tx, rx) = mpsc::channel();
-        for (action, n) in [("die", 1), ("start", 4), ("health_status: healthy", 2)] {
-            let (action, id) = (action.to_string(), format!("id{n}"));
-            tx.send(Wake::Event { action, id }).unwrap();
+        for (change, id) in [(Down, "id1"), (Up, "id4"), (Health, "id2")] {
+            tx.send(Wake::Event(event(change, id))).unwrap();
         }
         r.source.containers.push(container(4, &[]));
         r.source.dead.insert("id1".into());
         let (txns, inspects) = (r.store.calls["txn"], r.source.inspects);
-        let (action, id) = first(&rx);
-        assert!(r.on_events(action, id, &rx, Instant::now()).is_none());
+        assert!(r.on_events(first(&rx), &rx, Instant::now()).is_none());
         assert_eq!(
             r.store.calls["txn"], txns,
             "no fast path after the due time"
@@ -288,28 +283,21 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for n in 1..=5 {
             r.source.containers.push(container(n, &[]));
-            let (action, id) = ("start".to_string(), format!("id{n}"));
-            tx.send(Wake::Event { action, id }).unwrap();
+            tx.send(Wake::Event(event(Up, &format!("id{n}")))).unwrap();
         }
         let txns = r.store.calls.get("txn").copied().unwrap_or(0);
-        let (action, id) = first(&rx);
-        assert!(r.on_events(action, id, &rx, later()).is_none());
+        assert!(r.on_events(first(&rx), &rx, later()).is_none());
         assert_eq!(r.store.calls["txn"] - txns, 1, "one refusal, not five");
     }
 
     #[test]
-    fn events_merge_per_container_keeping_order_and_the_latest_action() {
+    fn events_merge_per_container_keeping_order_and_the_latest_change() {
         let mut p = Pending::default();
-        for (action, id) in [
-            ("die", "a"),
-            ("start", "b"),
-            ("stop", "a"),
-            ("destroy", "a"),
-        ] {
-            p.add(action.into(), id.into());
+        for (change, id) in [(Up, "a"), (Up, "b"), (Health, "a"), (Down, "a")] {
+            p.add(event(change, id));
         }
-        assert_eq!(p.next(), Some(("destroy".into(), "a".into())));
-        assert_eq!(p.next(), Some(("start".into(), "b".into())));
+        assert_eq!(p.next(), Some(event(Down, "a")));
+        assert_eq!(p.next(), Some(event(Up, "b")));
         assert_eq!(p.next(), None);
     }
 }

@@ -517,6 +517,7 @@ mod tests {
     use super::*;
     use crate::reconcile::fakes::{container, reconciler, FakeDocker, FakeEtcd};
     use crate::reconcile::SyncError;
+    use crate::source::Change;
 
     fn opts(dry_run: bool) -> Options {
         Options {
@@ -767,7 +768,7 @@ mod tests {
         assert!(r.started, "the pass counts as done");
         // The event fast path is on: a new container is registered at once.
         r.source.containers.push(container(4, &[]));
-        r.on_event("start", "id4").unwrap();
+        r.on_event(Change::Up, "id4").unwrap();
         assert!(r.store.kv.contains_key("/s/img/h:c4:80/port"));
         // Refused again on the next pass: still one problem, not logged again.
         let out = r.sync().unwrap();
@@ -814,7 +815,7 @@ mod tests {
         assert!(e.is_cluster(), "{e}");
         assert_eq!(r.store.calls["txn"] - txns, 1, "no retry op by op");
         assert!(r.refused.is_empty(), "no service blamed for it");
-        let Err(SyncError::Store(e)) = r.on_event("start", "id5") else {
+        let Err(SyncError::Store(e)) = r.on_event(Change::Up, "id5") else {
             panic!("the fast path fails too")
         };
         assert!(e.is_cluster(), "{e}");
