@@ -10,6 +10,7 @@
 //! one went, so a restarting container finds its port still its own.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use super::index::{self, Claimant};
 use crate::plan::{Actual, ClaimOp, Desired, Entry, Op};
@@ -104,6 +105,34 @@ pub(super) fn plan(
         }
     }
     out
+}
+
+/// The claims this host holds but none of its services claims any more, and since
+/// when: each is released once that is longer ago than the grace period.
+#[derive(Debug, Default)]
+pub(super) struct Releasing(BTreeMap<Claim, Instant>);
+
+impl Releasing {
+    /// Starts the grace period of each claim newly `unheld`, and forgets the others.
+    pub(super) fn track(&mut self, unheld: &BTreeSet<Claim>) {
+        self.0.retain(|c, _| unheld.contains(c));
+        let now = Instant::now();
+        for c in unheld {
+            self.0.entry(*c).or_insert(now);
+        }
+    }
+
+    /// Whether `claim` has waited out the grace period.
+    pub(super) fn expired(&self, claim: Claim, grace: Duration) -> bool {
+        self.0
+            .get(&claim)
+            .is_some_and(|since| since.elapsed() >= grace)
+    }
+
+    /// Another service of this host took `claim`: it is held again.
+    pub(super) fn taken(&mut self, claim: Claim) {
+        self.0.remove(&claim);
+    }
 }
 
 /// A claim to take and the ops of the services that wait for it.

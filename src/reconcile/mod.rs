@@ -4,7 +4,6 @@
 //! Every pass recomputes both sides: the desired set from Docker, the actual set from
 //! etcd itself. An in-memory picture of etcd is never trusted over etcd.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 use crate::plan::{ClaimOp, Op};
-use crate::service::{Claim, Problem, Settings};
+use crate::service::{Problem, Settings};
 use crate::source::SourceError;
 use crate::store::StoreError;
 
@@ -23,6 +22,7 @@ mod identity;
 mod index;
 mod lease;
 mod pass;
+mod report;
 mod run;
 mod writer;
 
@@ -144,15 +144,10 @@ pub struct Reconciler<S, K> {
     /// Set by the first pass that got through: later passes also ask the lease which
     /// keys are ours.
     started: bool,
-    /// Claims this host holds but none of its services claims any more, and since when:
-    /// each is released once that is longer ago than the grace period.
-    releasing: BTreeMap<Claim, Instant>,
-    /// Problems logged and still present: each is logged once while it persists.
-    reported: BTreeSet<Problem>,
-    /// Notes logged and still true (a container's network picked among several).
-    noted: BTreeSet<Problem>,
-    /// Services etcd refused to store, logged and still refused (once while it lasts).
-    refused: BTreeSet<Problem>,
+    /// Claims this host holds but none of its services claims any more, and since when.
+    releasing: claims::Releasing,
+    /// Problems and notes logged and still true (each is logged once while it lasts).
+    reports: report::Reports,
     /// Taken by the first pass that needs the host's address: DNS is asked at most once.
     lookup: Option<Lookup>,
     /// What the event fast path knows between passes.
@@ -185,10 +180,8 @@ impl<S, K> Reconciler<S, K> {
             opts,
             lease: Arc::new(AtomicI64::new(0)),
             started: false,
-            releasing: BTreeMap::new(),
-            reported: BTreeSet::new(),
-            noted: BTreeSet::new(),
-            refused: BTreeSet::new(),
+            releasing: claims::Releasing::default(),
+            reports: report::Reports::default(),
             lookup: Some(lookup),
             seen: event::Seen::default(),
             identity: identity::Identity::new(),
@@ -216,48 +209,5 @@ impl<S, K> Reconciler<S, K> {
     /// The lease cell, for the keepalive thread.
     pub fn lease_cell(&self) -> Arc<AtomicI64> {
         Arc::clone(&self.lease)
-    }
-
-    /// Logs each problem once while it persists.
-    fn report(&mut self, problems: Vec<Problem>) {
-        let now: BTreeSet<Problem> = problems.into_iter().collect();
-        for p in now.difference(&self.reported) {
-            log::error!(container = p.container.as_str(); "{p}");
-        }
-        self.reported = now;
-        self.metrics
-            .set_refused(self.reported.iter().map(|p| p.message.as_str()));
-    }
-
-    /// Logs each note (info) once while it stays true.
-    fn note(&mut self, notes: Vec<Problem>) {
-        let now: BTreeSet<Problem> = notes.into_iter().collect();
-        for n in now.difference(&self.noted) {
-            log::info!("{n}");
-        }
-        self.noted = now;
-    }
-
-    /// Logs each write etcd refused once while it keeps refusing it: a full pass's
-    /// refusals replace the last; the fast path's (`all: false`) add to them.
-    fn report_refused(&mut self, problems: Vec<Problem>, all: bool) {
-        if all {
-            self.refused.retain(|p| problems.contains(p));
-        }
-        for p in problems {
-            if !self.refused.contains(&p) {
-                log::error!(container = p.container.as_str(); "{p}");
-                self.refused.insert(p);
-            }
-        }
-    }
-
-    /// Logs a problem found between passes (unless already logged) and keeps it.
-    fn report_one(&mut self, problem: Problem) {
-        if self.reported.insert(problem.clone()) {
-            log::error!(container = problem.container.as_str(); "{problem}");
-        }
-        self.metrics
-            .set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 }

@@ -3,7 +3,6 @@
 //! difference, check port claims against the claimants of each port, write.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use super::claims::{self, Group};
 use super::index::{self, HostIndex};
@@ -35,7 +34,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let containers = self.read_containers()?;
         self.resolve_host(&containers);
         let (services, mut problems) = service::services(&containers, &self.settings);
-        self.note(service::network_notes(&containers, &self.settings));
+        self.reports
+            .notes(service::network_notes(&containers, &self.settings));
         let mut desired = plan::desired(&services, &self.opts.hostname);
 
         let mut read = self.read_actual(&desired)?;
@@ -59,7 +59,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             &self.opts.hostname,
             held,
         ));
-        self.report(problems);
+        self.reports.problems(problems, &self.metrics);
 
         self.writer().apply(&ops, &mut outcome)?;
         self.writer().apply(&withdrawn, &mut outcome)?;
@@ -67,7 +67,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         for f in free {
             self.take_claim(f, &desired, &mut outcome)?;
         }
-        self.report_refused(std::mem::take(&mut outcome.problems), true);
+        self.reports
+            .refused(std::mem::take(&mut outcome.problems), true);
         self.retire_old_lease()?;
         self.seen.remember(containers, desired);
         // The first pass that got this far adopted or granted the lease every key of
@@ -216,11 +217,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let wanted = claims::wanted(desired, &read.actual, &self.opts.hostname);
         let recorded = claims::recorded(&read.actual, desired, &self.opts.hostname);
         let unheld = claims::unheld(&wanted, &recorded, &read.index.claims);
-        self.releasing.retain(|c, _| unheld.contains(c));
-        let now = Instant::now();
-        for c in &unheld {
-            self.releasing.entry(*c).or_insert(now);
-        }
+        self.releasing.track(&unheld);
         claims::plan(&wanted, &read.index.claims, &unheld, lease, |c| {
             self.expired(c)
         })
@@ -229,9 +226,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     /// Whether a claim this host holds for a service that no longer claims it has waited
     /// out the grace period.
     fn expired(&self, claim: Claim) -> bool {
-        self.releasing
-            .get(&claim)
-            .is_some_and(|since| since.elapsed() >= self.opts.claim_grace)
+        self.releasing.expired(claim, self.opts.claim_grace)
     }
 
     /// Checks each claim to take against the claimants of its port; a held one becomes
@@ -303,14 +298,14 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 .writer()
                 .apply_claim_guarded(&hold, inside, free.revision, outcome)?
             {
-                self.releasing.remove(&claim);
+                self.releasing.taken(claim);
                 self.writer().apply(after, outcome)?;
                 return Ok(());
             }
             let (holder, revision) = self.judge_claim(claim, &name)?;
             if let Some(h) = holder {
                 for p in claims::refused(claim, desired, &h) {
-                    self.report_one(p);
+                    self.reports.one(p, &self.metrics);
                 }
                 self.writer().apply(&claims::withdrawn(&ops), outcome)?;
                 return Ok(());
@@ -483,7 +478,11 @@ mod tests {
     }
 
     fn refusals(r: &Reconciler<FakeDocker, FakeEtcd>) -> Vec<String> {
-        r.reported.iter().map(|p| p.message.clone()).collect()
+        r.reports
+            .reported
+            .iter()
+            .map(|p| p.message.clone())
+            .collect()
     }
 
     #[test]

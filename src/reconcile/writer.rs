@@ -723,7 +723,7 @@ mod tests {
         let mut r = reconciler(docker, FakeEtcd::default(), "h", 30);
         let out = r.sync().unwrap();
         assert_eq!((out.applied, out.failed), (3, 0));
-        assert!(r.reported.is_empty() && r.refused.is_empty());
+        assert!(r.reports.reported.is_empty() && r.reports.refused.is_empty());
         let dir = "/s/web2/h:c2:80";
         let rev = |f: &str| r.store.kv[&format!("{dir}/{f}")].2;
         assert_eq!(
@@ -757,7 +757,7 @@ mod tests {
         let mut r = reconciler(docker, etcd, "h", 30);
         let out = r.sync().unwrap();
         assert_eq!((out.applied, out.failed), (2, 0));
-        let refused: Vec<String> = r.refused.iter().map(|p| p.to_string()).collect();
+        let refused: Vec<String> = r.reports.refused.iter().map(|p| p.to_string()).collect();
         assert_eq!(refused.len(), 1, "{refused:?}");
         assert!(
             refused[0]
@@ -773,11 +773,11 @@ mod tests {
         // Refused again on the next pass: still one problem, not logged again.
         let out = r.sync().unwrap();
         assert_eq!(out.applied, 0);
-        assert_eq!(r.refused.len(), 1);
+        assert_eq!(r.reports.refused.len(), 1);
         // Once the container is gone, so is its problem.
         r.source.containers.retain(|c| c.id != "id2");
         r.sync().unwrap();
-        assert!(r.refused.is_empty());
+        assert!(r.reports.refused.is_empty());
     }
 
     #[test]
@@ -814,7 +814,7 @@ mod tests {
         };
         assert!(e.is_cluster(), "{e}");
         assert_eq!(r.store.calls["txn"] - txns, 1, "no retry op by op");
-        assert!(r.refused.is_empty(), "no service blamed for it");
+        assert!(r.reports.refused.is_empty(), "no service blamed for it");
         let Err(SyncError::Store(e)) = r.on_event(Change::Up, "id5") else {
             panic!("the fast path fails too")
         };
