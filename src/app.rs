@@ -6,8 +6,8 @@ use std::error::Error;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::cli::Retry;
 use crate::cli::{Config, LsConfig};
-use crate::cli_compat::Retry;
 use crate::etcd::codec::prefix_end;
 use crate::etcd::Etcd;
 use crate::ls::{self, Filter};
