@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::LsConfig;
@@ -11,10 +12,11 @@ use crate::docker::Docker;
 use crate::etcd::codec::prefix_end;
 use crate::etcd::Etcd;
 use crate::ls::{self, Filter};
+use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::setup::{self, Loop, Mode, Reach, Setup};
 use crate::store::StoreError;
-use crate::{events, http, keepalive, metrics, signals};
+use crate::{events, http, keepalive, signals};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -128,9 +130,10 @@ fn serve(
         keepalive,
         mut exit_store,
         metrics_addr,
+        metrics,
     } = parts;
     signals::block()?;
-    operator_listener(interval, ttl, metrics_addr.as_deref())?;
+    operator_listener(interval, ttl, metrics_addr.as_deref(), &metrics)?;
     let exit_agent = exit_store.as_ref().map(Etcd::agent);
     let (tx, rx) = mpsc::sync_channel(WAKE_QUEUE);
     signals::forward(
@@ -146,9 +149,9 @@ fn serve(
             }
         },
     )?;
-    events::spawn(&docker, tx.clone())?;
+    events::spawn(&docker, tx.clone(), Arc::clone(&metrics))?;
     if let Some(etcd) = keepalive {
-        keepalive::spawn(etcd, reconciler.lease_cell(), ttl, tx)?;
+        keepalive::spawn(etcd, reconciler.lease_cell(), ttl, tx, metrics)?;
     }
     log::info!(
         "registrator {VERSION}: host {hostname}, {docker} -> {registry}, resync every \
@@ -185,10 +188,15 @@ fn serve(
 /// The loop's metrics (configured whether or not they are served), and with
 /// `--metrics-addr` the listener of `/metrics` and `/healthz`. Called after the signals
 /// are blocked, so its threads leave SIGTERM to the signal thread.
-fn operator_listener(interval: Duration, ttl: u64, addr: Option<&str>) -> Result<(), String> {
-    metrics::global().configure(interval, ttl);
+fn operator_listener(
+    interval: Duration,
+    ttl: u64,
+    addr: Option<&str>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    metrics.configure(interval, ttl);
     if let Some(addr) = addr {
-        let bound = http::spawn(addr, metrics::global())
+        let bound = http::spawn(addr, Arc::clone(metrics))
             .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
         log::info!("serving /metrics and /healthz on http://{bound}");
     }

@@ -7,12 +7,13 @@
 
 use std::error::Error;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::cli::DockerHost;
 use crate::docker::{Docker, Events};
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::reconcile::Wake;
 
 /// Actions that can change what should be registered, in dockerd's or Podman's words
@@ -21,13 +22,17 @@ pub fn relevant(action: &str) -> bool {
     crate::docker::classify(action) != crate::docker::EventKind::Other
 }
 
-/// Spawns the watcher thread, with a client of its own. It ends when the loop's
-/// receiver is gone.
-pub fn spawn(host: &DockerHost, tx: SyncSender<Wake>) -> Result<(), Box<dyn Error>> {
+/// Spawns the watcher thread, with a client of its own; events and reconnects are
+/// counted in `metrics`. It ends when the loop's receiver is gone.
+pub fn spawn(
+    host: &DockerHost,
+    tx: SyncSender<Wake>,
+    metrics: Arc<Metrics>,
+) -> Result<(), Box<dyn Error>> {
     let docker = Docker::new(host, Duration::from_secs(10))?;
     std::thread::Builder::new()
         .name("events".into())
-        .spawn(move || watch(docker, tx))?;
+        .spawn(move || watch(docker, tx, &metrics))?;
     Ok(())
 }
 
@@ -39,7 +44,7 @@ struct Closed;
 /// not turn into a hot loop of reconnects and full passes.
 const STABLE: Duration = Duration::from_secs(30);
 
-fn watch(mut docker: Docker, tx: SyncSender<Wake>) {
+fn watch(mut docker: Docker, tx: SyncSender<Wake>, metrics: &Metrics) {
     let mut backoff = Backoff::new(
         Duration::from_millis(200),
         Duration::from_secs(5),
@@ -57,14 +62,14 @@ fn watch(mut docker: Docker, tx: SyncSender<Wake>) {
                 }
                 // Anything may have happened while we were not listening.
                 if connected_before {
-                    metrics::global().event_stream_reconnect();
+                    metrics.event_stream_reconnect();
                 }
                 if (connected_before || was_failing) && tx.send(Wake::Changed).is_err() {
                     return;
                 }
                 connected_before = true;
                 let up = Instant::now();
-                let Ok(why) = forward(stream, &tx) else {
+                let Ok(why) = forward(stream, &tx, metrics) else {
                     return;
                 };
                 if up.elapsed() >= STABLE {
@@ -84,11 +89,11 @@ fn watch(mut docker: Docker, tx: SyncSender<Wake>) {
 }
 
 /// Sends the stream's relevant events to the loop until the stream breaks; returns why.
-fn forward(mut stream: Events, tx: &SyncSender<Wake>) -> Result<String, Closed> {
+fn forward(mut stream: Events, tx: &SyncSender<Wake>, metrics: &Metrics) -> Result<String, Closed> {
     loop {
         match stream.next_event() {
             Ok(Some(ev)) if relevant(&ev.action) => {
-                metrics::global().docker_event();
+                metrics.docker_event();
                 log::debug!(
                     "docker event {} {}",
                     ev.action,

@@ -25,7 +25,7 @@ const STACK: usize = 128 * 1024;
 
 /// Binds `addr` and serves `metrics` on a thread of its own. Returns the bound address
 /// (port 0 picks a free one). Binding errors are returned; after that it never fails.
-pub fn spawn(addr: impl ToSocketAddrs, metrics: &'static Metrics) -> io::Result<SocketAddr> {
+pub fn spawn(addr: impl ToSocketAddrs, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
@@ -35,7 +35,7 @@ pub fn spawn(addr: impl ToSocketAddrs, metrics: &'static Metrics) -> io::Result<
     Ok(local)
 }
 
-fn accept(listener: TcpListener, metrics: &'static Metrics) {
+fn accept(listener: TcpListener, metrics: Arc<Metrics>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
@@ -57,11 +57,12 @@ fn accept(listener: TcpListener, metrics: &'static Metrics) {
             continue;
         }
         let slot = Arc::clone(&active);
+        let metrics = Arc::clone(&metrics);
         let spawned = std::thread::Builder::new()
             .name("metrics-conn".into())
             .stack_size(STACK)
             .spawn(move || {
-                if let Err(e) = serve(&stream, metrics) {
+                if let Err(e) = serve(&stream, &metrics) {
                     log::debug!("metrics listener: {e}");
                 }
                 slot.fetch_sub(1, Ordering::SeqCst);
@@ -262,8 +263,8 @@ mod tests {
         assert_eq!(r.body.lines().count(), 1);
     }
 
-    fn leaked() -> &'static Metrics {
-        Box::leak(Box::new(Metrics::new()))
+    fn fresh() -> Arc<Metrics> {
+        Arc::new(Metrics::new())
     }
 
     fn exchange(addr: SocketAddr, request: &[u8]) -> String {
@@ -277,7 +278,7 @@ mod tests {
 
     #[test]
     fn serves_over_tcp_and_closes() {
-        let addr = spawn("127.0.0.1:0", leaked()).unwrap();
+        let addr = spawn("127.0.0.1:0", fresh()).unwrap();
         let out = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
         assert!(out.contains("Connection: close\r\n"));
@@ -299,7 +300,7 @@ mod tests {
 
     #[test]
     fn oversized_request_is_refused() {
-        let addr = spawn("127.0.0.1:0", leaked()).unwrap();
+        let addr = spawn("127.0.0.1:0", fresh()).unwrap();
         let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_REQUEST + 10));
         let out = exchange(addr, &big);
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn connections_are_bounded() {
-        let addr = spawn("127.0.0.1:0", leaked()).unwrap();
+        let addr = spawn("127.0.0.1:0", fresh()).unwrap();
         // Hold every slot with a client that sends nothing.
         let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(addr).unwrap())

@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::reconcile::Wake;
 use crate::store::Store;
 
 /// Spawns the keepalive thread: every TTL/3 it refreshes the lease in `lease` (if
-/// any), and reports a lease the store no longer knows as [`Wake::LeaseLost`].
+/// any), and reports a lease the store no longer knows as [`Wake::LeaseLost`]; each
+/// outcome is counted in `metrics`.
 pub fn spawn(
     mut store: impl Store + Send + 'static,
     lease: Arc<AtomicI64>,
     ttl: u64,
     tx: SyncSender<Wake>,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let every = Duration::from_secs_f64((ttl as f64 / 3.0).max(0.2));
     let (first, cap) = retries(every);
@@ -37,19 +39,19 @@ pub fn spawn(
                 }
                 match store.keepalive(id) {
                     Ok(Some(_)) => {
-                        metrics::global().lease_renewed(id);
+                        metrics.lease_renewed(id);
                         backoff
                             .recovered(format_args!("etcd answers again; lease {id:x} kept alive"));
                     }
                     Ok(None) => {
-                        metrics::global().lease_lost(id);
+                        metrics.lease_lost(id);
                         backoff.reset();
                         if tx.send(Wake::LeaseLost(id)).is_err() {
                             return;
                         }
                     }
                     Err(e) => {
-                        metrics::global().keepalive_failed();
+                        metrics.keepalive_failed();
                         backoff.failed(format!("lease keepalive failed: {e}; retrying"));
                     }
                 }

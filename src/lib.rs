@@ -12,6 +12,7 @@ pub mod health;
 pub mod hostaddr;
 pub mod http;
 pub mod keepalive;
+pub mod keys;
 pub mod logging;
 pub mod ls;
 pub mod metrics;

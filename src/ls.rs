@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::plan;
 use crate::store::{Kv, Store, StoreError};
+use crate::{keys, plan};
 
 /// What is left of a service's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ pub fn rows(prefix: &str, kvs: Vec<Kv>) -> Listing {
             let field = |f: &str| stored.fields.get(f).cloned();
             let lease = stored
                 .leases
-                .get(plan::OWNER_FIELD)
+                .get(keys::OWNER_FIELD)
                 .copied()
                 .filter(|&l| l != 0)
                 .or_else(|| stored.leases.values().copied().find(|&l| l != 0))
@@ -183,7 +183,7 @@ pub fn rows(prefix: &str, kvs: Vec<Kv>) -> Listing {
                     .collect(),
                 external_port: field("external_port"),
                 internal_port: field("internal_port"),
-                node: field(plan::OWNER_FIELD),
+                node: field(keys::OWNER_FIELD),
                 lease,
                 ttl: if lease == 0 {
                     Ttl::NoLease
@@ -240,7 +240,7 @@ pub fn read<S: Store>(
     which: &Filter,
     mut ttl: impl FnMut(&mut S, i64) -> Result<Option<i64>, StoreError>,
 ) -> Result<Listing, StoreError> {
-    let (kvs, _) = store.range_prefix(&format!("{prefix}/"))?;
+    let (kvs, _) = store.range_prefix(&keys::services(prefix))?;
     let mut listing = rows(prefix, kvs);
     filter(&mut listing, which);
     fill_ttls(&mut listing.rows, |lease| ttl(store, lease))?;

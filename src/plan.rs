@@ -6,10 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::keys::{dir_of, split_key, OWNER_FIELD};
 use crate::service::{Claim, Problem, Service};
-
-/// The key, under a service directory, that marks which host owns the service.
-pub const OWNER_FIELD: &str = "node";
 
 /// Field (path under the service directory) -> value.
 pub type Fields = BTreeMap<String, String>;
@@ -55,11 +53,6 @@ pub struct Entry {
 /// `reconcile/index.rs` for where it lives).
 pub type Index = BTreeMap<String, Entry>;
 
-/// The service directory of a service.
-pub fn dir_of(name: &str, id: &str) -> String {
-    format!("{name}/{id}")
-}
-
 /// The keys each service should have, including the ownership marker.
 pub fn desired(services: &[Service], hostname: &str) -> Desired {
     services
@@ -86,18 +79,6 @@ pub fn desired(services: &[Service], hostname: &str) -> Desired {
             )
         })
         .collect()
-}
-
-/// Splits `<prefix>/<name>/<id>/<field>` into the directory `<name>/<id>` and the field;
-/// None for keys of any other shape.
-pub fn split_key(prefix: &str, key: &str) -> Option<(String, String)> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
-    let mut parts = rest.splitn(3, '/');
-    let (name, id, field) = (parts.next()?, parts.next()?, parts.next()?);
-    if name.is_empty() || id.is_empty() || field.is_empty() {
-        return None;
-    }
-    Some((dir_of(name, id), field.to_string()))
 }
 
 /// Groups raw `(key, value, lease)` entries under `prefix` by service directory.

@@ -7,12 +7,14 @@
 
 use std::error::Error;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{self, Config, DockerHost, Registry, Retry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
 use crate::hostaddr;
+use crate::metrics::Metrics;
 use crate::reconcile::{Options, Reconciler};
 use crate::service::Settings;
 
@@ -67,6 +69,8 @@ pub struct Loop {
     pub exit_store: Option<Etcd>,
     /// `--metrics-addr`: where to serve `/metrics` and `/healthz`.
     pub metrics_addr: Option<String>,
+    /// What the reconciler, its etcd clients and the loop's threads record.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Setup {
@@ -85,8 +89,10 @@ impl Setup {
         }
         let ttl = ttl(&config);
         let (settings, opts) = options(&config, &hostname, ttl);
+        let metrics = Arc::new(Metrics::new());
         let etcd = Etcd::new(&config.registry, Duration::from_secs(5))?
-            .with_index_prefix(&opts.index_prefix);
+            .with_index_prefix(&opts.index_prefix)
+            .with_metrics(Arc::clone(&metrics));
         let docker = Docker::new(&config.docker, Duration::from_secs(10))?;
         let agents = [docker.agent(), etcd.agent()];
         let reach = match config.retry {
@@ -103,14 +109,12 @@ impl Setup {
                 prefix: config.registry.prefix.clone(),
             }
         } else {
-            Mode::Loop(Box::new(the_loop(
-                &config,
-                hostname,
-                ttl,
-                &opts.index_prefix,
-            )?))
+            let index_prefix = &opts.index_prefix;
+            let parts = the_loop(&config, hostname, ttl, index_prefix, Arc::clone(&metrics))?;
+            Mode::Loop(Box::new(parts))
         };
-        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address);
+        let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address)
+            .with_metrics(metrics);
         Ok(Setup {
             reach,
             reconciler,
@@ -126,6 +130,7 @@ fn the_loop(
     hostname: String,
     ttl: u64,
     index_prefix: &str,
+    metrics: Arc<Metrics>,
 ) -> Result<Loop, Box<dyn Error>> {
     let keepalive = match ttl {
         0 => None,
@@ -133,11 +138,15 @@ fn the_loop(
         // (a follower can hold a request through an election for longer than the TTL).
         _ => {
             let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
-            Some(Etcd::new(&config.registry, timeout)?)
+            Some(Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)))
         }
     };
     let exit_store = match config.deregister_on_exit {
-        true => Some(Etcd::new(&config.registry, EXIT_TIMEOUT)?.with_index_prefix(index_prefix)),
+        true => Some(
+            Etcd::new(&config.registry, EXIT_TIMEOUT)?
+                .with_index_prefix(index_prefix)
+                .with_metrics(Arc::clone(&metrics)),
+        ),
         false => None,
     };
     Ok(Loop {
@@ -149,6 +158,7 @@ fn the_loop(
         keepalive,
         exit_store,
         metrics_addr: config.metrics_addr.clone(),
+        metrics,
     })
 }
 

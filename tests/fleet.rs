@@ -15,8 +15,7 @@ use common::*;
 /// The index prefix the registrator uses by default for test prefix `p` (`/t/x`):
 /// `/t/.registrator/x`.
 fn index(p: &str) -> String {
-    let (parent, last) = p.rsplit_once('/').unwrap();
-    format!("{parent}/.registrator/{last}")
+    etcd_registrator::keys::default_index_prefix(p)
 }
 
 /// `etcdctl ARGS` against the shared etcd.

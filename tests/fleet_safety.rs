@@ -119,9 +119,14 @@ fn one_oversized_service_never_stops_the_others() {
     );
     // The index entry goes in with the owner marker, in the first transaction: an
     // interrupted write (--ttl 0) never leaves a directory the index does not name.
-    let (parent, last) = p.rsplit_once('/').unwrap();
     let dir = format!("big/{host}:{}:80", big.name);
-    let entry = format!("{parent}/.registrator/{last}/hosts/{host}/services/{dir}");
+    let index = etcd_registrator::keys::default_index_prefix(&p);
+    let layout = etcd_registrator::keys::Layout {
+        prefix: &p,
+        index: &index,
+        host: &host,
+    };
+    let entry = layout.service(&dir);
     let revision = |key: &str| etcdctl_json(&["get", key])["kvs"][0]["mod_revision"].as_i64();
     assert_eq!(
         revision(&entry),

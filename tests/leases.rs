@@ -221,8 +221,16 @@ fn once_writes_no_lease_unless_asked() {
 
 /// The key with which host `elsewhere` claims external port `port` under prefix `p`.
 fn claim_of_elsewhere(p: &str, port: &str) -> String {
-    let (parent, last) = p.rsplit_once('/').unwrap();
-    format!("{parent}/.registrator/{last}/claims/external_port/{port}/elsewhere")
+    use etcd_registrator::keys::{default_index_prefix, Layout};
+    let index = default_index_prefix(p);
+    let layout = Layout {
+        prefix: p,
+        index: &index,
+        host: "elsewhere",
+    };
+    layout.claim(etcd_registrator::service::Claim::External(
+        port.parse().unwrap(),
+    ))
 }
 
 /// Puts the keys of a service `<p>/<dir>` as host `elsewhere` would: address `address`,

@@ -12,6 +12,7 @@ mod common;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_registrator::health;
@@ -127,8 +128,8 @@ impl Drop for Prometheus {
 }
 
 /// Metrics as a loop that ran a while would leave them.
-fn busy_metrics() -> &'static Metrics {
-    let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+fn busy_metrics() -> Arc<Metrics> {
+    let m = Arc::new(Metrics::new());
     // Healthy for the whole test: the last pass counts as recent for 3 intervals.
     m.configure(Duration::from_secs(10), 30);
     for ms in [2, 3, 5, 40, 900] {
@@ -189,7 +190,7 @@ fn promtool_accepts_the_exposition() {
 #[test]
 fn a_real_prometheus_scrapes_the_series() {
     let m = busy_metrics();
-    let addr = http::spawn("127.0.0.1:0", m).unwrap();
+    let addr = http::spawn("127.0.0.1:0", Arc::clone(&m)).unwrap();
     let prom = Prometheus::start(addr);
 
     prom.wait_for(r#"up{job="registrator"}"#, 1.0);
@@ -263,11 +264,11 @@ fn a_real_prometheus_scrapes_the_series() {
 
 #[test]
 fn healthcheck_probe_follows_the_state() {
-    let m: &'static Metrics = Box::leak(Box::new(Metrics::new()));
+    let m = Arc::new(Metrics::new());
     m.configure(Duration::from_secs(1), 10);
-    let addr = http::spawn("127.0.0.1:0", m).unwrap();
+    let addr = http::spawn("127.0.0.1:0", Arc::clone(&m)).unwrap();
     // Listening on all interfaces, probed through loopback, as in a container.
-    let any = http::spawn("0.0.0.0:0", m).unwrap();
+    let any = http::spawn("0.0.0.0:0", Arc::clone(&m)).unwrap();
     let timeout = Duration::from_secs(2);
     m.pass(PassOutcome::Ok, Duration::from_millis(1));
     m.lease_granted(0x7);

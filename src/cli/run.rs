@@ -60,11 +60,9 @@ impl Config {
     /// parent covers both, yet not starting with the prefix, so even a read of the
     /// prefix without its trailing `/` never meets an index key.
     pub fn index_prefix(&self) -> String {
-        self.index_prefix.clone().unwrap_or_else(|| {
-            let prefix = &self.registry.prefix;
-            let (parent, last) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-            format!("{parent}/.registrator/{last}")
-        })
+        self.index_prefix
+            .clone()
+            .unwrap_or_else(|| crate::keys::default_index_prefix(&self.registry.prefix))
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every request has a connect and a whole-request timeout; a failing endpoint is
 //! skipped for the next.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,7 +16,8 @@ use super::codes::Code;
 use super::error::{EtcdError, Kind};
 use super::wire::{self, DecodeError};
 use crate::cli::Registry;
-use crate::{metrics, transport};
+use crate::metrics::Metrics;
+use crate::transport;
 
 /// The largest answer read. Every read is a page (at most 10,000 keys) or a txn of at
 /// most 128 ranges over service directories: a few MB at most. A bigger answer is an
@@ -40,6 +42,8 @@ pub(crate) struct Conn {
     pub(crate) index_prefix: Option<String>,
     credentials: Option<(String, String)>,
     token: Option<String>,
+    /// Where requests and failovers are counted (None: nowhere, as for `ls`).
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl Conn {
@@ -73,6 +77,7 @@ impl Conn {
                 .clone()
                 .map(|u| (u, registry.password.clone().unwrap_or_default())),
             token: None,
+            metrics: None,
         })
     }
 
@@ -109,7 +114,9 @@ impl Conn {
         for i in 0..n {
             let idx = (self.current + i) % n;
             let result = self.call_endpoint(op, idx, path, body, read);
-            metrics::global().etcd_request(&self.endpoints[idx], result.is_ok());
+            if let Some(m) = &self.metrics {
+                m.etcd_request(&self.endpoints[idx], result.is_ok());
+            }
             match result {
                 Ok(v) => {
                     if self.down[idx] {
@@ -120,7 +127,9 @@ impl Conn {
                     }
                     if idx != self.current {
                         log::info!("etcd: using endpoint {}", self.endpoints[idx]);
-                        metrics::global().etcd_failover();
+                        if let Some(m) = &self.metrics {
+                            m.etcd_failover();
+                        }
                     }
                     self.current = idx;
                     return Ok(v);

@@ -36,6 +36,12 @@ impl Etcd {
         })
     }
 
+    /// Counts each request and failover in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Etcd {
+        self.conn.metrics = Some(metrics);
+        self
+    }
+
     /// Permission errors about keys under `prefix` (the ownership index) name it, not
     /// the registry's prefix, as the one a role must cover.
     pub fn with_index_prefix(mut self, prefix: &str) -> Etcd {

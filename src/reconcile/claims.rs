@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::index::{Claimant, Keys};
+use super::index::{self, Claimant};
 use crate::plan::{Actual, ClaimOp, Desired, Entry, Op};
 use crate::service::{Claim, Problem};
 
@@ -40,7 +40,7 @@ pub(super) fn recorded(
     actual
         .iter()
         .filter(|(dir, s)| s.owner() == Some(hostname) && desired.contains_key(*dir))
-        .filter_map(|(dir, s)| Some((Keys::claim_in(&s.fields)?, service_name(dir).to_string())))
+        .filter_map(|(dir, s)| Some((index::claim_in(&s.fields)?, service_name(dir).to_string())))
         .collect()
 }
 
@@ -196,7 +196,8 @@ pub(super) fn refused(claim: Claim, desired: &Desired, holder: &str) -> Vec<Prob
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Fields, Stored, Want, OWNER_FIELD};
+    use crate::keys::OWNER_FIELD;
+    use crate::plan::{Fields, Stored, Want};
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
         pairs

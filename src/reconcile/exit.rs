@@ -2,6 +2,7 @@
 //! own (the loop's may have been interrupted by the signal), reading only this host's
 //! index and directories, so it takes the same few requests on any fleet.
 
+use super::index;
 use super::writer::Writer;
 use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Actual, ClaimOp, Desired};
@@ -15,14 +16,14 @@ impl<S, K> Reconciler<S, K> {
     pub fn deregister_all<T: Store>(&mut self, store: &mut T) -> Result<usize, SyncError> {
         let lease = self.lease();
         if lease != 0 {
-            if Writer::new(store, &self.opts, lease).revoke(lease)? {
+            if Writer::new(store, &self.opts, lease, &self.metrics).revoke(lease)? {
                 log::info!("revoked lease {lease:x}: this host's services are deregistered");
                 self.set_lease(0);
             }
             return Ok(self.seen.desired.len());
         }
         let keys = self.opts.keys();
-        let index = keys.host_index(&store.range_prefixes(&[keys.host()])?);
+        let index = index::host_index(keys, &store.range_prefixes(&[keys.host()])?);
         let dirs: Vec<String> = index.services.keys().map(|d| keys.dir(d)).collect();
         let kvs = if dirs.is_empty() {
             Vec::new()
@@ -44,7 +45,7 @@ impl<S, K> Reconciler<S, K> {
             })
             .collect();
         let mut outcome = Outcome::default();
-        let mut writer = Writer::new(store, &self.opts, 0);
+        let mut writer = Writer::new(store, &self.opts, 0, &self.metrics);
         writer.apply(&ops, &mut outcome)?;
         writer.apply_claims(&releases, &mut outcome)?;
         Ok(ops

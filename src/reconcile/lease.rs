@@ -33,7 +33,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if let Some(granted) = self.writer().grant(ttl)? {
             self.set_lease(granted);
             log::debug!("granted lease {granted:x} (TTL {ttl} s)");
-            crate::metrics::global().lease_granted(granted);
+            self.metrics.lease_granted(granted);
         }
         Ok(())
     }

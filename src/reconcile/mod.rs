@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::docker::DockerError;
+use crate::metrics::Metrics;
 use crate::plan::{ClaimOp, Op};
 use crate::service::{Claim, Problem, Settings};
 use crate::store::StoreError;
@@ -156,6 +157,8 @@ pub struct Reconciler<S, K> {
     retiring: Option<i64>,
     /// A monotonic clock (for telling a refreshed lease); tests use a fake one.
     clock: fn() -> Duration,
+    /// What passes, writes and leases are counted in.
+    metrics: Arc<Metrics>,
 }
 
 /// Time since this process first asked: a monotonic clock.
@@ -184,7 +187,14 @@ impl<S, K> Reconciler<S, K> {
             identity: identity::Identity::new(),
             retiring: None,
             clock: monotonic,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts into `metrics` (the process's), not a registry of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The lease in use (0: none).
@@ -208,7 +218,8 @@ impl<S, K> Reconciler<S, K> {
             log::error!(container = p.container.as_str(); "{p}");
         }
         self.reported = now;
-        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
+        self.metrics
+            .set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 
     /// Logs each note (info) once while it stays true.
@@ -239,6 +250,7 @@ impl<S, K> Reconciler<S, K> {
         if self.reported.insert(problem.clone()) {
             log::error!(container = problem.container.as_str(); "{problem}");
         }
-        crate::metrics::global().set_refused(self.reported.iter().map(|p| p.message.as_str()));
+        self.metrics
+            .set_refused(self.reported.iter().map(|p| p.message.as_str()));
     }
 }

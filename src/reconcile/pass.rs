@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::claims::{self, Group};
-use super::index::HostIndex;
+use super::index::{self, HostIndex};
 use super::{Outcome, Reconciler, SyncError};
 use crate::plan::{self, Actual, ClaimOp, Desired, Op};
 use crate::service::{self, Claim, Container, Problem};
@@ -53,7 +53,12 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let before = problems.len();
         let (free, withdrawn) = self.check_claims(groups, &desired, &mut problems)?;
         let held = problems.len() - before;
-        crate::metrics::global().planned(&desired, &read.actual, &self.opts.hostname, held);
+        self.metrics.set_services(registered(
+            &desired,
+            &read.actual,
+            &self.opts.hostname,
+            held,
+        ));
         self.report(problems);
 
         self.writer().apply(&ops, &mut outcome)?;
@@ -119,7 +124,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         // index itself is read only for the values of its claims, if it has any.
         let on_lease = lease_keys
             .as_ref()
-            .map(|k| keys.index_on_lease(k, self.lease(), desired));
+            .map(|k| index::index_on_lease(keys, k, self.lease(), desired));
         let mut prefixes = match &on_lease {
             Some(index) if index.claims.is_empty() => vec![],
             Some(_) => vec![keys.own_claims()],
@@ -140,7 +145,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         let keys = self.opts.keys();
         let (index_kvs, kvs): (Vec<Kv>, Vec<Kv>) =
             all.into_iter().partition(|kv| keys.is_host_key(&kv.key));
-        let read = keys.host_index(&index_kvs);
+        let read = index::host_index(keys, &index_kvs);
         let index = match on_lease {
             Some(mut index) => {
                 index.claims.retain(|c, _| read.claims.contains_key(c));
@@ -174,7 +179,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         }
         let keys = self.store.lease_keys(self.lease())?;
         if keys.is_none() {
-            crate::metrics::global().lease_lost(self.lease());
+            self.metrics.lease_lost(self.lease());
             log::warn!(
                 "lease {:x} is gone (expired or revoked); granting a new one and registering \
                  again",
@@ -190,7 +195,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if let Some(dir) = key.strip_prefix(&self.opts.keys().service("")) {
             return Some(dir.to_string()).filter(|d| d.contains('/'));
         }
-        plan::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
+        crate::keys::split_key(&self.opts.prefix, key).map(|(dir, _)| dir)
     }
 
     pub(super) fn group(&self, kvs: Vec<Kv>) -> Actual {
@@ -263,7 +268,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     ) -> Result<(Option<String>, i64), StoreError> {
         let keys = self.opts.keys();
         let (kvs, revision) = self.store.range_prefix(&keys.claimants(claim))?;
-        let claimants = keys.claimants_of(claim, &kvs);
+        let claimants = index::claimants_of(keys, claim, &kvs);
         let holder = claims::holder(&claimants, &self.opts.hostname, name, self.expired(claim));
         Ok((holder, revision))
     }
@@ -316,6 +321,21 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         outcome.failed += ops.len().max(1);
         Ok(())
     }
+}
+
+/// The services of `desired` that end up registered after a pass: all but those whose
+/// directory another host owns in `actual` and the `held` ones whose port claim another
+/// service holds.
+fn registered(desired: &Desired, actual: &Actual, hostname: &str, held: usize) -> usize {
+    let elsewhere = desired
+        .keys()
+        .filter(|dir| {
+            actual
+                .get(*dir)
+                .is_some_and(|s| s.owner() != Some(hostname))
+        })
+        .count();
+    desired.len().saturating_sub(elsewhere + held)
 }
 
 #[cfg(test)]
@@ -687,5 +707,52 @@ mod tests {
             "the old registration is gone: {:?}",
             keys_under(&a.store, "/s/")
         );
+    }
+
+    /// The value of a series in the exposition text.
+    fn series(text: &str, name: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_string))
+    }
+
+    #[test]
+    fn what_a_pass_records() {
+        use crate::metrics::Metrics;
+        use std::sync::Arc;
+        let m = Arc::new(Metrics::new());
+        let mut etcd = FakeEtcd::default();
+        etcd.kv.insert(
+            "/s.index/claims/external_port/8080/b".into(),
+            ("beta".into(), 0, 1),
+        );
+        etcd.rev = 1;
+        let mut d = docker(2);
+        d.containers.push(claiming(3, "alpha"));
+        let mut r = reconciler(d, etcd, "h", 30).with_metrics(Arc::clone(&m));
+        r.sync().unwrap();
+        let t = m.render();
+        for (name, want) in [
+            ("registrator_registrations_total", "2"),
+            ("registrator_services", "2"),
+            ("registrator_lease_grants_total", "1"),
+            (r#"registrator_refused_services{reason="port_taken"}"#, "1"),
+            (
+                r#"registrator_refused_services{reason="invalid_config"}"#,
+                "0",
+            ),
+        ] {
+            assert_eq!(series(&t, name).as_deref(), Some(want), "{name}\n{t}");
+        }
+        // The holder goes: the claim is taken, the refusal cleared.
+        r.store.kv.remove("/s.index/claims/external_port/8080/b");
+        r.sync().unwrap();
+        let t = m.render();
+        for (name, want) in [
+            ("registrator_registrations_total", "3"),
+            ("registrator_services", "3"),
+            (r#"registrator_refused_services{reason="port_taken"}"#, "0"),
+        ] {
+            assert_eq!(series(&t, name).as_deref(), Some(want), "{name}");
+        }
     }
 }

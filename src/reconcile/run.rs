@@ -5,8 +5,9 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use super::{Reconciler, SyncError};
+use super::{Outcome, Reconciler, SyncError};
 use crate::backoff::Backoff;
+use crate::metrics::PassOutcome;
 use crate::source::Source;
 use crate::store::Store;
 
@@ -69,7 +70,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             if Instant::now() >= next_sync {
                 let started = Instant::now();
                 let result = self.sync();
-                crate::metrics::global().pass_result(&result, started.elapsed());
+                self.metrics.pass(pass_outcome(&result), started.elapsed());
                 let wait = match result {
                     Ok(outcome) => {
                         backoff.recovered("sync succeeded again");
@@ -159,6 +160,18 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 Err(e) => log::debug!("event fast path for {id}: {e}"),
             }
         }
+    }
+}
+
+/// How a pass ended, as counted: some op left unwritten (its guard failed) is a
+/// conflict; an error is Docker's or etcd's.
+fn pass_outcome(result: &Result<Outcome, SyncError>) -> PassOutcome {
+    match result {
+        Ok(o) if o.failed > 0 => PassOutcome::Conflict,
+        Ok(_) => PassOutcome::Ok,
+        Err(SyncError::Docker(_)) => PassOutcome::DockerError,
+        Err(SyncError::Store(_)) => PassOutcome::EtcdError,
+        Err(SyncError::Twin(_)) => PassOutcome::Twin,
     }
 }
 

@@ -9,7 +9,9 @@
 //! requests) is never retried piece by piece: it ends the pass, which backs off.
 
 use super::{Options, Outcome, Reconciler};
-use crate::plan::{ClaimOp, Op, OWNER_FIELD};
+use crate::keys::OWNER_FIELD;
+use crate::metrics::{Change, Metrics};
+use crate::plan::{ClaimOp, Op};
 use crate::service::Problem;
 use crate::store::{Compare, Request, Store, StoreError, MAX_TXN_OPS};
 
@@ -24,20 +26,31 @@ pub(super) struct Writer<'a, K> {
     store: &'a mut K,
     opts: &'a Options,
     lease: i64,
+    metrics: &'a Metrics,
 }
 
 impl<S, K: Store> Reconciler<S, K> {
     /// A writer that puts keys on the lease in use now.
     pub(super) fn writer(&mut self) -> Writer<'_, K> {
         let lease = self.lease();
-        Writer::new(&mut self.store, &self.opts, lease)
+        Writer::new(&mut self.store, &self.opts, lease, &self.metrics)
     }
 }
 
 impl<'a, K: Store> Writer<'a, K> {
     /// A writer to `store` (the reconciler's, or the one `--deregister-on-exit` uses).
-    pub(super) fn new(store: &'a mut K, opts: &'a Options, lease: i64) -> Self {
-        Writer { store, opts, lease }
+    pub(super) fn new(
+        store: &'a mut K,
+        opts: &'a Options,
+        lease: i64,
+        metrics: &'a Metrics,
+    ) -> Self {
+        Writer {
+            store,
+            opts,
+            lease,
+            metrics,
+        }
     }
 }
 
@@ -114,10 +127,12 @@ impl<K: Store> Writer<'_, K> {
                     log::info!(service = op.dir(), container = op.container(); "{op}");
                 }
                 outcome.applied += batch.len();
-                crate::metrics::global().applied_ops(batch);
+                self.count(batch);
             }
             // One op alone: its outcome is final.
-            Written::Contested if batch.len() == 1 => contested(&batch[0], guard, outcome),
+            Written::Contested if batch.len() == 1 => {
+                contested(&batch[0], guard, outcome, self.metrics)
+            }
             Written::Refused(e) if batch.len() == 1 => refused(&batch[0], &e, outcome),
             Written::Contested => {
                 for op in batch {
@@ -167,7 +182,7 @@ impl<K: Store> Writer<'_, K> {
     ) -> Result<(), StoreError> {
         let (mut compares, mut requests) = (Vec::new(), Vec::new());
         self.txn_parts(op, &mut compares, &mut requests);
-        let owner = format!("{}/{}/{OWNER_FIELD}", self.opts.prefix, op.dir());
+        let owner = self.opts.keys().field(op.dir(), OWNER_FIELD);
         let ours = Compare::ValueEquals(owner, self.opts.hostname.clone());
         let index = self.opts.keys().service(op.dir());
         let parts = parts(compares, requests, ours, &index, MAX_TXN_OPS);
@@ -176,7 +191,7 @@ impl<K: Store> Writer<'_, K> {
             match self.run_txn(&compares, &requests)? {
                 Written::Applied => {}
                 Written::Contested => {
-                    contested(op, guard, outcome);
+                    contested(op, guard, outcome, self.metrics);
                     return Ok(());
                 }
                 Written::Refused(e) => {
@@ -187,7 +202,7 @@ impl<K: Store> Writer<'_, K> {
         }
         log::info!(service = op.dir(), container = op.container(); "{op} (in {n} transactions)");
         outcome.applied += 1;
-        crate::metrics::global().applied_ops(std::slice::from_ref(op));
+        self.count(std::slice::from_ref(op));
         Ok(())
     }
 
@@ -227,7 +242,7 @@ impl<K: Store> Writer<'_, K> {
             log::info!(service = op.dir(), container = op.container(); "{op}");
         }
         outcome.applied += ops.len();
-        crate::metrics::global().applied_ops(ops);
+        self.count(ops);
         Ok(true)
     }
 
@@ -289,13 +304,31 @@ impl<K: Store> Writer<'_, K> {
         self.store.revoke(id).map(|()| true)
     }
 
+    /// Counts the ops of a transaction etcd applied.
+    fn count(&self, ops: &[Op]) {
+        for op in ops {
+            self.metrics.applied(change(op));
+        }
+    }
+
     fn txn_parts(&self, op: &Op, compares: &mut Vec<Compare>, requests: &mut Vec<Request>) {
         txn_parts(op, self.opts, self.lease, compares, requests);
     }
 }
 
+/// The kind of change an op makes, as counted.
+fn change(op: &Op) -> Change {
+    match op {
+        Op::Register { .. } => Change::Register,
+        Op::Update { .. } => Change::Update,
+        Op::Deregister { .. } => Change::Deregister,
+        // Only a stale index entry goes: a repair of this host's own records.
+        Op::Unindex { .. } => Change::Update,
+    }
+}
+
 /// An op whose guard failed: retried on the next pass.
-fn contested(op: &Op, guard: Guard, outcome: &mut Outcome) {
+fn contested(op: &Op, guard: Guard, outcome: &mut Outcome, metrics: &Metrics) {
     match guard {
         Guard::Guess => log::debug!(
             "{}: fast path skipped (state differs); the full pass decides",
@@ -308,7 +341,7 @@ fn contested(op: &Op, guard: Guard, outcome: &mut Outcome) {
                  checking again on the next pass",
                 op.dir()
             );
-            crate::metrics::global().write_conflict();
+            metrics.write_conflict();
         }
     }
     outcome.failed += 1;
@@ -383,7 +416,8 @@ fn txn_parts(
     compares: &mut Vec<Compare>,
     requests: &mut Vec<Request>,
 ) {
-    let key = |dir: &str, field: &str| format!("{}/{dir}/{field}", opts.prefix);
+    let keys = opts.keys();
+    let key = |dir: &str, field: &str| keys.field(dir, field);
     let owner_key = key(op.dir(), OWNER_FIELD);
     let ours = || Compare::ValueEquals(owner_key.clone(), opts.hostname.clone());
     let index_key = opts.keys().service(op.dir());
@@ -424,7 +458,7 @@ fn txn_parts(
         Op::Deregister { dir } => {
             compares.push(ours());
             requests.push(Request::DeletePrefix {
-                prefix: format!("{}/{dir}/", opts.prefix),
+                prefix: keys.dir(dir),
             });
             requests.push(Request::Delete {
                 key: index_key.clone(),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use etcd_registrator::plan;
+use etcd_registrator::keys;
 
 /// One key's value and the revision that created it (its age, for conflicts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,11 +218,11 @@ pub fn build(keys: &Keys, listen: &Listen) -> (Mesh, BTreeSet<String>) {
 }
 
 /// `<name>/<id>/<field>` of a key relative to the prefix, read by the registrator's own
-/// [`plan::split_key`]; None for keys of any other shape (an empty part included).
+/// [`keys::split_key`]; None for keys of any other shape (an empty part included).
 fn split(key: &str) -> Option<(&str, &str, &str)> {
     // split_key reads `<prefix>/<name>/<id>/<field>`: a relative key sits under the
     // empty prefix. Its directory `<name>/<id>` is the start of the key.
-    let (dir, _) = plan::split_key("", &format!("/{key}"))?;
+    let (dir, _) = keys::split_key("", &format!("/{key}"))?;
     let (name, id) = key.get(..dir.len())?.split_once('/')?;
     let field = key.get(dir.len() + 1..)?;
     Some((name, id, field))

@@ -2,20 +2,27 @@
 //! the etcd client and the watcher threads bump, rendered on demand in Prometheus'
 //! text exposition format (version 0.0.4).
 //!
+//! One [`Metrics`] is made at start and handed (an `Arc`) to each part that records:
+//! no global, so a part's dependencies show in its signature, and tests read the
+//! figures of the reconciler they drive. Labels are this module's own enums; it knows
+//! nothing of the reconciler or the plan, which map their outcomes onto them.
+//!
 //! Recording is a relaxed atomic add (or, the first time an etcd endpoint is seen, one
 //! small allocation): it never blocks and never takes a lock, so it costs nothing
 //! measurable whether or not `--metrics-addr` serves it. Every label has a bounded set
 //! of values: outcomes and reasons are enums, endpoints come from the configuration
 //! (at most [`MAX_ENDPOINTS`], then `other`), container names never become labels.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::health::{self, HealthState};
-use crate::plan::{Actual, Desired, Op};
-use crate::reconcile::{Outcome, SyncError};
+
+mod process;
+mod text;
+
+use text::Out;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const COMMIT: Option<&str> = option_env!("REGISTRATOR_GIT_COMMIT");
@@ -54,18 +61,6 @@ impl PassOutcome {
         }
     }
 
-    /// How the loop's pass ended: some op left unwritten (its guard failed) is a
-    /// conflict; an error is Docker's or etcd's.
-    pub fn of(result: &Result<Outcome, SyncError>) -> PassOutcome {
-        match result {
-            Ok(o) if o.failed > 0 => PassOutcome::Conflict,
-            Ok(_) => PassOutcome::Ok,
-            Err(SyncError::Docker(_)) => PassOutcome::DockerError,
-            Err(SyncError::Store(_)) => PassOutcome::EtcdError,
-            Err(SyncError::Twin(_)) => PassOutcome::Twin,
-        }
-    }
-
     /// Whether the loop did its job: both ends answered (for the health check).
     fn succeeded(self) -> bool {
         matches!(self, PassOutcome::Ok | PassOutcome::Conflict)
@@ -78,19 +73,6 @@ pub enum Change {
     Register,
     Update,
     Deregister,
-}
-
-impl Change {
-    /// The kind of change an op makes.
-    pub fn of(op: &Op) -> Change {
-        match op {
-            Op::Register { .. } => Change::Register,
-            Op::Update { .. } => Change::Update,
-            Op::Deregister { .. } => Change::Deregister,
-            // Only a stale index entry goes: a repair of this host's own records.
-            Op::Unindex { .. } => Change::Update,
-        }
-    }
 }
 
 /// Why a service was refused (the bounded label of `registrator_refused_services`).
@@ -193,7 +175,7 @@ impl Counter {
     }
 }
 
-/// Every metric of the process. One lives in [`global`]; tests make their own.
+/// Every metric of the process: one per process, shared by the parts that record.
 #[derive(Debug)]
 pub struct Metrics {
     passes: [Counter; PassOutcome::ALL.len()],
@@ -220,12 +202,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// The process's metrics, which every module records into.
-pub fn global() -> &'static Metrics {
-    static GLOBAL: Metrics = Metrics::new();
-    &GLOBAL
 }
 
 impl Metrics {
@@ -269,33 +245,6 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         if outcome.succeeded() {
             self.health.pass_succeeded();
-        }
-    }
-
-    /// A pass of the loop ended after `took` with `result`.
-    pub fn pass_result(&self, result: &Result<Outcome, SyncError>, took: Duration) {
-        self.pass(PassOutcome::of(result), took);
-    }
-
-    /// After a pass's plan and claim check: the services of `desired` that end up
-    /// registered, i.e. all but those whose directory another host owns in `actual` and
-    /// the `held` ones whose port claim another service holds.
-    pub fn planned(&self, desired: &Desired, actual: &Actual, hostname: &str, held: usize) {
-        let elsewhere = desired
-            .keys()
-            .filter(|dir| {
-                actual
-                    .get(*dir)
-                    .is_some_and(|stored| stored.owner() != Some(hostname))
-            })
-            .count();
-        self.set_services(desired.len().saturating_sub(elsewhere + held));
-    }
-
-    /// The ops of a transaction that etcd applied.
-    pub fn applied_ops(&self, ops: &[Op]) {
-        for op in ops {
-            self.applied(Change::of(op));
         }
     }
 
@@ -403,347 +352,15 @@ impl Metrics {
     /// Every metric, in the text exposition format.
     pub fn render(&self) -> String {
         let mut out = Out(String::with_capacity(8 * 1024));
-        self.render_into(&mut out);
+        text::series(self, &mut out);
         process::render(&mut out);
         out.0
-    }
-
-    fn render_into(&self, o: &mut Out) {
-        o.head(
-            "registrator_build_info",
-            "gauge",
-            "Version and git commit of the registrator binary; always 1.",
-        );
-        o.sample(
-            "registrator_build_info",
-            &[
-                ("version", VERSION),
-                ("commit", COMMIT.unwrap_or("unknown")),
-            ],
-            1.0,
-        );
-
-        o.head(
-            "registrator_passes_total",
-            "counter",
-            "Full sync passes, by outcome (conflict: some writes found etcd changed and are retried).",
-        );
-        for outcome in PassOutcome::ALL {
-            o.sample(
-                "registrator_passes_total",
-                &[("outcome", outcome.label())],
-                self.passes[outcome as usize].get() as f64,
-            );
-        }
-
-        o.head(
-            "registrator_pass_duration_seconds",
-            "histogram",
-            "Duration of full sync passes.",
-        );
-        let mut cumulative = 0;
-        for (bound, count) in PASS_BUCKETS.iter().zip(&self.pass_buckets) {
-            cumulative += count.get();
-            o.sample(
-                "registrator_pass_duration_seconds_bucket",
-                &[("le", &bound.to_string())],
-                cumulative as f64,
-            );
-        }
-        let count: u64 = self.passes.iter().map(Counter::get).sum();
-        o.sample(
-            "registrator_pass_duration_seconds_bucket",
-            &[("le", "+Inf")],
-            count as f64,
-        );
-        o.sample(
-            "registrator_pass_duration_seconds_sum",
-            &[],
-            self.pass_nanos.get() as f64 / 1e9,
-        );
-        o.sample("registrator_pass_duration_seconds_count", &[], count as f64);
-
-        let h = self.health.snapshot();
-        o.head(
-            "registrator_last_success_age_seconds",
-            "gauge",
-            "Seconds since the last successful pass (since the start while there was none).",
-        );
-        let age = h.now.saturating_sub(h.last_success.unwrap_or_default());
-        o.sample(
-            "registrator_last_success_age_seconds",
-            &[],
-            age.as_secs_f64(),
-        );
-        if let Some(t) = self.health.last_success_unix() {
-            o.head(
-                "registrator_last_success_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful pass.",
-            );
-            o.sample("registrator_last_success_timestamp_seconds", &[], t);
-        }
-        o.head(
-            "registrator_healthy",
-            "gauge",
-            "1 when /healthz answers 200, else 0.",
-        );
-        let healthy = health::decide(&h).healthy;
-        o.sample("registrator_healthy", &[], if healthy { 1.0 } else { 0.0 });
-        o.head(
-            "registrator_interval_seconds",
-            "gauge",
-            "The loop's full resync interval (--interval).",
-        );
-        o.sample(
-            "registrator_interval_seconds",
-            &[],
-            h.interval.as_secs_f64(),
-        );
-        o.head(
-            "registrator_lease_ttl_seconds",
-            "gauge",
-            "The lease TTL of this host's keys (--ttl; 0: no lease).",
-        );
-        o.sample("registrator_lease_ttl_seconds", &[], h.ttl.as_secs_f64());
-
-        o.head(
-            "registrator_services",
-            "gauge",
-            "Services this host has registered in etcd.",
-        );
-        o.sample(
-            "registrator_services",
-            &[],
-            self.services.load(Ordering::Relaxed) as f64,
-        );
-        for (name, help, kind) in [
-            (
-                "registrator_registrations_total",
-                "Services registered (written whole).",
-                Change::Register,
-            ),
-            (
-                "registrator_updates_total",
-                "Registered services whose keys were changed.",
-                Change::Update,
-            ),
-            (
-                "registrator_deregistrations_total",
-                "Services deregistered (their directory deleted).",
-                Change::Deregister,
-            ),
-        ] {
-            o.head(name, "counter", help);
-            o.sample(name, &[], self.writes[kind as usize].get() as f64);
-        }
-        o.counter(
-            "registrator_write_conflicts_total",
-            "Writes whose guard failed (etcd changed under them); retried on the next pass.",
-            self.write_conflicts.get(),
-        );
-        o.head(
-            "registrator_refused_services",
-            "gauge",
-            "Services refused in the last pass, by reason (the log names the containers).",
-        );
-        for r in Refusal::ALL {
-            o.sample(
-                "registrator_refused_services",
-                &[("reason", r.label())],
-                self.refused[r as usize].load(Ordering::Relaxed) as f64,
-            );
-        }
-
-        let slots: Vec<&EndpointSlot> = self
-            .endpoints
-            .iter()
-            .filter(|s| s.name.get().is_some())
-            .chain(
-                (self.other_endpoint.requests.load(Ordering::Relaxed) > 0)
-                    .then_some(&self.other_endpoint),
-            )
-            .collect();
-        o.head(
-            "registrator_etcd_requests_total",
-            "counter",
-            "Requests sent to each etcd endpoint.",
-        );
-        for s in &slots {
-            o.sample(
-                "registrator_etcd_requests_total",
-                &[("endpoint", s.label())],
-                s.requests.load(Ordering::Relaxed) as f64,
-            );
-        }
-        o.head(
-            "registrator_etcd_request_failures_total",
-            "counter",
-            "Requests to each etcd endpoint that got no answer or were refused.",
-        );
-        for s in &slots {
-            o.sample(
-                "registrator_etcd_request_failures_total",
-                &[("endpoint", s.label())],
-                s.failures.load(Ordering::Relaxed) as f64,
-            );
-        }
-        o.counter(
-            "registrator_etcd_failovers_total",
-            "Times the etcd client moved on to another endpoint.",
-            self.failovers.get(),
-        );
-        o.counter(
-            "registrator_lease_grants_total",
-            "Leases granted.",
-            self.lease_grants.get(),
-        );
-        o.counter(
-            "registrator_lease_losses_total",
-            "Leases etcd no longer knew (expired or revoked) while in use.",
-            self.lease_losses.get(),
-        );
-        o.counter(
-            "registrator_lease_keepalive_failures_total",
-            "Lease keepalive requests that failed.",
-            self.keepalive_failures.get(),
-        );
-        o.counter(
-            "registrator_docker_events_total",
-            "Docker container events that woke the loop.",
-            self.docker_events.get(),
-        );
-        o.counter(
-            "registrator_docker_event_stream_reconnects_total",
-            "Times the Docker event stream was connected again after it ended or failed.",
-            self.event_reconnects.get(),
-        );
-    }
-}
-
-/// The exposition being written.
-struct Out(String);
-
-impl Out {
-    fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {}", number(value));
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.head(name, "counter", help);
-        self.sample(name, &[], value as f64);
-    }
-}
-
-/// A label value with `\`, `"` and newlines escaped, as the format requires.
-fn escape(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A sample value: integers without a fraction, Go's spellings of the special values.
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-/// The standard `process_*` metrics, read from `/proc` at scrape time (Linux only; on
-/// any read error they are left out).
-mod process {
-    use super::Out;
-
-    pub(super) fn render(o: &mut Out) {
-        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-            return;
-        };
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            return;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // `man 5 proc`: utime and stime are fields 14 and 15, starttime 22, rss 24;
-        // `rest` starts at field 3.
-        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-        // SAFETY: sysconf only reads a configuration value; it has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        // SAFETY: as above.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
-        if ticks <= 0.0 || page <= 0.0 {
-            return;
-        }
-        if let (Some(u), Some(s)) = (field(14), field(15)) {
-            o.head(
-                "process_cpu_seconds_total",
-                "counter",
-                "Total user and system CPU time spent in seconds.",
-            );
-            o.sample("process_cpu_seconds_total", &[], (u + s) / ticks);
-        }
-        if let Some(rss) = field(24) {
-            o.head(
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-            );
-            o.sample("process_resident_memory_bytes", &[], rss * page);
-        }
-        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        });
-        if let (Some(start), Some(boot)) = (field(22), boot) {
-            o.head(
-                "process_start_time_seconds",
-                "gauge",
-                "Start time of the process since unix epoch in seconds.",
-            );
-            o.sample("process_start_time_seconds", &[], boot + start / ticks);
-        }
-        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            o.head(
-                "process_open_fds",
-                "gauge",
-                "Number of open file descriptors.",
-            );
-            o.sample("process_open_fds", &[], fds.count() as f64);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::text::number;
     use super::*;
 
     /// The value of one sample line (`name{labels} value`) in an exposition.
@@ -1001,80 +618,5 @@ mod tests {
         assert_eq!(number(0.25), "0.25");
         assert_eq!(number(f64::INFINITY), "+Inf");
         assert_eq!(number(f64::NAN), "NaN");
-    }
-
-    #[test]
-    fn pass_results_and_ops_map_to_labels() {
-        let outcome = |failed| {
-            Ok(Outcome {
-                failed,
-                ..Outcome::default()
-            })
-        };
-        assert_eq!(PassOutcome::of(&outcome(0)), PassOutcome::Ok);
-        assert_eq!(PassOutcome::of(&outcome(2)), PassOutcome::Conflict);
-        let etcd = Err(SyncError::Store(crate::store::StoreError::new("down")));
-        assert_eq!(PassOutcome::of(&etcd), PassOutcome::EtcdError);
-        let m = Metrics::new();
-        m.pass_result(&etcd, Duration::from_millis(1));
-        m.pass_result(&outcome(1), Duration::from_millis(1));
-        m.applied_ops(&[
-            Op::Deregister { dir: "a/b".into() },
-            Op::Deregister { dir: "a/c".into() },
-            Op::Update {
-                dir: "a/d".into(),
-                put: Default::default(),
-                delete: vec![],
-                container: "c".into(),
-            },
-        ]);
-        let t = m.render();
-        for (series, want) in [
-            (r#"registrator_passes_total{outcome="etcd_error"}"#, "1"),
-            (r#"registrator_passes_total{outcome="conflict"}"#, "1"),
-            ("registrator_deregistrations_total", "2"),
-            ("registrator_updates_total", "1"),
-            ("registrator_registrations_total", "0"),
-        ] {
-            assert_eq!(value(&t, series).as_deref(), Some(want), "{series}");
-        }
-    }
-
-    #[test]
-    fn planned_services_leave_out_the_refused() {
-        use crate::plan::{Stored, Want, OWNER_FIELD};
-        let want = || Want {
-            fields: Default::default(),
-            claim: None,
-            container: "c".into(),
-        };
-        let owned = |host: &str| {
-            let mut s = Stored::default();
-            s.fields.insert(OWNER_FIELD.into(), host.into());
-            s
-        };
-        let desired: Desired = ["a/1", "b/1", "c/1", "d/1"]
-            .map(|d| (d.to_string(), want()))
-            .into();
-        let actual: Actual = [("a/1", owned("h")), ("b/1", owned("other"))]
-            .map(|(d, s)| (d.to_string(), s))
-            .into();
-        let m = Metrics::new();
-        // a: ours already; b: another host's; c, d: new, one of them with a held claim.
-        m.planned(&desired, &actual, "h", 1);
-        assert_eq!(
-            value(&m.render(), "registrator_services").as_deref(),
-            Some("2")
-        );
-        m.planned(&Desired::new(), &actual, "h", 3);
-        assert_eq!(
-            value(&m.render(), "registrator_services").as_deref(),
-            Some("0")
-        );
-    }
-
-    #[test]
-    fn global_is_one_instance() {
-        assert!(std::ptr::eq(global(), global()));
     }
 }
