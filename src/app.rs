@@ -7,13 +7,14 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{Config, LsConfig};
-use crate::cli_compat::Retry;
+use crate::cli::LsConfig;
+use crate::docker::Docker;
 use crate::etcd::codec::prefix_end;
 use crate::etcd::Etcd;
 use crate::ls::{self, Filter};
 use crate::metrics::Metrics;
-use crate::setup::{self, Setup};
+use crate::reconcile::Reconciler;
+use crate::setup::{self, Loop, Mode, Reach, Setup};
 use crate::store::StoreError;
 use crate::{events, http, keepalive, signals};
 
@@ -21,26 +22,32 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs until done (`--once`) or until a signal; Err: exit code 1.
 pub fn run(setup: Setup) -> Result<(), Box<dyn Error>> {
-    if let Some(retry) = setup.config.retry {
-        reach_etcd(&setup.config, retry)?;
+    let Setup {
+        reach,
+        reconciler,
+        agents,
+        mode,
+    } = setup;
+    if let Some(reach) = reach {
+        reach_etcd(reach)?;
     }
-    if setup.config.once {
-        once(setup)
-    } else {
-        serve(setup)
+    match mode {
+        Mode::Once { dry_run, prefix } => once(reconciler, dry_run, &prefix),
+        Mode::Loop(parts) => serve(reconciler, agents, *parts),
     }
 }
 
-/// One pass. A dry run prints the ops it would write; otherwise any service left
-/// unwritten is a failure (etcd does not match Docker).
-fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
-    let outcome = setup
-        .reconciler
-        .sync()
-        .map_err(|e| format!("sync failed: {e}"))?;
-    if setup.config.dry_run {
+/// One pass. A dry run prints the ops it would write (keys under `prefix`); otherwise
+/// any service left unwritten is a failure (etcd does not match Docker).
+fn once(
+    mut reconciler: Reconciler<Docker, Etcd>,
+    dry_run: bool,
+    prefix: &str,
+) -> Result<(), Box<dyn Error>> {
+    let outcome = reconciler.sync().map_err(|e| format!("sync failed: {e}"))?;
+    if dry_run {
         for op in &outcome.ops {
-            println!("{}", op.display(&setup.config.registry.prefix));
+            println!("{}", op.display(prefix));
         }
         for op in &outcome.claims {
             println!("# {op}");
@@ -64,9 +71,12 @@ fn once(mut setup: Setup) -> Result<(), Box<dyn Error>> {
 /// read of at most one key under the prefix) until it answers, `interval` apart, and
 /// give up after `attempts` retries. (Without them the loop retries for ever, with
 /// backoff, and `--once` tries once.)
-fn reach_etcd(config: &Config, retry: Retry) -> Result<(), Box<dyn Error>> {
-    let mut etcd = Etcd::new(&config.registry, Duration::from_secs(5))?;
-    let prefix = format!("{}/", config.registry.prefix);
+fn reach_etcd(reach: Reach) -> Result<(), Box<dyn Error>> {
+    let Reach {
+        mut etcd,
+        prefix,
+        retry,
+    } = reach;
     let end = String::from_utf8_lossy(&prefix_end(&prefix)).into_owned();
     let mut logged = None;
     for attempt in 1.. {
@@ -103,33 +113,27 @@ fn reach_etcd(config: &Config, retry: Retry) -> Result<(), Box<dyn Error>> {
 /// full the event thread waits (Docker keeps the rest of its stream meanwhile).
 const WAKE_QUEUE: usize = 1024;
 
-/// Per-request timeout of the exit's own etcd client: a hung endpoint is left in time to
-/// try the next one before the deadline.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The loop and its threads until SIGTERM or SIGINT; then, with
 /// `--deregister-on-exit`, removes this host's services through a client of its own
 /// (the signal thread interrupts the loop's), within [`signals::EXIT_DEADLINE`].
-fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
-    let Setup {
-        config,
+fn serve(
+    mut reconciler: Reconciler<Docker, Etcd>,
+    agents: [ureq::Agent; 2],
+    parts: Loop,
+) -> Result<(), Box<dyn Error>> {
+    let Loop {
         hostname,
         ttl,
-        mut reconciler,
-        agents,
+        interval,
+        docker,
+        registry,
+        keepalive,
+        mut exit_store,
+        metrics_addr,
         metrics,
-    } = setup;
+    } = parts;
     signals::block()?;
-    operator_listener(&config, ttl, &metrics)?;
-    let mut exit_store = if config.deregister_on_exit {
-        let etcd = Etcd::new(&config.registry, EXIT_TIMEOUT)?;
-        Some(
-            etcd.with_index_prefix(&config.index_prefix())
-                .with_metrics(Arc::clone(&metrics)),
-        )
-    } else {
-        None
-    };
+    operator_listener(interval, ttl, metrics_addr.as_deref(), &metrics)?;
     let exit_agent = exit_store.as_ref().map(Etcd::agent);
     let (tx, rx) = mpsc::sync_channel(WAKE_QUEUE);
     signals::forward(
@@ -145,31 +149,20 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
             }
         },
     )?;
-    events::spawn(&config.docker, tx.clone(), Arc::clone(&metrics))?;
-    if ttl > 0 {
-        // A keepalive is tiny: a short timeout moves on to the next endpoint in time
-        // (a follower can hold a request through an election for longer than the TTL).
-        let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
-        keepalive::spawn(
-            Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)),
-            reconciler.lease_cell(),
-            ttl,
-            tx,
-            Arc::clone(&metrics),
-        )?;
+    events::spawn(&docker, tx.clone(), Arc::clone(&metrics))?;
+    if let Some(etcd) = keepalive {
+        keepalive::spawn(etcd, reconciler.lease_cell(), ttl, tx, metrics)?;
     }
     log::info!(
-        "registrator {VERSION}: host {hostname}, {} -> {}, resync every {:?}, {}",
-        config.docker,
-        config.registry,
-        config.interval,
+        "registrator {VERSION}: host {hostname}, {docker} -> {registry}, resync every \
+         {interval:?}, {}",
         if ttl > 0 {
             format!("lease TTL {ttl} s")
         } else {
             "no lease".into()
         }
     );
-    reconciler.run(&rx, config.interval)?;
+    reconciler.run(&rx, interval)?;
     if let Some(store) = exit_store.as_mut() {
         reconciler
             .deregister_all(store)
@@ -195,10 +188,15 @@ fn serve(setup: Setup) -> Result<(), Box<dyn Error>> {
 /// The loop's metrics (configured whether or not they are served), and with
 /// `--metrics-addr` the listener of `/metrics` and `/healthz`. Called after the signals
 /// are blocked, so its threads leave SIGTERM to the signal thread.
-fn operator_listener(config: &Config, ttl: u64, metrics: &Arc<Metrics>) -> Result<(), String> {
-    metrics.configure(config.interval, ttl);
-    if let Some(addr) = &config.metrics_addr {
-        let bound = http::spawn(addr.as_str(), Arc::clone(metrics))
+fn operator_listener(
+    interval: Duration,
+    ttl: u64,
+    addr: Option<&str>,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
+    metrics.configure(interval, ttl);
+    if let Some(addr) = addr {
+        let bound = http::spawn(addr, Arc::clone(metrics))
             .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
         log::info!("serving /metrics and /healthz on http://{bound}");
     }

@@ -5,8 +5,6 @@
 pub mod app;
 pub mod backoff;
 pub mod cli;
-pub mod cli_args;
-pub mod cli_compat;
 pub mod docker;
 pub mod etcd;
 pub mod events;

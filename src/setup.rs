@@ -1,5 +1,7 @@
-//! From the parsed command line to the parts that run: this host's name, the etcd
-//! credentials, the reconciler's settings and options, the Docker and etcd clients.
+//! From the parsed command line to the parts that run, once: this host's name, the etcd
+//! credentials, the reconciler with its settings and options, the clients and agents
+//! the loop's threads use, and what `app` runs (one pass or the loop). `app` reads
+//! these parts, never the [`Config`] again.
 //!
 //! Here are the syscalls parsing leaves out (the host name, files, the environment).
 
@@ -8,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{self, Config, Registry};
+use crate::cli::{self, Config, DockerHost, Registry, Retry};
 use crate::docker::Docker;
 use crate::etcd::Etcd;
 use crate::hostaddr;
@@ -16,18 +18,58 @@ use crate::metrics::Metrics;
 use crate::reconcile::{Options, Reconciler};
 use crate::service::Settings;
 
+/// Per-request timeout of the exit's own etcd client: a hung endpoint is left in time to
+/// try the next one before the deadline.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The registrator, ready to run.
 pub struct Setup {
-    pub config: Config,
-    /// This host's identity (`--hostname` or the system's).
-    pub hostname: String,
-    /// Lease TTL in seconds; 0: no lease.
-    pub ttl: u64,
+    /// `--retry-attempts` / `--retry-interval`: reach etcd first.
+    pub reach: Option<Reach>,
     pub reconciler: Reconciler<Docker, Etcd>,
     /// The reconciler's HTTP agents: shutting them down interrupts requests blocked in
     /// the loop's thread.
     pub agents: [ureq::Agent; 2],
-    /// What the reconciler, its etcd client and the loop's threads record.
+    pub mode: Mode,
+}
+
+/// `--retry-attempts` / `--retry-interval`: a client to try etcd with at start, and how.
+pub struct Reach {
+    pub etcd: Etcd,
+    /// The key prefix, with its trailing `/`, one key of which is read.
+    pub prefix: String,
+    pub retry: Retry,
+}
+
+/// What runs.
+pub enum Mode {
+    /// One pass (`--once`); `dry_run`: print the ops it would write, their keys under
+    /// `prefix`.
+    Once { dry_run: bool, prefix: String },
+    /// The loop and its threads until a signal.
+    Loop(Box<Loop>),
+}
+
+/// The loop's parts beside the reconciler.
+pub struct Loop {
+    /// This host's identity (`--hostname` or the system's).
+    pub hostname: String,
+    /// Lease TTL in seconds; 0: no lease.
+    pub ttl: u64,
+    /// The full pass's period (`--interval`).
+    pub interval: Duration,
+    /// The Docker API whose event stream wakes the loop.
+    pub docker: DockerHost,
+    /// The registry URI as logged (no password).
+    pub registry: String,
+    /// With a lease: the keepalive thread's own client.
+    pub keepalive: Option<Etcd>,
+    /// `--deregister-on-exit`: the exit's own client (the signal thread interrupts the
+    /// loop's).
+    pub exit_store: Option<Etcd>,
+    /// `--metrics-addr`: where to serve `/metrics` and `/healthz`.
+    pub metrics_addr: Option<String>,
+    /// What the reconciler, its etcd clients and the loop's threads record.
     pub metrics: Arc<Metrics>,
 }
 
@@ -53,17 +95,71 @@ impl Setup {
             .with_metrics(Arc::clone(&metrics));
         let docker = Docker::new(&config.docker, Duration::from_secs(10))?;
         let agents = [docker.agent(), etcd.agent()];
+        let reach = match config.retry {
+            Some(retry) => Some(Reach {
+                etcd: Etcd::new(&config.registry, Duration::from_secs(5))?,
+                prefix: format!("{}/", config.registry.prefix),
+                retry,
+            }),
+            None => None,
+        };
+        let mode = if config.once {
+            Mode::Once {
+                dry_run: config.dry_run,
+                prefix: config.registry.prefix.clone(),
+            }
+        } else {
+            let index_prefix = &opts.index_prefix;
+            let parts = the_loop(&config, hostname, ttl, index_prefix, Arc::clone(&metrics))?;
+            Mode::Loop(Box::new(parts))
+        };
         let reconciler = Reconciler::new(docker, etcd, settings, opts, hostaddr::host_address)
-            .with_metrics(Arc::clone(&metrics));
+            .with_metrics(metrics);
         Ok(Setup {
-            config,
-            hostname,
-            ttl,
+            reach,
             reconciler,
             agents,
-            metrics,
+            mode,
         })
     }
+}
+
+/// The loop's parts: its clients of its own beside the reconciler's.
+fn the_loop(
+    config: &Config,
+    hostname: String,
+    ttl: u64,
+    index_prefix: &str,
+    metrics: Arc<Metrics>,
+) -> Result<Loop, Box<dyn Error>> {
+    let keepalive = match ttl {
+        0 => None,
+        // A keepalive is tiny: a short timeout moves on to the next endpoint in time
+        // (a follower can hold a request through an election for longer than the TTL).
+        _ => {
+            let timeout = Duration::from_secs_f64((ttl as f64 / 4.0).clamp(1.0, 5.0));
+            Some(Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)))
+        }
+    };
+    let exit_store = match config.deregister_on_exit {
+        true => Some(
+            Etcd::new(&config.registry, EXIT_TIMEOUT)?
+                .with_index_prefix(index_prefix)
+                .with_metrics(Arc::clone(&metrics)),
+        ),
+        false => None,
+    };
+    Ok(Loop {
+        hostname,
+        ttl,
+        interval: config.interval,
+        docker: config.docker.clone(),
+        registry: config.registry.to_string(),
+        keepalive,
+        exit_store,
+        metrics_addr: config.metrics_addr.clone(),
+        metrics,
+    })
 }
 
 /// This host's name: `/proc/sys/kernel/hostname`, as `hostname` prints it.
@@ -213,6 +309,55 @@ mod tests {
             );
             assert_eq!(settings.host_address, None, "looked up later, if needed");
         }
+    }
+
+    /// What each mode gets, built once from the options (no connection is made here).
+    #[test]
+    fn the_parts_each_mode_needs() {
+        let setup = |args: &[&str]| {
+            let args = [&["--hostname", "n1"], args].concat();
+            Setup::new(config(&args)).unwrap()
+        };
+        for (args, want_dry_run) in [(&["--once"], false), (&["--dry-run"], true)] {
+            let s = setup(&[args[0], "etcd:///s"]);
+            match s.mode {
+                Mode::Once { dry_run, prefix } => {
+                    assert_eq!((dry_run, prefix.as_str()), (want_dry_run, "/s"))
+                }
+                Mode::Loop(_) => panic!("{args:?}: one pass"),
+            }
+            assert!(s.reach.is_none(), "{args:?}");
+        }
+        let Mode::Loop(l) = setup(&["etcd://127.0.0.1:1/s"]).mode else {
+            panic!("the loop")
+        };
+        assert_eq!((l.hostname.as_str(), l.ttl), ("n1", 30));
+        assert_eq!(
+            (l.interval, l.registry.as_str()),
+            (Duration::from_secs(10), "etcd://127.0.0.1:1/s")
+        );
+        assert!(l.keepalive.is_some() && l.exit_store.is_none() && l.metrics_addr.is_none());
+        let s = setup(&[
+            "--ttl",
+            "0",
+            "--deregister-on-exit",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--retry-attempts",
+            "3",
+            "etcd:///s",
+        ]);
+        let reach = s.reach.expect("--retry-attempts");
+        assert_eq!(
+            (reach.prefix.as_str(), reach.retry.attempts),
+            ("/s/", Some(3))
+        );
+        let Mode::Loop(l) = s.mode else {
+            panic!("the loop")
+        };
+        assert!(l.keepalive.is_none(), "no lease, no keepalive");
+        assert!(l.exit_store.is_some());
+        assert_eq!(l.metrics_addr.as_deref(), Some("127.0.0.1:0"));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::cli::UsageError;
-use crate::cli_args::{Args, Given};
+use super::args::{Args, Given};
+use super::error::UsageError;
 
 /// `--retry-attempts` / `--retry-interval`: how often to try etcd at start before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

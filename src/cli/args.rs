@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::fmt;
 
-use crate::cli::UsageError;
+use super::error::{usage, UsageError};
 
 /// The variable of an option: `--dry-run` -> `REGISTRATOR_DRY_RUN`.
 pub fn env_name(key: &str) -> String {
@@ -64,6 +64,11 @@ impl<'a> Args<'a> {
             // Not quoted: it may be a URI with a password.
             .map_err(|_| UsageError("an argument is not valid UTF-8".into()))?;
         Ok(Args { rest, env })
+    }
+
+    /// A subcommand's arguments: read as the daemon's, without the environment.
+    pub fn subcommand(args: Vec<OsString>) -> Result<Args<'static>, UsageError> {
+        Args::new(args, &|_| None)
     }
 
     /// Whether any of `keys` is on the command line (`-h`, `--help`).
@@ -134,6 +139,16 @@ impl<'a> Args<'a> {
                 origin: String::new(),
             })
             .collect())
+    }
+
+    /// [`Args::finish`] for the subcommand `sub`: its free arguments; an unknown option
+    /// is an error that points at the subcommand's help.
+    pub fn finish_subcommand(self, sub: &str) -> Result<Vec<String>, UsageError> {
+        let help = format!("registrator {sub} --help");
+        let free = self
+            .finish("", &help)
+            .map_err(|e| usage(format!("{sub}: {e}")))?;
+        Ok(free.into_iter().map(|g| g.value).collect())
     }
 
     fn find(&self, key: &str) -> Option<usize> {
