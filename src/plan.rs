@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::keys::{dir_of, split_key, OWNER_FIELD};
-use crate::service::{Claim, Problem, Service};
+use crate::service::{Claim, Problem, Refusal, Service};
 
 /// Field (path under the service directory) -> value.
 pub type Fields = BTreeMap<String, String>;
@@ -326,6 +326,7 @@ pub fn plan(
                     "service {dir} is already registered by host {}; not registered",
                     stored.owner().unwrap_or("(unknown: no owner marker)")
                 ),
+                kind: Refusal::OwnedElsewhere,
             }),
         }
     }

@@ -143,7 +143,7 @@ fn busy_metrics() -> Arc<Metrics> {
     m.applied(Change::Register);
     m.applied(Change::Register);
     m.applied(Change::Deregister);
-    m.set_refused(["SERVICE_MODE=\"x\" is not http or tcp; service a not registered"]);
+    m.set_refused([etcd_registrator::service::Refusal::InvalidConfig]);
     for _ in 0..10 {
         m.etcd_request("http://127.0.0.1:2379", true);
     }

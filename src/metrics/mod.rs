@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::health::{self, HealthState};
+use crate::service::Refusal;
 
 mod process;
 mod text;
@@ -75,56 +76,15 @@ pub enum Change {
     Deregister,
 }
 
-/// Why a service was refused (the bounded label of `registrator_refused_services`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A `SERVICE_*` value that is malformed or does not fit the mode.
-    InvalidConfig,
-    /// Two containers of this host want the same service directory.
-    Duplicate,
-    /// Another host owns the service directory.
-    OwnedElsewhere,
-    /// A cluster-wide TCP port held by another service name.
-    PortTaken,
-    /// No address to register (unresolvable host name, or no container IP).
-    NoAddress,
-}
-
-impl Refusal {
-    const ALL: [Refusal; 5] = [
-        Refusal::InvalidConfig,
-        Refusal::Duplicate,
-        Refusal::OwnedElsewhere,
-        Refusal::PortTaken,
-        Refusal::NoAddress,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Refusal::InvalidConfig => "invalid_config",
-            Refusal::Duplicate => "duplicate",
-            Refusal::OwnedElsewhere => "owned_elsewhere",
-            Refusal::PortTaken => "port_taken",
-            Refusal::NoAddress => "no_address",
-        }
-    }
-
-    /// The reason of a refusal, from the words of its message (`service::Problem`,
-    /// `plan::plan`, the claim check): anything not recognised is a configuration error.
-    pub fn of(message: &str) -> Refusal {
-        if message.contains("is already held by") {
-            Refusal::PortTaken
-        } else if message.contains("is already registered by host") {
-            Refusal::OwnedElsewhere
-        } else if message.contains("is already registered by older container") {
-            Refusal::Duplicate
-        } else if message.contains("cannot resolve host name")
-            || message.contains("has no IP address")
-        {
-            Refusal::NoAddress
-        } else {
-            Refusal::InvalidConfig
-        }
+/// The label of a refusal's kind in `registrator_refused_services`.
+fn refusal_label(r: Refusal) -> &'static str {
+    match r {
+        Refusal::InvalidConfig => "invalid_config",
+        Refusal::Duplicate => "duplicate",
+        Refusal::OwnedElsewhere => "owned_elsewhere",
+        Refusal::PortTaken => "port_taken",
+        Refusal::NoAddress => "no_address",
+        Refusal::TooLarge => "too_large",
     }
 }
 
@@ -185,7 +145,7 @@ pub struct Metrics {
     services: AtomicU64,
     writes: [Counter; 3],
     write_conflicts: Counter,
-    refused: [AtomicU64; 5],
+    refused: [AtomicU64; Refusal::ALL.len()],
     endpoints: [EndpointSlot; MAX_ENDPOINTS],
     other_endpoint: EndpointSlot,
     failovers: Counter,
@@ -214,7 +174,7 @@ impl Metrics {
             services: AtomicU64::new(0),
             writes: [const { Counter::new() }; 3],
             write_conflicts: Counter::new(),
-            refused: [const { AtomicU64::new(0) }; 5],
+            refused: [const { AtomicU64::new(0) }; Refusal::ALL.len()],
             endpoints: [const { EndpointSlot::new() }; MAX_ENDPOINTS],
             other_endpoint: EndpointSlot::new(),
             failovers: Counter::new(),
@@ -263,11 +223,11 @@ impl Metrics {
         self.write_conflicts.inc();
     }
 
-    /// The refusals in force after a pass (each problem's message), replacing the last.
-    pub fn set_refused<'a>(&self, messages: impl IntoIterator<Item = &'a str>) {
-        let mut counts = [0u64; 5];
-        for m in messages {
-            counts[Refusal::of(m) as usize] += 1;
+    /// The refusals in force now, by kind, replacing the last.
+    pub fn set_refused(&self, kinds: impl IntoIterator<Item = Refusal>) {
+        let mut counts = [0u64; Refusal::ALL.len()];
+        for k in kinds {
+            counts[k as usize] += 1;
         }
         for (cell, n) in self.refused.iter().zip(counts) {
             cell.store(n, Ordering::Relaxed);
@@ -368,23 +328,6 @@ mod tests {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .map(str::to_string)
-    }
-
-    #[test]
-    fn refusal_reasons_from_the_real_messages() {
-        let cases = [
-            ("SERVICE_EXTERNAL_PORT=5432: external port 5432 is already held by service db on host b; db/x not registered (retried every sync)", Refusal::PortTaken),
-            ("SERVICE_INTERNAL_PORT=6379: internal port 6379 is already held by service c (older container d); service e not registered", Refusal::PortTaken),
-            ("service web/x is already registered by host other; not registered", Refusal::OwnedElsewhere),
-            ("service web/x is already registered by older container a; not registered", Refusal::Duplicate),
-            ("cannot resolve host name \"h\" to an address; pass --ip; service web not registered", Refusal::NoAddress),
-            ("has no IP address on its network; service web not registered (--internal)", Refusal::NoAddress),
-            ("SERVICE_MODE=\"udp\" is not http or tcp; service web not registered", Refusal::InvalidConfig),
-            ("SERVICE_MODE=http needs SERVICE_DOMAINS; service web not registered", Refusal::InvalidConfig),
-        ];
-        for (message, want) in cases {
-            assert_eq!(Refusal::of(message), want, "{message}");
-        }
     }
 
     #[test]
@@ -517,7 +460,8 @@ mod tests {
     #[test]
     fn refused_gauge_is_replaced_each_pass() {
         let m = Metrics::new();
-        m.set_refused(["x is already held by y", "bad value", "worse value"]);
+        let bad = Refusal::InvalidConfig;
+        m.set_refused([Refusal::PortTaken, bad, bad]);
         let t = m.render();
         let r = |reason: &str| {
             value(

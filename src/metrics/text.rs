@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::{
-    Change, Counter, EndpointSlot, Metrics, PassOutcome, Refusal, COMMIT, PASS_BUCKETS, VERSION,
+    refusal_label, Change, Counter, EndpointSlot, Metrics, PassOutcome, Refusal, COMMIT,
+    PASS_BUCKETS, VERSION,
 };
 use crate::health;
 
@@ -171,7 +172,7 @@ fn writes(m: &Metrics, o: &mut Out) {
     for r in Refusal::ALL {
         o.sample(
             "registrator_refused_services",
-            &[("reason", r.label())],
+            &[("reason", refusal_label(r))],
             m.refused[r as usize].load(Ordering::Relaxed) as f64,
         );
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::index::{self, Claimant};
 use crate::plan::{Actual, ClaimOp, Desired, Entry, Op};
-use crate::service::{Claim, Problem};
+use crate::service::{Claim, Problem, Refusal};
 
 /// Claim -> the name of the service (of this host) that claims it.
 pub(super) type Wanted = BTreeMap<Claim, String>;
@@ -218,6 +218,7 @@ pub(super) fn refused(claim: Claim, desired: &Desired, holder: &str) -> Vec<Prob
                 claim.field().to_uppercase(),
                 claim.port(),
             ),
+            kind: Refusal::PortTaken,
         })
         .collect()
 }
@@ -459,6 +460,7 @@ mod tests {
                 message: "SERVICE_EXTERNAL_PORT=8080: external port 8080 is already held by \
                           web/o:1:80 on host n2; db/a not registered (retried every sync)"
                     .into(),
+                kind: Refusal::PortTaken,
             }]
         );
     }

@@ -64,7 +64,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         seen.desired.extend(mine);
         let mut outcome = Outcome::default();
         self.writer().apply_guess(&ops, &mut outcome)?;
-        self.reports.refused(outcome.problems, false);
+        self.reports.refused(outcome.problems, false, &self.metrics);
         Ok(())
     }
 }

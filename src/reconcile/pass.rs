@@ -67,8 +67,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         for f in free {
             self.take_claim(f, &desired, &mut outcome)?;
         }
-        self.reports
-            .refused(std::mem::take(&mut outcome.problems), true);
+        let refused = std::mem::take(&mut outcome.problems);
+        self.reports.refused(refused, true, &self.metrics);
         self.retire_old_lease()?;
         self.seen.remember(containers, desired);
         // The first pass that got this far adopted or granted the lease every key of

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::metrics::Metrics;
-use crate::service::Problem;
+use crate::service::{Note, Problem};
 
 /// The problems and notes logged and still true.
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub(super) struct Reports {
     /// Services refused (bad input, conflicts, held ports): each logged once.
     pub(super) reported: BTreeSet<Problem>,
     /// Notes (a container's network picked among several).
-    noted: BTreeSet<Problem>,
+    noted: BTreeSet<Note>,
     /// Services etcd refused to store, logged and still refused.
     pub(super) refused: BTreeSet<Problem>,
 }
@@ -38,8 +38,8 @@ impl Reports {
     }
 
     /// A pass's notes, logged (info) once while they stay true.
-    pub(super) fn notes(&mut self, notes: Vec<Problem>) {
-        let now: BTreeSet<Problem> = notes.into_iter().collect();
+    pub(super) fn notes(&mut self, notes: Vec<Note>) {
+        let now: BTreeSet<Note> = notes.into_iter().collect();
         for n in now.difference(&self.noted) {
             log::info!("{n}");
         }
@@ -48,7 +48,7 @@ impl Reports {
 
     /// Writes etcd refused, each logged once while it keeps refusing it: a full pass's
     /// replace the last (`all`); the fast path's add to them.
-    pub(super) fn refused(&mut self, problems: Vec<Problem>, all: bool) {
+    pub(super) fn refused(&mut self, problems: Vec<Problem>, all: bool, metrics: &Metrics) {
         if all {
             self.refused.retain(|p| problems.contains(p));
         }
@@ -58,9 +58,11 @@ impl Reports {
                 self.refused.insert(p);
             }
         }
+        self.count(metrics);
     }
 
+    /// The refusals in force, by kind: the services refused and those etcd refused.
     fn count(&self, metrics: &Metrics) {
-        metrics.set_refused(self.reported.iter().map(|p| p.message.as_str()));
+        metrics.set_refused(self.reported.iter().chain(&self.refused).map(|p| p.kind));
     }
 }

@@ -12,7 +12,7 @@ use super::{Options, Outcome, Reconciler};
 use crate::keys::OWNER_FIELD;
 use crate::metrics::{Change, Metrics};
 use crate::plan::{ClaimOp, Op};
-use crate::service::Problem;
+use crate::service::{Problem, Refusal};
 use crate::store::{Compare, Request, Store, StoreError, MAX_TXN_OPS};
 
 /// The fields a consumer needs before it routes to a service: the example HAProxy
@@ -356,6 +356,7 @@ fn refused(op: &Op, e: &StoreError, outcome: &mut Outcome) {
             "service {} not written: etcd refused it ({e}); retried every sync",
             op.dir()
         ),
+        kind: Refusal::TooLarge,
     });
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::meta::{shown, Meta};
-use super::model::{Binding, Container, Port, Settings};
+use super::model::{Binding, Container, Port, Refusal, Refused, Settings};
 
 /// A port to register, with the address and port number the mesh should use.
 pub struct Candidate {
@@ -68,7 +68,7 @@ pub fn address(
     meta: &Meta,
     cand: &Candidate,
     name: &str,
-) -> Result<String, String> {
+) -> Result<String, Refused> {
     let p = cand.port.number;
     Ok(match label_address(c, s, name)? {
         Some(a) => a,
@@ -79,11 +79,14 @@ pub fn address(
             (Some(a), None, _) => a.clone(),
             (None, None, Some(h)) => h.clone(),
             (None, None, None) => {
-                return Err(format!(
-                    "cannot resolve host name {:?} to an address; pass --ip; service {name} \
-                     not registered",
-                    s.hostname
-                ))
+                return Err(Refused {
+                    kind: Refusal::NoAddress,
+                    message: format!(
+                        "cannot resolve host name {:?} to an address; pass --ip; service \
+                         {name} not registered",
+                        s.hostname
+                    ),
+                })
             }
         },
     })
@@ -117,7 +120,7 @@ fn own_address(
     meta: &Meta,
     p: u16,
     name: &str,
-) -> Result<String, String> {
+) -> Result<String, Refused> {
     if let Some((var, net)) = meta.get(p, "NETWORK") {
         return c.networks.get(net).cloned().ok_or_else(|| {
             format!(
@@ -126,13 +129,17 @@ fn own_address(
                 shown(net),
                 network_names(c)
             )
+            .into()
         });
     }
     match default_network(c, s) {
         Some((_, ip)) => Ok(ip.clone()),
-        None => Err(format!(
-            "has no IP address on its network; service {name} not registered (--internal)"
-        )),
+        None => Err(Refused {
+            kind: Refusal::NoAddress,
+            message: format!(
+                "has no IP address on its network; service {name} not registered (--internal)"
+            ),
+        }),
     }
 }
 

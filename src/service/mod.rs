@@ -15,8 +15,8 @@ pub mod naming;
 use std::collections::BTreeMap;
 
 pub use model::{
-    Binding, Claim, Container, Health, Mode, Port, Problem, Proto, Service, Settings, MAX_DOMAINS,
-    MAX_SEGMENT_BYTES,
+    Binding, Claim, Container, Health, Mode, Note, Port, Problem, Proto, Refusal, Refused, Service,
+    Settings, MAX_DOMAINS, MAX_SEGMENT_BYTES,
 };
 pub use naming::image_base;
 
@@ -44,10 +44,11 @@ pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>,
         for result in container_services(c, settings) {
             let svc = match result {
                 Ok(svc) => svc,
-                Err(message) => {
+                Err(Refused { kind, message }) => {
                     problems.push(Problem {
                         container: c.name.clone(),
                         message,
+                        kind,
                     });
                     continue;
                 }
@@ -60,6 +61,7 @@ pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>,
                         "service {}/{} is already registered by older container {holder}; not registered",
                         svc.name, svc.id
                     ),
+                    kind: Refusal::Duplicate,
                 });
                 continue;
             }
@@ -74,6 +76,7 @@ pub fn services(containers: &[Container], settings: &Settings) -> (Vec<Service>,
                                 claim.port(),
                                 svc.name
                             ),
+                            kind: Refusal::PortTaken,
                         });
                         continue;
                     }
@@ -112,7 +115,7 @@ fn wanted(c: &Container, s: &Settings, meta: &Meta) -> bool {
         && (!s.explicit || meta.vars.contains_key("SERVICE_NAME"))
 }
 
-fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, String>> {
+fn container_services(c: &Container, s: &Settings) -> Vec<Result<Service, Refused>> {
     let meta = Meta::of(c);
     if !wanted(c, s, &meta) {
         return Vec::new();
@@ -137,7 +140,7 @@ fn build(
     meta: &Meta,
     cand: Candidate,
     several: bool,
-) -> Result<Service, String> {
+) -> Result<Service, Refused> {
     let p = cand.port.number;
     let name = naming::name(c, meta, p, several)?;
     let id = naming::id(c, &s.hostname, meta, cand.port)?;
@@ -160,7 +163,7 @@ fn build(
 /// With `--internal`, a line for each container on several networks that nothing chose
 /// among (no `SERVICE_NETWORK`, not on `--network`): its networks and the pick. The
 /// caller logs each once while it lasts.
-pub fn network_notes(containers: &[Container], s: &Settings) -> Vec<Problem> {
+pub fn network_notes(containers: &[Container], s: &Settings) -> Vec<Note> {
     if !s.internal {
         return Vec::new();
     }
@@ -178,7 +181,7 @@ pub fn network_notes(containers: &[Container], s: &Settings) -> Vec<Problem> {
             continue;
         }
         if let Some((net, ip)) = default_network(c, s) {
-            notes.push(Problem {
+            notes.push(Note {
                 container: c.name.clone(),
                 message: format!(
                     "is on networks {}: --internal registers its address on {net} ({ip}); \
@@ -195,6 +198,50 @@ pub fn network_notes(containers: &[Container], s: &Settings) -> Vec<Problem> {
 mod tests {
     use super::testing::{container, one, settings};
     use super::*;
+
+    #[test]
+    fn each_refusal_has_its_kind_where_it_is_made() {
+        let web = |name: &str, env: &[&str], created: i64| {
+            let mut c = container(name, env, &[(80, "tcp", "0.0.0.0", 8080)]);
+            c.created = (created, 0);
+            c
+        };
+        let claim = "SERVICE_EXTERNAL_PORT=9000";
+        let containers = [
+            web("bad", &["SERVICE_MODE=udp"], 1),
+            web("first", &["SERVICE_NAME=a", "SERVICE_ID=x"], 2),
+            web("twice", &["SERVICE_NAME=a", "SERVICE_ID=x"], 3),
+            web("holder", &["SERVICE_NAME=db", claim], 4),
+            web("other", &["SERVICE_NAME=cache", claim], 5),
+        ];
+        let (_, problems) = services(&containers, &settings());
+        let kinds: Vec<(&str, Refusal)> = problems
+            .iter()
+            .map(|p| (p.container.as_str(), p.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("bad", Refusal::InvalidConfig),
+                ("twice", Refusal::Duplicate),
+                ("other", Refusal::PortTaken),
+            ]
+        );
+        let mut unresolved = settings();
+        unresolved.host_address = None;
+        let (_, problems) = services(&[web("c", &[], 1)], &unresolved);
+        assert_eq!(problems[0].kind, Refusal::NoAddress, "{}", problems[0]);
+        let mut internal = settings();
+        internal.internal = true;
+        let mut c = container("n", &[], &[]);
+        c.exposed = vec![Port {
+            number: 80,
+            proto: Proto::Tcp,
+        }];
+        c.networks.clear();
+        let (_, problems) = services(&[c], &internal);
+        assert_eq!(problems[0].kind, Refusal::NoAddress, "{}", problems[0]);
+    }
 
     #[test]
     fn defaults_from_image_host_and_binding() {

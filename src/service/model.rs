@@ -160,14 +160,75 @@ pub struct Service {
     pub container: String,
 }
 
+/// Why a service is not registered: its kind, given where the refusal is made (the
+/// metrics count by it; no one reads the wording to find it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// A `SERVICE_*` value (or label) that is malformed or does not fit the mode.
+    InvalidConfig,
+    /// Two containers of this host want the same service directory.
+    Duplicate,
+    /// Another host owns the service directory.
+    OwnedElsewhere,
+    /// A cluster-wide TCP port held by another service name.
+    PortTaken,
+    /// No address to register (unresolvable host name, or no container IP).
+    NoAddress,
+    /// etcd refused to store the service (too many keys or bytes for one request).
+    TooLarge,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::InvalidConfig,
+        Refusal::Duplicate,
+        Refusal::OwnedElsewhere,
+        Refusal::PortTaken,
+        Refusal::NoAddress,
+        Refusal::TooLarge,
+    ];
+}
+
+/// A service refused while it was being built: its kind and the one line that says why
+/// (a plain message is a configuration error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub kind: Refusal,
+    pub message: String,
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Refused {
+        Refused {
+            kind: Refusal::InvalidConfig,
+            message,
+        }
+    }
+}
+
 /// A container or port that was refused, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
     pub container: String,
     pub message: String,
+    pub kind: Refusal,
 }
 
 impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "container {}: {}", self.container, self.message)
+    }
+}
+
+/// Something worth one line about a container that is registered all the same (its
+/// network picked among several).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Note {
+    pub container: String,
+    pub message: String,
+}
+
+impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "container {}: {}", self.container, self.message)
     }
