@@ -14,17 +14,14 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
-use common::http;
 use common::relay::{docker_kind, etcd_kind, Counter, Counts, Mode, Relay, Upstream};
+use common::*;
 use etcd_registrator::etcd::codec::prefix_end;
 
 /// This host's containers.
@@ -33,20 +30,6 @@ const OWN: usize = 10;
 const KEYS: usize = 5;
 /// etcd's default `--max-txn-ops`.
 const BATCH: usize = 128;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the benchmark with `make bench` (tests/bench.sh)")
-    })
-}
-
-fn etcd_addr() -> SocketAddr {
-    let url = env("REG_ETCD");
-    url.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap_or_else(|e| panic!("REG_ETCD {url}: {e}"))
-}
 
 /// The fleet sizes to measure: `(hosts, services per host)`.
 fn sizes() -> Vec<(usize, usize)> {
@@ -170,154 +153,29 @@ fn fill(keys: Vec<(String, String)>) -> Duration {
 }
 
 // ---------------------------------------------------------------------------------
-// Docker, through its CLI
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", env("DOCKER_HOST"))
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Containers removed when dropped.
-#[derive(Default)]
-struct Containers(Vec<String>);
-
-impl Containers {
-    fn httpd(&mut self, name: &str, env: &[String]) {
-        let image = env_image();
-        let mut args: Vec<String> = [
-            "run",
-            "-d",
-            "--init",
-            "--pull",
-            "never",
-            "--name",
-            name,
-            "-p",
-            "127.0.0.1::80",
-        ]
-        .map(String::from)
-        .to_vec();
-        for e in env {
-            args.push("-e".into());
-            args.push(e.clone());
-        }
-        args.extend([image, "httpd".into(), "-f".into(), "-p".into(), "80".into()]);
-        args.extend(["-h".into(), "/www".into()]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker(&refs);
-        self.0.push(name.to_string());
-    }
-}
-
-fn env_image() -> String {
-    env("REG_IMAGE")
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(self.0.iter().map(String::as_str));
-            let _ = Command::new("docker")
-                .args(&args)
-                .env("DOCKER_HOST", env("DOCKER_HOST"))
-                .output();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
 // The registrator under test
 
-struct Reg {
-    child: Child,
-    log: PathBuf,
+/// The registrator for the fleet's new host, as a user would run it (`RUST_LOG=info`,
+/// nothing added), against `docker_host`.
+fn start_reg(docker_host: &str, args: &[&str]) -> Running {
+    Running::spawn(command(bin(), docker_host, args))
 }
 
-impl Reg {
-    fn start(bin: &str, docker_host: &str, args: &[&str], tag: &str) -> Reg {
-        let log = std::env::temp_dir().join(format!(
-            "registrator-fleet-{}-{tag}.log",
-            std::process::id()
-        ));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .args(args)
-            .env("DOCKER_HOST", docker_host)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn registrator");
-        Reg { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn tail(&self) -> String {
-        let text = self.log();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// VmHWM in KiB: the peak resident set so far.
-    fn peak_kib(&mut self) -> u64 {
-        if let Ok(Some(s)) = self.child.try_wait() {
-            panic!("registrator exited ({s}):\n{}", self.tail());
-        }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn term(&self) {
-        // SAFETY: a signal to the child this bench spawned, by its PID.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-    }
-
-    /// Waits for the exit: its code and how long it took.
-    fn wait(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return (s.code(), start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        (None, start.elapsed())
-    }
-}
-
-impl Drop for Reg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
+/// VmHWM in KiB, the peak resident set so far; panics if the registrator exited.
+fn peak_kib(reg: &mut Running) -> u64 {
+    reg.check_alive();
+    reg.status().kib("VmHWM:")
 }
 
 /// Waits until `done` holds and the registrator's etcd traffic has been still for 1.5 s
 /// (a pass is over: a page of the full read comes faster than that); returns when the
 /// last byte before that came.
-fn settle(etcd: &Counter, start: Instant, reg: &mut Reg, done: impl Fn() -> bool) -> Duration {
+fn settle(
+    etcd: &Counter,
+    start: Instant,
+    reg: &mut Running,
+    done: impl Fn(&Running) -> bool,
+) -> Duration {
     let mut last = etcd.snapshot();
     let mut changed = Instant::now();
     loop {
@@ -326,18 +184,18 @@ fn settle(etcd: &Counter, start: Instant, reg: &mut Reg, done: impl Fn() -> bool
         if now.up != last.up || now.down != last.down {
             changed = Instant::now();
             last = now;
-        } else if changed.elapsed() > Duration::from_millis(1500) && done() {
+        } else if changed.elapsed() > Duration::from_millis(1500) && done(reg) {
             return changed - start;
         }
         if start.elapsed() > Duration::from_secs(180) {
-            panic!("no quiet moment within 180 s:\n{}", reg.tail());
+            panic!("no quiet moment within 180 s:\n{}", reg.log_tail());
         }
-        reg.peak_kib();
+        peak_kib(reg);
     }
 }
 
 /// Waits for the Docker list after `after`, i.e. the start of the next pass.
-fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
+fn next_list(docker: &Counter, after: u64, reg: &mut Running) -> u64 {
     let start = Instant::now();
     loop {
         let n = docker.snapshot().get("list");
@@ -345,15 +203,20 @@ fn next_list(docker: &Counter, after: u64, reg: &mut Reg) -> u64 {
             return n;
         }
         if start.elapsed() > Duration::from_secs(120) {
-            reg.peak_kib();
-            panic!("no pass within 120 s:\n{}", reg.tail());
+            peak_kib(reg);
+            panic!("no pass within 120 s:\n{}", reg.log_tail());
         }
         std::thread::sleep(Duration::from_micros(200));
     }
 }
 
 /// etcd's bytes and requests over `cycles` passes (list to list), and how long they took.
-fn per_pass(reg: &mut Reg, docker: &Counter, etcd: &Counter, cycles: u64) -> (Counts, Duration) {
+fn per_pass(
+    reg: &mut Running,
+    docker: &Counter,
+    etcd: &Counter,
+    cycles: u64,
+) -> (Counts, Duration) {
     let n0 = next_list(docker, docker.snapshot().get("list"), reg);
     let (e0, t0) = (etcd.snapshot(), Instant::now());
     let mut n = n0;
@@ -477,15 +340,15 @@ fn value(key: &str) -> Option<String> {
 }
 
 /// Polls `done` every 5 ms for up to `limit`; how long it took.
-fn until(reg: &mut Reg, limit: Duration, done: impl Fn() -> bool) -> Duration {
+fn until(reg: &mut Running, limit: Duration, done: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
     while !done() {
         assert!(
             start.elapsed() < limit,
             "not within {limit:?}:\n{}",
-            reg.tail()
+            reg.log_tail()
         );
-        reg.peak_kib();
+        peak_kib(reg);
         std::thread::sleep(Duration::from_millis(5));
     }
     start.elapsed()
@@ -506,22 +369,16 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     eprintln!("bench fleet: wrote {n} keys ({under} under {prefix}/) in {took:.1?}");
     let fleet = format!("{hosts} x {services} ({under} keys)");
 
-    let mut containers = Containers::default();
-    for i in 0..OWN {
-        containers.httpd(
-            &format!("fleet-{pid}-{tag}-{i}"),
-            &[format!("SERVICE_NAME=own{i}")],
-        );
-    }
-    let scratch = std::env::temp_dir().join(format!("registrator-fleet-{pid}"));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let docker_socket = env("DOCKER_HOST")
-        .strip_prefix("unix://")
-        .map(PathBuf::from)
-        .expect("DOCKER_HOST is a unix socket");
+    let containers: Vec<Container> = (0..OWN)
+        .map(|i| {
+            let name = format!("fleet-{pid}-{tag}-{i}");
+            Container::httpd(&name, 80, &[&format!("SERVICE_NAME=own{i}")])
+        })
+        .collect();
+    let scratch = TempDir::new("fleet");
     let dproxy = Relay::unix(
-        &scratch.join(format!("docker-{tag}.sock")),
-        Upstream::Unix(docker_socket),
+        &scratch.path("docker.sock"),
+        Upstream::Unix(docker_socket()),
         Mode::Forward,
     )
     .counting(docker_kind);
@@ -530,16 +387,11 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     let host = "fleet-host";
     let uri = format!("etcd://{}{prefix}", eproxy.address);
     // The defaults (--ttl 30, --interval 10) unless `extra` says otherwise.
-    let start = |extra: &[&str], phase: &str| {
+    let start = |extra: &[&str]| {
         let mut args = vec!["--hostname", host, "--ip", "127.0.0.1", "--explicit"];
         args.extend(extra);
         args.push(&uri);
-        Reg::start(
-            env!("CARGO_BIN_EXE_registrator"),
-            &dproxy.address,
-            &args,
-            &format!("{tag}-{phase}"),
-        )
+        start_reg(&dproxy.address, &args)
     };
     let dir_keys = |name: &str| count_with(&format!("{prefix}/{name}/"), &format!("/{host}:"));
     let own_keys = || count_with(&format!("{prefix}/own"), &format!("/{host}:"));
@@ -550,23 +402,23 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
             &[name, &fleet, &requests(c), &kib(c.down as f64), wall, rss],
         );
     };
-    let mut more = Containers::default();
+    let mut more = Vec::new();
 
     // 1. First start: a new host reads its own (empty) index and registers.
     let e0 = ec.snapshot();
     let t0 = Instant::now();
-    let mut reg = start(&[], "first");
+    let mut reg = start(&[]);
     let seen = until(&mut reg, Duration::from_secs(60), || {
         own_keys() >= (OWN * 4) as u64
     });
-    let wall = settle(&ec, t0, &mut reg, || value(&instance).is_some());
+    let wall = settle(&ec, t0, &mut reg, |_| value(&instance).is_some());
     let c = ec.snapshot().since(&e0);
     row(
         1,
         "first start of a new host (its own index, empty; all registered)",
         &c,
         &format!("{} (all {OWN} registered after {})", secs(wall), secs(seen)),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 2. A quiet minute: 6 passes at the default --interval 10, keepalives included.
@@ -576,50 +428,41 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
         "a quiet minute (6 passes at --interval 10, keepalives included)",
         &c,
         &format!("{} ({} a pass)", secs(took), kib(c.down as f64 / 6.0)),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 3. A container claims a free port: its event, then the pass that takes the claim.
     let e0 = ec.snapshot();
     let t0 = Instant::now();
-    more.httpd(
+    more.push(Container::httpd(
         &format!("fleet-{pid}-{tag}-claim"),
-        &[
-            "SERVICE_NAME=ownclaim".into(),
-            "SERVICE_EXTERNAL_PORT=29999".into(),
-        ],
-    );
-    let wall = settle(&ec, t0, &mut reg, || dir_keys("ownclaim") == 5);
+        80,
+        &["SERVICE_NAME=ownclaim", "SERVICE_EXTERNAL_PORT=29999"],
+    ));
+    let wall = settle(&ec, t0, &mut reg, |_| dir_keys("ownclaim") == 5);
     let c = ec.snapshot().since(&e0);
     row(
         3,
         "a container claims a free port (SERVICE_EXTERNAL_PORT)",
         &c,
         &secs(wall),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 4. Graceful restart: SIGTERM releases the identity; the successor takes it at
     // once, moves the keys onto its lease and revokes the old one.
-    reg.term();
-    reg.wait(Duration::from_secs(5));
+    reg.term(Duration::from_secs(5));
     let e0 = ec.snapshot();
     let t0 = Instant::now();
-    let mut reg = start(&[], "restart");
-    let log = reg.log.clone();
-    let revoked = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("revoked lease")
-    };
-    let wall = settle(&ec, t0, &mut reg, revoked);
+    let mut reg = start(&[]);
+    let wall = settle(&ec, t0, &mut reg, |r| r.log().contains("revoked lease"));
     let c = ec.snapshot().since(&e0);
     row(
         4,
         "graceful restart (SIGTERM, start: the released identity taken at once)",
         &c,
         &secs(wall),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 5. Crash restart: kill -9, start at once, and a container started right then.
@@ -629,11 +472,12 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     let _ = reg.child.wait();
     let e0 = ec.snapshot();
     let t0 = Instant::now();
-    let mut reg = start(&[], "crash");
-    more.httpd(
+    let mut reg = start(&[]);
+    more.push(Container::httpd(
         &format!("fleet-{pid}-{tag}-crash"),
-        &["SERVICE_NAME=owncrash".into()],
-    );
+        80,
+        &["SERVICE_NAME=owncrash"],
+    ));
     let ran = t0.elapsed();
     let registered = ran
         + until(&mut reg, Duration::from_secs(30), || {
@@ -643,7 +487,7 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     let taken = until(&mut reg, Duration::from_secs(60), || {
         value(&instance).is_some_and(|v| v != old) && own_keys() == all
     });
-    let wall = settle(&ec, t0, &mut reg, || true);
+    let wall = settle(&ec, t0, &mut reg, |_| true);
     let c = ec.snapshot().since(&e0);
     row(
         5,
@@ -657,16 +501,12 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
             secs(registered - ran),
             secs(ran + taken),
         ),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 6. --ttl 0: every pass reads this host's keys only.
-    reg.term();
-    reg.wait(Duration::from_secs(5));
-    let mut reg = start(
-        &["--ttl", "0", "--interval", "1", "--deregister-on-exit"],
-        "ttl0",
-    );
+    reg.term(Duration::from_secs(5));
+    let mut reg = start(&["--ttl", "0", "--interval", "1", "--deregister-on-exit"]);
     next_list(&dc, dc.snapshot().get("list"), &mut reg);
     let (c, took) = per_pass(&mut reg, &dc, &ec, 1);
     row(
@@ -674,13 +514,12 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
         "--ttl 0: one pass",
         &c,
         &secs(took),
-        &mib(reg.peak_kib()),
+        &mib(peak_kib(&mut reg)),
     );
 
     // 7. --ttl 0 --deregister-on-exit: SIGTERM.
     let e0 = ec.snapshot();
-    reg.term();
-    let (code, took) = reg.wait(Duration::from_secs(15));
+    let (code, took) = reg.term(Duration::from_secs(15));
     let c = ec.snapshot().since(&e0);
     let left = own_keys() + count(&format!("{index}/hosts/{host}/services/"));
     row(
@@ -697,5 +536,4 @@ fn one_fleet(hosts: usize, services: usize, table: &mut Table) {
     drop(reg);
     drop(more);
     drop(containers);
-    let _ = std::fs::remove_dir_all(&scratch);
 }

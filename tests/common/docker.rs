@@ -27,18 +27,22 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Podman when `tests/podman.sh run` set it up (`REG_PODMAN_HOST`); else None, and a
-    /// line saying the test is skipped. `make test` always sets it up.
+    /// Podman when `tests/podman.sh run` set it up (`REG_PODMAN_HOST`). Else None, and a
+    /// line on stderr naming the test as skipped; or, under `REG_PODMAN_REQUIRED=1` (which
+    /// `make test` sets), a failure: a Podman that did not come up must not pass as one
+    /// that did.
     pub fn podman() -> Option<Engine> {
         if std::env::var_os("REG_PODMAN_HOST").is_some() {
             return Some(Engine::Podman);
         }
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let why = "REG_PODMAN_HOST is not set (run under `tests/podman.sh run`, as `make test` \
+                   does)";
+        if std::env::var("REG_PODMAN_REQUIRED").is_ok_and(|v| !v.is_empty() && v != "0") {
+            panic!("test {test}: REG_PODMAN_REQUIRED is set but {why}");
+        }
         // Straight to stderr: the test harness would hide an `eprintln!` of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped on Podman: REG_PODMAN_HOST is not set (run under `tests/podman.sh run`, \
-             as `make test` does)"
-        );
+        let _ = writeln!(std::io::stderr(), "test {test}: skipped: {why}");
         None
     }
 
