@@ -4,7 +4,7 @@
 //! Events only trigger passes; each pass is a full level-triggered sync, so a missed
 //! or coalesced event loses nothing. When the stream ends (dockerd restarted) or
 //! fails, it reconnects with backoff (growing until a stream has stayed up for
-//! [`STABLE`]) and wakes the loop for one full sync per reconnect.
+//! `STABLE`) and wakes the loop for one full sync per reconnect.
 
 use std::error::Error;
 use std::sync::mpsc::SyncSender;
