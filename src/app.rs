@@ -129,6 +129,7 @@ fn serve(
         registry,
         keepalive,
         mut exit_store,
+        deregister,
         metrics_addr,
         metrics,
     } = parts;
@@ -163,17 +164,24 @@ fn serve(
         }
     );
     reconciler.run(&rx, interval)?;
-    if let Some(store) = exit_store.as_mut() {
-        reconciler
-            .deregister_all(store)
-            .map_err(|e| format!("could not deregister on exit: {e}"))?;
-        log::info!("deregistered this host's services; exiting");
-    } else if reconciler.lease() != 0 {
+    match exit_store.as_mut() {
+        Some(store) if deregister => {
+            reconciler
+                .deregister_all(store)
+                .map_err(|e| format!("could not deregister on exit: {e}"))?;
+            log::info!("deregistered this host's services; exiting");
+            return Ok(());
+        }
         // The successor may then take over at once (without this, it leaves these
         // services alone until the lease expires).
-        if let Err(e) = reconciler.release() {
-            log::warn!("could not mark this host's identity released: {e}");
+        Some(store) if reconciler.lease() != 0 => {
+            if let Err(e) = reconciler.release(store) {
+                log::warn!("could not mark this host's identity released: {e}");
+            }
         }
+        _ => {}
+    }
+    if reconciler.lease() != 0 {
         log::info!(
             "exiting; services stay registered until lease {:x} expires or the next \
              registrator takes over",

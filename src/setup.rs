@@ -64,9 +64,11 @@ pub struct Loop {
     pub registry: String,
     /// With a lease: the keepalive thread's own client.
     pub keepalive: Option<Etcd>,
-    /// `--deregister-on-exit`: the exit's own client (the signal thread interrupts the
-    /// loop's).
+    /// The exit's own client (the signal thread interrupts the loop's), with a lease or
+    /// `--deregister-on-exit`: it releases the identity, or deregisters.
     pub exit_store: Option<Etcd>,
+    /// `--deregister-on-exit`: remove this host's services on exit.
+    pub deregister: bool,
     /// `--metrics-addr`: where to serve `/metrics` and `/healthz`.
     pub metrics_addr: Option<String>,
     /// What the reconciler, its etcd clients and the loop's threads record.
@@ -141,7 +143,7 @@ fn the_loop(
             Some(Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)))
         }
     };
-    let exit_store = match config.deregister_on_exit {
+    let exit_store = match config.deregister_on_exit || ttl > 0 {
         true => Some(
             Etcd::new(&config.registry, EXIT_TIMEOUT)?
                 .with_index_prefix(index_prefix)
@@ -157,6 +159,7 @@ fn the_loop(
         registry: config.registry.to_string(),
         keepalive,
         exit_store,
+        deregister: config.deregister_on_exit,
         metrics_addr: config.metrics_addr.clone(),
         metrics,
     })
@@ -236,7 +239,7 @@ pub fn options(config: &Config, hostname: &str, ttl: u64) -> (Settings, Options)
         hostname: hostname.to_string(),
         dry_run: config.dry_run,
         ttl,
-        keep_foreign_leases: config.once && config.ttl.is_none(),
+        keep_foreign_leases: config.once,
         exclusive: !config.once && ttl > 0,
         // A single pass has no later pass to release a claim in.
         claim_grace: match config.claim_grace {
@@ -292,7 +295,7 @@ mod tests {
                 args: &["--once", "--ttl", "20", "etcd:///s"],
                 ttl: 20,
                 exclusive: false,
-                keep_foreign_leases: false,
+                keep_foreign_leases: true,
             },
         ];
         for case in cases {
@@ -336,7 +339,8 @@ mod tests {
             (l.interval, l.registry.as_str()),
             (Duration::from_secs(10), "etcd://127.0.0.1:1/s")
         );
-        assert!(l.keepalive.is_some() && l.exit_store.is_none() && l.metrics_addr.is_none());
+        assert!(l.keepalive.is_some() && l.exit_store.is_some() && l.metrics_addr.is_none());
+        assert!(!l.deregister, "the exit client only releases the identity");
         let s = setup(&[
             "--ttl",
             "0",
@@ -356,7 +360,7 @@ mod tests {
             panic!("the loop")
         };
         assert!(l.keepalive.is_none(), "no lease, no keepalive");
-        assert!(l.exit_store.is_some());
+        assert!(l.exit_store.is_some() && l.deregister);
         assert_eq!(l.metrics_addr.as_deref(), Some("127.0.0.1:0"));
     }
 

@@ -130,6 +130,9 @@ impl std::error::Error for StoreError {
 pub struct LeaseTtl {
     pub remaining: i64,
     pub granted: i64,
+    /// The raft term of the answer: a new leader extends every lease, so readings of
+    /// two terms do not compare.
+    pub term: u64,
 }
 
 /// The operations the reconciler needs from its store.

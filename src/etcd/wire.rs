@@ -111,6 +111,8 @@ impl<'de> Deserialize<'de> for Code {
 struct Header {
     #[serde(default, deserialize_with = "int64")]
     revision: i64,
+    #[serde(default, deserialize_with = "int64")]
+    raft_term: i64,
 }
 
 #[derive(Deserialize)]
@@ -269,8 +271,7 @@ pub(crate) fn revoke(text: &str) -> Result<(), DecodeError> {
 
 #[derive(Deserialize)]
 struct TimeToLiveAnswer {
-    #[serde(rename = "header")]
-    _header: IgnoredAny,
+    header: Header,
     /// -1 when the lease is expired or unknown; absent (0) in its last second.
     #[serde(rename = "TTL", default, deserialize_with = "int64")]
     ttl: i64,
@@ -297,6 +298,7 @@ pub(crate) fn time_to_live(text: &str) -> Result<Option<LeaseTtl>, DecodeError> 
     Ok(Some(LeaseTtl {
         remaining: a.ttl,
         granted: a.granted,
+        term: u64::try_from(a.header.raft_term).unwrap_or(0),
     }))
 }
 
@@ -485,7 +487,8 @@ mod tests {
             time_to_live(&fixture("lease_timetolive.json")).unwrap(),
             Some(LeaseTtl {
                 remaining: 59,
-                granted: 60
+                granted: 60,
+                term: 2
             })
         );
         assert_eq!(
@@ -498,7 +501,8 @@ mod tests {
             time_to_live(last).unwrap(),
             Some(LeaseTtl {
                 remaining: 0,
-                granted: 6
+                granted: 6,
+                term: 0
             })
         );
         assert!(time_to_live(r#"{"header":{},"ID":"1","TTL":"5"}"#).is_err());

@@ -44,6 +44,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             return Ok(());
         }
         let fresh = if gone { None } else { self.source.inspect(id)? };
+        let waiting = self.identity.waiting(self.exclusive());
         let seen = &mut self.seen;
         let Some(name) = fresh
             .as_ref()
@@ -59,9 +60,16 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             .into_iter()
             .filter(|(_, w)| w.container == name)
             .collect();
-        let ops = plan::plan_event(&seen.desired, &mine, &name);
-        seen.desired.retain(|_, w| w.container != name);
-        seen.desired.extend(mine);
+        let mut ops = plan::plan_event(&seen.desired, &mine, &name);
+        if waiting {
+            // Another process may own what this container's directory holds: register
+            // only what is new (each guarded by its absence) and remember nothing, so no
+            // later event deletes it; the full passes settle the rest.
+            ops.retain(|op| matches!(op, plan::Op::Register { .. }));
+        } else {
+            seen.desired.retain(|_, w| w.container != name);
+            seen.desired.extend(mine);
+        }
         let mut outcome = Outcome::default();
         self.writer().apply_guess(&ops, &mut outcome)?;
         self.reports.refused(outcome.problems, false, &self.metrics);

@@ -75,6 +75,8 @@ pub struct FakeEtcd {
     pub next_lease: i64,
     /// Leases another process keeps alive: refreshed whenever the fake clock is read.
     pub kept_by_twin: BTreeSet<i64>,
+    /// The raft term answers carry (a leader change increments it).
+    pub term: u64,
     /// Largest txn (bytes of keys and values) accepted, as etcd's `--max-request-bytes`.
     pub max_txn_bytes: usize,
     /// Most requests in one txn, as etcd's `--max-txn-ops`.
@@ -98,6 +100,7 @@ impl Default for FakeEtcd {
             leases: BTreeMap::new(),
             next_lease: 0,
             kept_by_twin: BTreeSet::new(),
+            term: 1,
             max_txn_bytes: 1536 * 1024,
             max_txn_ops: MAX_TXN_OPS,
             full: false,
@@ -298,6 +301,7 @@ impl Store for FakeEtcd {
             // etcd rounds down.
             remaining: l.expires.saturating_sub(t).as_secs() as i64,
             granted: l.granted as i64,
+            term: self.term,
         }))
     }
 }

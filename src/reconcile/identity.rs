@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::pass::Read;
+use super::writer::Writer;
 use super::{Reconciler, SyncError, Twin};
 use crate::plan::Desired;
 use crate::source::Source;
@@ -50,6 +51,12 @@ struct Reading {
 }
 
 impl Identity {
+    /// Whether this process waits for another's lease before it holds the identity
+    /// (`exclusive`: it seeks one at all).
+    pub(super) fn waiting(&self, exclusive: bool) -> bool {
+        exclusive && !self.held
+    }
+
     pub(super) fn new() -> Identity {
         Identity {
             id: instance_id(),
@@ -143,25 +150,60 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         if !self.identity.watched.is_empty() {
             return Ok(());
         }
-        if !self.claim(&key, value.as_deref())? {
-            return Err(self.refuse(format!("another process just took {key}")));
-        }
-        self.identity.held = true;
-        self.retiring = released.filter(|&l| l != 0 && l != self.lease());
-        Ok(())
+        self.take(&key, value, released)
     }
 
-    /// Reads each of `leases` (without refreshing it): forgets those gone, remembers
-    /// the first reading of each new one, and refuses if one was refreshed since.
+    /// Writes our instance into the instance key, guarded by what was read there. When
+    /// the guard fails, reads it again: gone (its lease just ended) or released, it tries
+    /// once more; held by another instance, that one won a race of two starts: refuse.
+    fn take(
+        &mut self,
+        key: &str,
+        mut seen: Option<String>,
+        mut released: Option<i64>,
+    ) -> Result<(), SyncError> {
+        for _ in 0..3 {
+            if self.claim(key, seen.as_deref())? {
+                self.identity.held = true;
+                self.retiring = released.filter(|&l| l != 0 && l != self.lease());
+                return Ok(());
+            }
+            let now = self.read_instance(key)?;
+            match now.as_ref().map(|kv| kv.value.as_str()) {
+                None => released = None,
+                Some(RELEASED) => released = now.as_ref().map(|kv| kv.lease),
+                Some(v) => {
+                    let evidence = format!("another process ({v}) just took {key}");
+                    return Err(self.refuse(evidence));
+                }
+            }
+            seen = now.map(|kv| kv.value);
+        }
+        Err(self.refuse(format!("{key} keeps changing hands")))
+    }
+
+    /// Reads each of `leases` and of those already watched (without refreshing them):
+    /// forgets a lease only once it is read as gone (a pass need not see its keys again),
+    /// remembers the first reading of each new one, and refuses if one was refreshed
+    /// since. A reading from another raft term starts over: a new leader extends every
+    /// lease, which is no one's keepalive.
     fn watch(&mut self, leases: &BTreeSet<i64>, holder: &str) -> Result<(), SyncError> {
-        self.identity.watched.retain(|l, _| leases.contains(l));
-        for &l in leases {
+        let all: BTreeSet<i64> = leases
+            .iter()
+            .chain(self.identity.watched.keys())
+            .copied()
+            .collect();
+        for l in all {
             let sent = (self.clock)();
             let Some(ttl) = self.store.time_to_live(l)? else {
                 self.identity.watched.remove(&l);
                 continue;
             };
             match self.identity.watched.get(&l) {
+                Some(first) if first.ttl.term != ttl.term => {
+                    let at = (self.clock)();
+                    self.identity.watched.insert(l, Reading { ttl, at });
+                }
                 Some(first) if refreshed(first.ttl, sent.saturating_sub(first.at), ttl) => {
                     let (was, after) = (first.ttl.remaining, sent.saturating_sub(first.at));
                     return Err(self.refuse(format!(
@@ -222,19 +264,19 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             .iter()
             .map(|(l, r)| (*l, *r))
             .collect();
-        if watched.is_empty() {
-            return Ok(true);
-        }
         for (l, first) in watched {
             let sent = (self.clock)();
             match self.store.time_to_live(l)? {
                 None => return Ok(true),
+                // Another term: the pass reads it again from scratch.
+                Some(ttl) if ttl.term != first.ttl.term => return Ok(true),
                 Some(ttl) if refreshed(first.ttl, sent.saturating_sub(first.at), ttl) => {
                     return Ok(true)
                 }
                 Some(_) => {}
             }
         }
+        // Nothing watched (the pass that found none failed after): its retry settles it.
         Ok(false)
     }
 
@@ -355,8 +397,9 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// On an exit that leaves the services registered: marks the identity released,
-    /// so a successor takes over at once instead of waiting for the lease to expire.
-    pub fn release(&mut self) -> Result<(), SyncError> {
+    /// through `store` (a client of the exit's own: the signal may have interrupted the
+    /// loop's), so a successor takes over at once instead of waiting for the lease.
+    pub fn release<T: Store>(&mut self, store: &mut T) -> Result<(), SyncError> {
         if !self.identity.held || self.identity.keyless || self.lease() == 0 {
             return Ok(());
         }
@@ -367,7 +410,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             value: RELEASED.into(),
             lease: self.lease(),
         };
-        self.writer().txn(&[guard], &[put])?;
+        Writer::new(store, &self.opts, self.lease(), &self.metrics).txn(&[guard], &[put])?;
         self.identity.held = false;
         Ok(())
     }
@@ -377,6 +420,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
 mod tests {
     use super::*;
     use crate::reconcile::fakes::{container, pause, reconciler, FakeDocker, FakeEtcd};
+    use crate::source::Change;
 
     const KEY: &str = "/s.index/instance/h";
 
@@ -384,6 +428,7 @@ mod tests {
         LeaseTtl {
             remaining,
             granted: 30,
+            term: 1,
         }
     }
 
@@ -450,9 +495,9 @@ mod tests {
     fn a_successor_after_a_graceful_exit_takes_over_at_once() {
         let mut first = exclusive(containers(&[1, 2]), FakeEtcd::default());
         first.sync().unwrap();
-        first.release().unwrap();
         let old = first.lease();
-        let etcd = std::mem::take(&mut first.store);
+        let mut etcd = std::mem::take(&mut first.store);
+        first.release(&mut etcd).unwrap();
         assert_eq!(etcd.kv[KEY].0, RELEASED);
         let mut second = exclusive(containers(&[1, 2]), etcd);
         let out = second.sync().unwrap();
@@ -635,5 +680,80 @@ mod tests {
         pause(Duration::from_secs(31));
         assert_eq!(second.sync().unwrap().applied, 2);
         assert!(second.identity.held);
+    }
+
+    #[test]
+    fn while_waiting_events_register_only_and_never_delete_the_others_keys() {
+        let (etcd, _, lease) = predecessor();
+        let kv = etcd.kv.clone();
+        let mut second = exclusive(containers(&[1, 2]), etcd);
+        second.sync().unwrap();
+        assert!(!second.identity.held);
+        // One of the first one's containers crash-loops: start, then die, before a pass.
+        second.on_event(Change::Up, "id1").unwrap();
+        second.source.dead.insert("id1".into());
+        second.on_event(Change::Down, "id1").unwrap();
+        second.store.keepalive(lease).unwrap();
+        let theirs: Vec<_> = kv.keys().filter(|k| k.starts_with("/s/")).collect();
+        for k in theirs {
+            assert!(second.store.kv.contains_key(k), "{k} deleted");
+        }
+    }
+
+    #[test]
+    fn a_keyless_twin_with_other_containers_is_still_watched_after_the_first_pass() {
+        let denied = || FakeEtcd {
+            denied: Some("/s.index/instance/".into()),
+            ..Default::default()
+        };
+        let mut first = exclusive(containers(&[1]), denied());
+        first.sync().unwrap();
+        let mut etcd = std::mem::take(&mut first.store);
+        etcd.kept_by_twin.insert(first.lease());
+        let mut twin = exclusive(containers(&[2]), etcd);
+        let mut refused = false;
+        for _ in 0..12 {
+            match twin.sync() {
+                Err(SyncError::Twin(_)) => {
+                    refused = true;
+                    break;
+                }
+                r => assert!(!twin.identity.held, "took over a live lease: {r:?}"),
+            }
+            pause(SETTLE_STEP);
+        }
+        assert!(refused, "never refused");
+    }
+
+    #[test]
+    fn a_new_leader_extending_the_lease_is_no_keepalive() {
+        let (etcd, _, lease) = predecessor();
+        let mut second = exclusive(containers(&[1, 2]), etcd);
+        second.sync().unwrap();
+        pause(Duration::from_secs(5));
+        // A leader election: every lease is extended, in a new term.
+        second.store.keepalive(lease).unwrap();
+        second.store.term += 1;
+        assert!(second.settle_due().unwrap(), "a pass reads it again");
+        second.sync().unwrap();
+        assert!(!second.identity.held, "still waiting, not refused");
+        pause(SETTLE_STEP);
+        assert!(!second.settle_due().unwrap());
+    }
+
+    #[test]
+    fn the_released_lease_is_revoked_after_the_takeover_pass_whatever_is_left_on_it() {
+        let mut first = exclusive(containers(&[1, 2]), FakeEtcd::default());
+        first.sync().unwrap();
+        let old = first.lease();
+        let mut etcd = std::mem::take(&mut first.store);
+        first.release(&mut etcd).unwrap();
+        // A key the index does not name (an interrupted write, say).
+        etcd.kv
+            .insert("/s/orphan/h:x:80/node".into(), ("h".into(), old, 1));
+        let mut second = exclusive(containers(&[1, 2]), etcd);
+        second.sync().unwrap();
+        assert_eq!(second.store.granted(old), None, "revoked");
+        assert!(!second.store.kv.contains_key("/s/orphan/h:x:80/node"));
     }
 }

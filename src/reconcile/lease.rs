@@ -38,28 +38,16 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         Ok(())
     }
 
-    /// After a pass: revokes the lease a predecessor released (see `identity.rs`) once
-    /// no key is left on it (the pass moved them onto ours: same key, new lease, so a
-    /// watcher sees a PUT, never a DELETE), and keeps it alive until then.
+    /// After the pass that took over a released identity (and moved this host's keys
+    /// onto our lease: same key, new lease, so a watcher sees a PUT, never a DELETE):
+    /// revokes the lease the predecessor released. Whatever is still on it is no service
+    /// this host wants (a key the index lost): it goes with it, once.
     pub(super) fn retire_old_lease(&mut self) -> Result<(), StoreError> {
-        let Some(old) = self.retiring else {
+        let Some(old) = self.retiring.take() else {
             return Ok(());
         };
-        match self.store.lease_keys(old)? {
-            Some(keys) if !keys.is_empty() => {
-                log::debug!("{} key(s) still on lease {old:x}; kept alive", keys.len());
-                self.store.keepalive(old)?;
-            }
-            Some(_) => {
-                if self.writer().revoke(old)? {
-                    log::info!(
-                        "revoked lease {old:x}: every key moved onto lease {:x}",
-                        self.lease()
-                    );
-                }
-                self.retiring = None;
-            }
-            None => self.retiring = None,
+        if self.writer().revoke(old)? {
+            log::info!("revoked lease {old:x}, released by the previous registrator");
         }
         Ok(())
     }

@@ -104,7 +104,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Lease TTL in seconds; 0: keys carry no lease.
     pub ttl: u64,
-    /// Whether keys already on some other lease are left there (`--once` without `--ttl`).
+    /// Whether keys already on some other lease are left there (`--once`: a loop of
+    /// this host may hold them; new keys still go on this process's lease, if any).
     pub keep_foreign_leases: bool,
     /// Hold this host's identity and refuse to run beside a live twin (the loop with a
     /// lease does; see `identity.rs`).

@@ -187,6 +187,9 @@ impl<S: Source, K: Store> Reconciler<S, K> {
                 self.lease()
             );
             self.set_lease(0);
+            // The instance key was on it: whoever holds the identity now, this process
+            // must settle it again before it touches another lease's keys.
+            self.identity.held = false;
         }
         Ok(keys)
     }

@@ -61,8 +61,9 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             if next_check.is_some_and(|c| Instant::now() >= c) {
                 // One read per watched lease, not a pass: a pass when it changed.
                 match self.settle_due() {
-                    Ok(true) => next_sync = Instant::now(),
-                    Ok(false) => {}
+                    // While passes fail, the backoff decides when the next one runs.
+                    Ok(true) if !backoff.is_failing() => next_sync = Instant::now(),
+                    Ok(_) => {}
                     Err(e) => log::debug!("reading the leases waited out: {e}"),
                 }
                 next_check = self.settling().map(|s| Instant::now() + s);
