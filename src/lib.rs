@@ -60,7 +60,10 @@
 //! etcd reports whole seconds left, rounded down, so a lease left alone has at most
 //! `first - floor(elapsed)` left, with `elapsed` measured from the first answer to the
 //! later request so it never overstates. More than that: refreshed, a twin, and the
-//! newcomer revokes its lease and exits 1. Gone: the identity is free. A write the live
+//! newcomer revokes its lease and exits 1. Gone: the identity is free. A reading from
+//! another raft term starts over (a new leader extends every lease), a lease is
+//! forgotten only once read as gone, and while waiting the event fast path only
+//! registers, so nothing another process owns is ever deleted. A write the live
 //! process lost to a starting twin is retried within a second. Without a role on the
 //! index prefix there is no instance key: the leases alone tell, and two registrators
 //! started at the same moment are told apart only by the first keepalive.
