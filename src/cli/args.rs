@@ -32,7 +32,8 @@ pub struct Given {
 
 impl Given {
     pub fn from_env(&self) -> bool {
-        !self.origin.starts_with('-')
+        // A positional argument has no origin: it came from the command line too.
+        !self.origin.is_empty() && !self.origin.starts_with('-')
     }
 }
 

@@ -377,9 +377,11 @@ mod tests {
                 vec!["--log-format", "xml", "etcd:///s"],
                 "--log-format \"xml\": expected text or json",
             ),
+            (vec!["consul://x/s"], "registry URI \"consul://x/s\""),
         ] {
             let e = run(&args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");
+            assert!(!e.starts_with(':'), "{args:?}: {e}");
         }
     }
 
