@@ -22,6 +22,10 @@ use crate::service::Settings;
 /// try the next one before the deadline.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Per-request timeout of the client that marks the identity released on exit: a
+/// courtesy to the successor, never worth holding up the exit for.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The registrator, ready to run.
 pub struct Setup {
     /// `--retry-attempts` / `--retry-interval`: reach etcd first.
@@ -143,9 +147,13 @@ fn the_loop(
             Some(Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)))
         }
     };
+    let exit_timeout = match config.deregister_on_exit {
+        true => EXIT_TIMEOUT,
+        false => RELEASE_TIMEOUT,
+    };
     let exit_store = match config.deregister_on_exit || ttl > 0 {
         true => Some(
-            Etcd::new(&config.registry, EXIT_TIMEOUT)?
+            Etcd::new(&config.registry, exit_timeout)?
                 .with_index_prefix(index_prefix)
                 .with_metrics(Arc::clone(&metrics)),
         ),
