@@ -129,7 +129,6 @@ fn serve(
         registry,
         keepalive,
         mut exit_store,
-        deregister,
         metrics_addr,
         metrics,
     } = parts;
@@ -164,24 +163,20 @@ fn serve(
         }
     );
     reconciler.run(&rx, interval)?;
-    match exit_store.as_mut() {
-        Some(store) if deregister => {
-            reconciler
-                .deregister_all(store)
-                .map_err(|e| format!("could not deregister on exit: {e}"))?;
-            log::info!("deregistered this host's services; exiting");
-            return Ok(());
-        }
-        // The successor may then take over at once (without this, it leaves these
-        // services alone until the lease expires).
-        Some(store) if reconciler.lease() != 0 => {
-            if let Err(e) = reconciler.release(store) {
-                log::warn!("could not mark this host's identity released: {e}");
-            }
-        }
-        _ => {}
+    if let Some(store) = exit_store.as_mut() {
+        reconciler
+            .deregister_all(store)
+            .map_err(|e| format!("could not deregister on exit: {e}"))?;
+        log::info!("deregistered this host's services; exiting");
+        return Ok(());
     }
     if reconciler.lease() != 0 {
+        // The successor may then take over at once (without this, it leaves these
+        // services alone until the lease expires). Through the loop's client: if the
+        // signal had to interrupt it (etcd hung), the exit does not wait for etcd.
+        if let Err(e) = reconciler.release() {
+            log::warn!("could not mark this host's identity released: {e}");
+        }
         log::info!(
             "exiting; services stay registered until lease {:x} expires or the next \
              registrator takes over",

@@ -22,10 +22,6 @@ use crate::service::Settings;
 /// try the next one before the deadline.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Per-request timeout of the client that marks the identity released on exit: a
-/// courtesy to the successor, never worth holding up the exit for.
-const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// The registrator, ready to run.
 pub struct Setup {
     /// `--retry-attempts` / `--retry-interval`: reach etcd first.
@@ -68,11 +64,9 @@ pub struct Loop {
     pub registry: String,
     /// With a lease: the keepalive thread's own client.
     pub keepalive: Option<Etcd>,
-    /// The exit's own client (the signal thread interrupts the loop's), with a lease or
-    /// `--deregister-on-exit`: it releases the identity, or deregisters.
+    /// `--deregister-on-exit`: the exit's own client (the signal thread interrupts the
+    /// loop's).
     pub exit_store: Option<Etcd>,
-    /// `--deregister-on-exit`: remove this host's services on exit.
-    pub deregister: bool,
     /// `--metrics-addr`: where to serve `/metrics` and `/healthz`.
     pub metrics_addr: Option<String>,
     /// What the reconciler, its etcd clients and the loop's threads record.
@@ -147,13 +141,9 @@ fn the_loop(
             Some(Etcd::new(&config.registry, timeout)?.with_metrics(Arc::clone(&metrics)))
         }
     };
-    let exit_timeout = match config.deregister_on_exit {
-        true => EXIT_TIMEOUT,
-        false => RELEASE_TIMEOUT,
-    };
-    let exit_store = match config.deregister_on_exit || ttl > 0 {
+    let exit_store = match config.deregister_on_exit {
         true => Some(
-            Etcd::new(&config.registry, exit_timeout)?
+            Etcd::new(&config.registry, EXIT_TIMEOUT)?
                 .with_index_prefix(index_prefix)
                 .with_metrics(Arc::clone(&metrics)),
         ),
@@ -167,7 +157,6 @@ fn the_loop(
         registry: config.registry.to_string(),
         keepalive,
         exit_store,
-        deregister: config.deregister_on_exit,
         metrics_addr: config.metrics_addr.clone(),
         metrics,
     })
@@ -347,8 +336,7 @@ mod tests {
             (l.interval, l.registry.as_str()),
             (Duration::from_secs(10), "etcd://127.0.0.1:1/s")
         );
-        assert!(l.keepalive.is_some() && l.exit_store.is_some() && l.metrics_addr.is_none());
-        assert!(!l.deregister, "the exit client only releases the identity");
+        assert!(l.keepalive.is_some() && l.exit_store.is_none() && l.metrics_addr.is_none());
         let s = setup(&[
             "--ttl",
             "0",
@@ -368,7 +356,7 @@ mod tests {
             panic!("the loop")
         };
         assert!(l.keepalive.is_none(), "no lease, no keepalive");
-        assert!(l.exit_store.is_some() && l.deregister);
+        assert!(l.exit_store.is_some());
         assert_eq!(l.metrics_addr.as_deref(), Some("127.0.0.1:0"));
     }
 

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::pass::Read;
-use super::writer::Writer;
 use super::{Reconciler, SyncError, Twin};
 use crate::plan::Desired;
 use crate::source::Source;
@@ -397,9 +396,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
     }
 
     /// On an exit that leaves the services registered: marks the identity released,
-    /// through `store` (a client of the exit's own: the signal may have interrupted the
-    /// loop's), so a successor takes over at once instead of waiting for the lease.
-    pub fn release<T: Store>(&mut self, store: &mut T) -> Result<(), SyncError> {
+    /// so a successor takes over at once instead of waiting for the lease.
+    pub fn release(&mut self) -> Result<(), SyncError> {
         if !self.identity.held || self.identity.keyless || self.lease() == 0 {
             return Ok(());
         }
@@ -410,7 +408,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             value: RELEASED.into(),
             lease: self.lease(),
         };
-        Writer::new(store, &self.opts, self.lease(), &self.metrics).txn(&[guard], &[put])?;
+        self.writer().txn(&[guard], &[put])?;
         self.identity.held = false;
         Ok(())
     }
@@ -495,9 +493,9 @@ mod tests {
     fn a_successor_after_a_graceful_exit_takes_over_at_once() {
         let mut first = exclusive(containers(&[1, 2]), FakeEtcd::default());
         first.sync().unwrap();
+        first.release().unwrap();
         let old = first.lease();
-        let mut etcd = std::mem::take(&mut first.store);
-        first.release(&mut etcd).unwrap();
+        let etcd = std::mem::take(&mut first.store);
         assert_eq!(etcd.kv[KEY].0, RELEASED);
         let mut second = exclusive(containers(&[1, 2]), etcd);
         let out = second.sync().unwrap();
@@ -745,9 +743,9 @@ mod tests {
     fn the_released_lease_is_revoked_after_the_takeover_pass_whatever_is_left_on_it() {
         let mut first = exclusive(containers(&[1, 2]), FakeEtcd::default());
         first.sync().unwrap();
+        first.release().unwrap();
         let old = first.lease();
         let mut etcd = std::mem::take(&mut first.store);
-        first.release(&mut etcd).unwrap();
         // A key the index does not name (an interrupted write, say).
         etcd.kv
             .insert("/s/orphan/h:x:80/node".into(), ("h".into(), old, 1));
