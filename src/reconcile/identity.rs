@@ -1,5 +1,5 @@
 //! This host's identity: one live process registers under a `--hostname` and prefix,
-//! named by its instance key (`<idx>/instance/<host>`, see `index.rs`) on its own lease.
+//! named by its instance key (`<idx>/instance/<host>`, see `keys.rs`) on its own lease.
 //!
 //! The rule, which never rests on how long something took (a stalled process is not a
 //! dead one): register what this host's Docker shows at once, on a lease of our own;
@@ -9,9 +9,10 @@
 //! So a new process reads the instance key. Free, released or its own: it takes it (a
 //! guarded write), and with it every key of the host. Otherwise, until every other lease
 //! on this host's keys is gone, it leaves the directories on them alone (set aside),
-//! registers the rest, and reads those leases again on every pass (about once a second):
-//! all expired -> it takes the identity; one refreshed -> a twin holds it: this process
-//! revokes its own lease (one call removes what it wrote meanwhile) and stops.
+//! registers the rest (events meanwhile only register), and reads those leases again
+//! between passes, about once a second: all expired -> it takes the identity; one
+//! refreshed -> a twin holds it: this process revokes its own lease (one call removes
+//! what it wrote meanwhile) and stops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -54,7 +54,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
             log::Level::Error,
         );
         // Ops that another writer contested are retried soon, then less and less often.
-        let mut contested = Backoff::new(CONTESTED_RETRY, interval, log::Level::Debug);
+        let first = CONTESTED_RETRY.min(interval);
+        let mut contested = Backoff::new(first, interval, log::Level::Debug);
         // While another process's lease is waited out: when to read it again.
         let mut next_check: Option<Instant> = None;
         loop {
