@@ -71,8 +71,8 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         self.reports.refused(refused, true, &self.metrics);
         self.retire_old_lease()?;
         self.seen.remember(containers, desired);
-        // The first pass that got this far adopted or granted the lease every key of
-        // ours is on; later passes also ask that lease which keys are ours.
+        // The first pass that got this far granted the lease every key of ours is on;
+        // later passes also ask that lease which keys are ours.
         self.started = true;
         Ok(outcome)
     }
@@ -171,7 +171,7 @@ impl<S: Source, K: Store> Reconciler<S, K> {
         Ok(Read { actual, index })
     }
 
-    /// The keys on our lease, once the first pass has adopted or granted it (they show
+    /// The keys on our lease, once the first pass has granted it (they show
     /// a directory of ours whose index entry was deleted by hand). None before that and
     /// without a lease; a lease found gone is dropped, so a new one is granted.
     fn lease_keys(&mut self) -> Result<Option<Vec<String>>, StoreError> {
