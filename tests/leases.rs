@@ -394,3 +394,49 @@ fn docker_stop_deregisters_without_flapping(e: Engine) {
         );
     }
 }
+
+#[test]
+fn a_refused_port_claim_withdraws_the_old_registration_of_a_recreated_container() {
+    let p = prefix("withdraw");
+    let host = unique("h");
+    let base = 30000 + std::process::id() % 5000 * 2;
+    let (free, held) = (base.to_string(), (base + 1).to_string());
+    // Another host's service holds `held`.
+    put_elsewhere(&p, "other/elsewhere:x:80", "10.9.9.9", &held);
+    let name = unique("svc");
+    let env = |port: &str| {
+        [
+            "SERVICE_NAME=mine".to_string(),
+            format!("SERVICE_EXTERNAL_PORT={port}"),
+        ]
+    };
+    let first = env(&free);
+    let c = Container::httpd(&name, 80, &[&first[0], &first[1]]);
+    let mut r = running(&host, &p, &[]);
+    assert!(
+        wait_until(Duration::from_secs(5), || keys_with(&p, &name).len() == 5),
+        "{}",
+        r.log()
+    );
+    r.signal(libc::SIGTERM);
+    assert_eq!(r.wait(Duration::from_secs(3)).0, Some(0));
+    // While no registrator runs, the container is recreated claiming the held port.
+    drop(c);
+    let second = env(&held);
+    let _c = Container::httpd(&name, 80, &[&second[0], &second[1]]);
+    let r2 = running(&host, &p, &[]);
+    assert!(
+        wait_until(Duration::from_secs(5), || r2
+            .log()
+            .contains("is already held by service other on host elsewhere")),
+        "{}",
+        r2.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || keys_with(&p, &name).is_empty()),
+        "the old registration (port {free}) stays routable while the log says \
+         \"not registered\": {:?}\n{}",
+        keys_with(&p, &name),
+        r2.log()
+    );
+}
