@@ -412,7 +412,8 @@ fn a_refused_port_claim_withdraws_the_old_registration_of_a_recreated_container(
     };
     let first = env(&free);
     let c = Container::httpd(&name, 80, &[&first[0], &first[1]]);
-    let mut r = running(&host, &p, &[]);
+    // No lease: the old registration would outlive anything but a deregistration.
+    let mut r = running(&host, &p, &["--ttl", "0"]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &name).len() == 5),
         "{}",
@@ -424,7 +425,7 @@ fn a_refused_port_claim_withdraws_the_old_registration_of_a_recreated_container(
     drop(c);
     let second = env(&held);
     let _c = Container::httpd(&name, 80, &[&second[0], &second[1]]);
-    let r2 = running(&host, &p, &[]);
+    let r2 = running(&host, &p, &["--ttl", "0"]);
     assert!(
         wait_until(Duration::from_secs(5), || r2
             .log()
