@@ -236,7 +236,7 @@ fn a_stalled_registrator_is_not_taken_for_a_dead_one() {
     let p = prefix("stalled");
     let host = unique("h");
     let named = Container::httpd(&unique("named"), 80, &["SERVICE_NAME=named"]);
-    let mut first = running(&host, &p, &["--ttl", "9", "--explicit"]);
+    let mut first = running(&host, &p, &["--ttl", "12", "--explicit"]);
     assert!(
         wait_until(Duration::from_secs(5), || keys_with(&p, &named.name).len()
             == 4),
@@ -245,13 +245,14 @@ fn a_stalled_registrator_is_not_taken_for_a_dead_one() {
     );
     let before = keys_with(&p, &named.name);
     let watch = Watch::start(&format!("{p}/"));
-    // The first stalls (a paused VM) for longer than a keepalive period (3 s) but less
-    // than its TTL; a second one with its host name starts meanwhile.
+    // The first stalls (a paused VM) for longer than a keepalive period and a second (the
+    // old code's verdict "gone" after TTL/3 + 1 s = 5 s) but well within its TTL (at least
+    // 2.5 s are left when it resumes); a second one with its host name starts meanwhile.
     first.signal(libc::SIGSTOP);
-    let mut second = running(&host, &p, &["--ttl", "9"]);
-    std::thread::sleep(Duration::from_secs(5));
+    let mut second = running(&host, &p, &["--ttl", "12"]);
+    std::thread::sleep(Duration::from_millis(5500));
     first.signal(libc::SIGCONT);
-    let (code, _) = second.wait(Duration::from_secs(8));
+    let (code, _) = second.wait(Duration::from_secs(10));
     assert_eq!(code, Some(1), "the second kept running:\n{}", second.log());
     assert!(
         second
